@@ -1,0 +1,51 @@
+//! The unit that travels the chain. One `Batch` is also one checkpoint
+//! barrier: each actor adds the state delta the writer must commit with it.
+
+use crate::click::{AdId, Click, Filter};
+use crate::reject::Rejected;
+use async_nats::jetstream::message::Acker;
+use tokio::sync::oneshot;
+
+/// `n` more clicks for one ad, minute and filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CountDelta {
+    /// Start of the minute, epoch ms.
+    pub minute: i64,
+    /// The ad.
+    pub ad: AdId,
+    /// The filter the count is kept under.
+    pub filter: Filter,
+    /// How many clicks to add.
+    pub count: u64,
+}
+
+/// A run of consecutive messages of one partition, and what each stage made of it.
+#[derive(Default)]
+pub struct Batch {
+    /// Whether this batch holds one of ingest's in-flight credits, returned
+    /// by the writer once the batch is committed.
+    pub holds_credit: bool,
+    /// Messages consumed from JetStream for this batch (including skipped ones).
+    pub consumed: usize,
+    /// Highest stream sequence in the batch; 0 when it has no message.
+    pub last_seq: u64,
+    /// Valid clicks not yet dealt with. Dedup removes repeats; window turns
+    /// the rest into `deltas` or rejects.
+    pub clicks: Vec<Click>,
+    /// Messages that will not be counted, bound for the rejected stream.
+    pub rejects: Vec<Rejected>,
+    /// Set when the partition was idle: the wall-clock time the watermark may follow.
+    pub idle_tick: Option<i64>,
+    /// Acknowledges every message up to `last_seq` (AckAll), after the commit.
+    pub ack: Option<Acker>,
+    /// Added by dedup: click ids first seen in this batch, with their minute.
+    pub new_ids: Vec<(i64, u128)>,
+    /// Duplicates dedup dropped (for metrics).
+    pub duplicates: usize,
+    /// Added by window: count increments.
+    pub deltas: Vec<CountDelta>,
+    /// Added by window: the watermark after this batch.
+    pub watermark: i64,
+    /// Set on the last batch of a drain: answered once it is committed.
+    pub flush: Option<oneshot::Sender<()>>,
+}

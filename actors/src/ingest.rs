@@ -1,0 +1,293 @@
+//! Ingest: the first actor of a partition. Pulls messages from the
+//! partition's durable JetStream consumer, decodes and validates them, and
+//! sends them on as a [`Batch`]. It owns the backpressure: a batch may only
+//! leave when a credit is free, and the writer returns credits after each
+//! commit, so at most `max_batches_in_flight` batches exist at once.
+
+pub mod decode;
+
+use crate::batch::Batch;
+use crate::dedup::DedupMsg;
+use crate::reject::{RejectReason, Rejected};
+use crate::settings::PipelineSettings;
+use crate::telemetry::PartitionMeters;
+use crate::time::now_ms;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::Context;
+use futures::stream::ReadyChunks;
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Semaphore};
+
+/// How long one pull waits for messages before checking for idleness.
+const PULL_WAIT: Duration = Duration::from_millis(250);
+/// How often an idle partition sends a wall-clock tick down the chain.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How often the consumer's pending count is refreshed.
+const PENDING_EVERY: Duration = Duration::from_secs(5);
+
+/// Messages to the ingest actor.
+pub enum IngestMsg {
+    /// Pull the next batch (the actor sends this to itself in a loop).
+    Pull,
+    /// Stop pulling, push a final flush through the chain, and answer once
+    /// everything pulled is committed and acknowledged.
+    Drain(oneshot::Sender<()>),
+}
+
+/// What ingest starts from.
+pub struct IngestArgs {
+    /// The partition number.
+    pub partition: u32,
+    /// Service settings.
+    pub settings: Arc<PipelineSettings>,
+    /// JetStream.
+    pub js: Context,
+    /// Where batches go.
+    pub next: ActorRef<DedupMsg>,
+    /// Last stream sequence committed: consumption resumes after it.
+    pub resume_after: u64,
+    /// In-flight credits, shared with the writer.
+    pub credits: Arc<Semaphore>,
+    /// Metric handles.
+    pub meters: PartitionMeters,
+}
+
+/// The ingest actor.
+pub struct IngestActor;
+
+/// Ingest's running state.
+pub struct IngestState {
+    args: IngestArgs,
+    consumer: PullConsumer,
+    messages: ReadyChunks<pull::Stream>,
+    last_seq: u64,
+    last_message_at: Instant,
+    last_tick_at: Instant,
+    last_pending_at: Instant,
+    draining: bool,
+}
+
+/// Creates the partition's durable consumer afresh, starting right after the
+/// committed sequence. The checkpoint, not the consumer's ack floor, is the
+/// truth about what was applied, so the consumer is rebuilt on every start.
+async fn open_consumer(args: &IngestArgs) -> Result<PullConsumer, ActorProcessingErr> {
+    let settings = &args.settings;
+    let stream = args.js.get_stream(&settings.stream).await.map_err(|e| {
+        format!(
+            "partition {}: cannot open stream {}: {e}",
+            args.partition, settings.stream
+        )
+    })?;
+    let name = settings.consumer_name(args.partition);
+    // Absent on first start; any real problem shows up in create below.
+    let _ = stream.delete_consumer(&name).await;
+    let deliver_policy = if args.resume_after == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: args.resume_after + 1,
+        }
+    };
+    let in_flight = settings.batch_size * settings.max_batches_in_flight;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: settings.partition_subject(args.partition),
+            ack_policy: AckPolicy::All,
+            deliver_policy,
+            // Room for every batch in flight plus one pull's prefetch.
+            max_ack_pending: (2 * in_flight + settings.batch_size) as i64,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            format!(
+                "partition {}: cannot create consumer {name}: {e}",
+                args.partition
+            )
+        })?;
+    Ok(consumer)
+}
+
+impl Actor for IngestActor {
+    type Msg = IngestMsg;
+    type State = IngestState;
+    type Arguments = IngestArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<IngestMsg>,
+        args: IngestArgs,
+    ) -> Result<IngestState, ActorProcessingErr> {
+        let consumer = open_consumer(&args).await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(args.settings.batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| format!("partition {}: cannot start pulling: {e}", args.partition))?
+            .ready_chunks(args.settings.batch_size);
+        let now = Instant::now();
+        Ok(IngestState {
+            last_seq: args.resume_after,
+            args,
+            consumer,
+            messages,
+            last_message_at: now,
+            last_tick_at: now,
+            last_pending_at: now - PENDING_EVERY,
+            draining: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<IngestMsg>,
+        message: IngestMsg,
+        state: &mut IngestState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            IngestMsg::Pull if state.draining => Ok(()),
+            IngestMsg::Pull => {
+                state.pull_once().await?;
+                myself.cast(IngestMsg::Pull)?;
+                Ok(())
+            }
+            IngestMsg::Drain(done) => {
+                state.draining = true;
+                let flush = Batch {
+                    flush: Some(done),
+                    ..Batch::default()
+                };
+                state.args.next.cast(DedupMsg::Batch(flush))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl IngestState {
+    /// Waits for a credit, then for messages (or idleness), and sends one batch on.
+    async fn pull_once(&mut self) -> Result<(), ActorProcessingErr> {
+        let credit = self.args.credits.clone().acquire_owned().await?;
+        let batch = match tokio::time::timeout(PULL_WAIT, self.messages.next()).await {
+            Ok(Some(chunk)) => self.decode_chunk(chunk)?,
+            Ok(None) => {
+                return Err(format!(
+                    "partition {}: the consumer's message stream ended",
+                    self.args.partition
+                )
+                .into())
+            }
+            Err(_idle) => match self.idle_tick() {
+                Some(batch) => batch,
+                None => {
+                    drop(credit); // nothing sent: the credit goes back
+                    self.refresh_pending().await;
+                    return Ok(());
+                }
+            },
+        };
+        credit.forget(); // the writer returns it after the commit
+        self.args.next.cast(DedupMsg::Batch(batch))?;
+        Ok(())
+    }
+
+    /// A tick when the partition has been quiet for `idle_timeout`, at most once per second.
+    fn idle_tick(&mut self) -> Option<Batch> {
+        let idle_for = self.last_message_at.elapsed();
+        if idle_for.as_millis() < self.args.settings.idle_timeout_ms as u128
+            || self.last_tick_at.elapsed() < TICK_EVERY
+        {
+            return None;
+        }
+        self.last_tick_at = Instant::now();
+        Some(Batch {
+            holds_credit: true,
+            idle_tick: Some(now_ms()),
+            ..Batch::default()
+        })
+    }
+
+    async fn refresh_pending(&mut self) {
+        if self.last_pending_at.elapsed() < PENDING_EVERY {
+            return;
+        }
+        self.last_pending_at = Instant::now();
+        if let Ok(info) = self.consumer.info().await {
+            self.args
+                .meters
+                .consumer_pending
+                .set(info.num_pending as f64);
+        }
+    }
+
+    fn decode_chunk(
+        &mut self,
+        chunk: Vec<Result<async_nats::jetstream::Message, pull::MessagesError>>,
+    ) -> Result<Batch, ActorProcessingErr> {
+        let p = self.args.partition;
+        let settings = &self.args.settings;
+        let latest_allowed = now_ms().saturating_add(settings.max_future_skew_ms);
+        let mut batch = Batch {
+            holds_credit: true,
+            consumed: chunk.len(),
+            clicks: Vec::with_capacity(chunk.len()),
+            ..Batch::default()
+        };
+        let (mut invalid, mut future) = (0u64, 0u64);
+        for item in chunk {
+            let message = item.map_err(|e| format!("partition {p}: consuming failed: {e}"))?;
+            let seq = message
+                .info()
+                .map_err(|e| format!("partition {p}: message without JetStream info: {e}"))?
+                .stream_sequence;
+            let (message, acker) = message.split();
+            batch.ack = Some(acker);
+            if seq <= self.last_seq {
+                continue; // a redelivery of something already passed on
+            }
+            self.last_seq = seq;
+            batch.last_seq = seq;
+            let decoded = match decode::split_subject(&message.subject) {
+                Some((_, ad)) => decode::decode(ad, seq, &message.payload),
+                None => Err(format!(
+                    "subject `{}` is not a click subject",
+                    message.subject
+                )),
+            };
+            let reason = match decoded {
+                Ok(click) if click.ts > latest_allowed => {
+                    future += 1;
+                    RejectReason::Future
+                }
+                Ok(click) => {
+                    batch.clicks.push(click);
+                    continue;
+                }
+                Err(why) => {
+                    invalid += 1;
+                    RejectReason::Invalid(why)
+                }
+            };
+            batch.rejects.push(Rejected {
+                seq,
+                subject: message.subject.to_string(),
+                payload: message.payload,
+                reason,
+            });
+        }
+        self.last_message_at = Instant::now();
+        let meters = &self.args.meters;
+        meters.consumed.increment(batch.consumed as u64);
+        meters.invalid.increment(invalid);
+        meters.future.increment(future);
+        Ok(batch)
+    }
+}

@@ -1,0 +1,44 @@
+//! # adclick-actors: the per-partition pipeline
+//!
+//! Every partition of the `CLICKS` stream runs the same chain of five actors,
+//! owned by one [`partition::PartitionSupervisor`]:
+//!
+//! ```text
+//!  JetStream ──► ingest ──► dedup ──► window ──► reducer ──► writer ──► redb commit ──► ack
+//!               decode      drop       event      counts      one write
+//!               validate    repeated   time,      in memory,  transaction,
+//!                           click ids  lateness   queries     then AckAll
+//! ```
+//!
+//! A [`batch::Batch`] travels the chain; each actor applies its pure state to the
+//! batch and adds what the checkpoint needs (new click ids, count deltas, the
+//! watermark). The writer commits everything a batch carries in one redb
+//! transaction together with the last stream sequence, and only then acks the
+//! JetStream messages, so a crash at any point replays exactly what was not
+//! committed.
+//!
+//! Each actor lives in its own file beside the plain state it wraps:
+//!
+//! | stage | actor | pure state |
+//! |---|---|---|
+//! | ingest | [`ingest::IngestActor`] | [`ingest::decode`] |
+//! | dedup | [`dedup::DedupActor`] | [`dedup::seen_clicks::SeenClicks`] |
+//! | window | [`window::WindowActor`] | [`window::event_clock::EventClock`], [`window::count_deltas::CountDeltas`] |
+//! | reducer | [`reducer::ReducerActor`] | [`reducer::minute_counts::MinuteCounts`], [`reducer::top_n`] |
+//! | writer | [`writer::WriterActor`] | [`writer::checkpoint::Checkpoint`], [`writer::store::PartitionStore`] |
+
+pub mod batch;
+pub mod click;
+pub mod dedup;
+pub mod ingest;
+pub mod partition;
+pub mod reducer;
+pub mod reject;
+pub mod settings;
+pub mod telemetry;
+pub mod time;
+pub mod window;
+pub mod writer;
+
+pub use click::{AdId, Click, Country, Filter, IpType};
+pub use settings::{DimensionSet, PipelineSettings};

@@ -1,0 +1,274 @@
+//! The partition supervisor: builds the five actors of one partition from
+//! its checkpoint, and rebuilds all of them when any one fails.
+//!
+//! Rebuilding the whole chain (not just the failed actor) is deliberate: the
+//! other actors hold state that is ahead of the checkpoint, and the only state
+//! known to be consistent is the committed one. The store's generation fence
+//! makes sure a commit still in flight from the old chain cannot land after
+//! the new chain has loaded the checkpoint.
+
+pub mod directory;
+
+use crate::dedup::{DedupActor, DedupArgs};
+use crate::ingest::{IngestActor, IngestArgs, IngestMsg};
+use crate::reducer::minute_counts::MinuteCounts;
+use crate::reducer::{ReducerActor, ReducerArgs};
+use crate::settings::PipelineSettings;
+use crate::telemetry::PartitionMeters;
+use crate::window::{WindowActor, WindowArgs};
+use crate::writer::store::PartitionStore;
+use crate::writer::{WriterActor, WriterArgs};
+use async_nats::jetstream::Context;
+use directory::PartitionSlot;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+/// Messages to a partition supervisor.
+pub enum PartitionMsg {
+    /// (Re)build the chain from the checkpoint.
+    Build,
+    /// Stop consuming, commit what was consumed, then answer.
+    Drain(oneshot::Sender<()>),
+}
+
+/// What a partition supervisor needs.
+pub struct PartitionArgs {
+    /// The partition number.
+    pub partition: u32,
+    /// Service settings.
+    pub settings: Arc<PipelineSettings>,
+    /// JetStream.
+    pub js: Context,
+    /// The partition's file (opened once, shared by every rebuild).
+    pub store: Arc<PartitionStore>,
+    /// The gateway's view of this partition.
+    pub slot: Arc<PartitionSlot>,
+}
+
+/// The supervisor actor.
+pub struct PartitionSupervisor;
+
+/// The supervisor's state.
+pub struct PartitionState {
+    args: PartitionArgs,
+    meters: PartitionMeters,
+    children: Vec<ActorCell>,
+    ingest: Option<ActorRef<IngestMsg>>,
+    failures_in_a_row: u32,
+    draining: bool,
+}
+
+impl Actor for PartitionSupervisor {
+    type Msg = PartitionMsg;
+    type State = PartitionState;
+    type Arguments = PartitionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        args: PartitionArgs,
+    ) -> Result<PartitionState, ActorProcessingErr> {
+        myself.cast(PartitionMsg::Build)?;
+        Ok(PartitionState {
+            meters: PartitionMeters::new(args.partition),
+            args,
+            children: Vec::new(),
+            ingest: None,
+            failures_in_a_row: 0,
+            draining: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        message: PartitionMsg,
+        state: &mut PartitionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PartitionMsg::Build if state.draining => {}
+            PartitionMsg::Build => {
+                state.stop_children();
+                match state.build(&myself).await {
+                    Ok(()) => {
+                        state.failures_in_a_row = 0;
+                        tracing::info!(partition = state.args.partition, "partition consuming");
+                    }
+                    Err(e) => {
+                        state.stop_children();
+                        tracing::error!(
+                            partition = state.args.partition,
+                            "partition start failed: {e}"
+                        );
+                        state.retry_later(&myself);
+                    }
+                }
+            }
+            PartitionMsg::Drain(done) => {
+                state.draining = true;
+                match &state.ingest {
+                    Some(ingest) => ingest.cast(IngestMsg::Drain(done))?,
+                    None => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        event: SupervisionEvent,
+        state: &mut PartitionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (who, why) = match &event {
+            SupervisionEvent::ActorFailed(who, err) => (who.get_id(), err.to_string()),
+            SupervisionEvent::ActorTerminated(who, _, reason) => {
+                (who.get_id(), format!("stopped: {reason:?}"))
+            }
+            _ => return Ok(()),
+        };
+        if !state.children.iter().any(|c| c.get_id() == who) {
+            return Ok(()); // a child of a chain we already replaced
+        }
+        let partition = state.args.partition;
+        let restarts = state.args.slot.count_restart();
+        state.meters.restarts.increment(1);
+        tracing::error!(
+            partition,
+            restarts,
+            "partition actor failed ({why}); rebuilding from checkpoint"
+        );
+        state.stop_children();
+        state.retry_later(&myself);
+        Ok(())
+    }
+}
+
+impl PartitionState {
+    fn stop_children(&mut self) {
+        self.args.slot.set_reducer(None);
+        self.ingest = None;
+        for child in self.children.drain(..) {
+            child.stop(Some("partition rebuild".into()));
+        }
+    }
+
+    fn retry_later(&mut self, myself: &ActorRef<PartitionMsg>) {
+        self.failures_in_a_row += 1;
+        let backoff_ms = (100u64 << self.failures_in_a_row.min(6)).min(5_000);
+        myself.send_after(Duration::from_millis(backoff_ms), || PartitionMsg::Build);
+    }
+
+    /// Loads the checkpoint and spawns writer, reducer, window, dedup, ingest
+    /// (each needs the next one's address), then opens the partition to queries.
+    async fn build(&mut self, myself: &ActorRef<PartitionMsg>) -> Result<(), ActorProcessingErr> {
+        let args = &self.args;
+        let settings = args.settings.clone();
+        let store = args.store.clone();
+        let memory_minutes = settings.memory_minutes;
+        let recovered =
+            tokio::task::spawn_blocking(move || store.recover(memory_minutes)).await??;
+        let committed_watermark = Arc::new(AtomicI64::new(recovered.watermark));
+        let credits = Arc::new(Semaphore::new(settings.max_batches_in_flight));
+        let supervisor = myself.get_cell();
+        let meters = self.meters.clone();
+
+        let (writer, _) = Actor::spawn_linked(
+            None,
+            WriterActor,
+            WriterArgs {
+                partition: args.partition,
+                settings: settings.clone(),
+                js: args.js.clone(),
+                store: args.store.clone(),
+                generation: recovered.generation,
+                last_seq: recovered.last_seq,
+                committed_watermark: committed_watermark.clone(),
+                credits: credits.clone(),
+                meters: meters.clone(),
+            },
+            supervisor.clone(),
+        )
+        .await?;
+        self.children.push(writer.get_cell());
+
+        let mut counts = MinuteCounts::new(recovered.counts_from);
+        for delta in &recovered.counts {
+            counts.apply(delta);
+        }
+        let (reducer, _) = Actor::spawn_linked(
+            None,
+            ReducerActor,
+            ReducerArgs {
+                settings: settings.clone(),
+                next: writer,
+                store: args.store.clone(),
+                counts,
+                watermark: recovered.watermark,
+                committed_watermark,
+                slot: args.slot.clone(),
+                meters: meters.clone(),
+            },
+            supervisor.clone(),
+        )
+        .await?;
+        self.children.push(reducer.get_cell());
+
+        let (window, _) = Actor::spawn_linked(
+            None,
+            WindowActor,
+            WindowArgs {
+                partition: args.partition,
+                settings: settings.clone(),
+                next: reducer.clone(),
+                watermark: recovered.watermark,
+                meters: meters.clone(),
+            },
+            supervisor.clone(),
+        )
+        .await?;
+        self.children.push(window.get_cell());
+
+        let (dedup, _) = Actor::spawn_linked(
+            None,
+            DedupActor,
+            DedupArgs {
+                settings: settings.clone(),
+                next: window,
+                seen: recovered.seen,
+                watermark: recovered.watermark,
+                meters: meters.clone(),
+            },
+            supervisor.clone(),
+        )
+        .await?;
+        self.children.push(dedup.get_cell());
+
+        let (ingest, _) = Actor::spawn_linked(
+            None,
+            IngestActor,
+            IngestArgs {
+                partition: args.partition,
+                settings,
+                js: args.js.clone(),
+                next: dedup,
+                resume_after: recovered.last_seq,
+                credits,
+                meters,
+            },
+            supervisor,
+        )
+        .await?;
+        self.children.push(ingest.get_cell());
+        ingest.cast(IngestMsg::Pull)?;
+        self.ingest = Some(ingest);
+        self.args.slot.set_reducer(Some(reducer));
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! What a partition needs to know from the service configuration.
+
+/// Which dimensions a counted filter keeps. The default sets are `[]`,
+/// `[country]`, `[ip_type]` and `[country, ip_type]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct DimensionSet {
+    /// Keeps `country`.
+    pub country: bool,
+    /// Keeps `ip_type`.
+    pub ip_type: bool,
+}
+
+impl DimensionSet {
+    /// Builds a set from dimension names; an unknown name is an error naming it.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<DimensionSet, String> {
+        let mut set = DimensionSet::default();
+        for name in names {
+            match name.as_ref() {
+                "country" => set.country = true,
+                "ip_type" => set.ip_type = true,
+                other => {
+                    return Err(format!(
+                        "unknown dimension `{other}` (known: country, ip_type)"
+                    ))
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The dimension names, alphabetical.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.country {
+            names.push("country");
+        }
+        if self.ip_type {
+            names.push("ip_type");
+        }
+        names
+    }
+
+    /// The sets every deployment gets unless configured otherwise.
+    pub fn defaults() -> Vec<DimensionSet> {
+        vec![
+            DimensionSet::default(),
+            DimensionSet {
+                country: true,
+                ip_type: false,
+            },
+            DimensionSet {
+                country: false,
+                ip_type: true,
+            },
+            DimensionSet {
+                country: true,
+                ip_type: true,
+            },
+        ]
+    }
+}
+
+/// The settings every actor of a partition reads. Durations are milliseconds.
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// Number of partitions of the stream.
+    pub partitions: u32,
+    /// JetStream stream holding the clicks.
+    pub stream: String,
+    /// JetStream stream for rejected messages.
+    pub rejected_stream: String,
+    /// How far the watermark trails the largest event time seen.
+    pub watermark_delay_ms: i64,
+    /// How long after its close a minute still takes corrections.
+    pub allowed_lateness_ms: i64,
+    /// Quiet time after which the watermark follows the wall clock.
+    pub idle_timeout_ms: i64,
+    /// How far ahead of the wall clock a click's `ts` may be.
+    pub max_future_skew_ms: i64,
+    /// Most messages in one batch.
+    pub batch_size: usize,
+    /// Most batches between ingest and a finished commit (the backpressure bound).
+    pub max_batches_in_flight: usize,
+    /// Minutes of counts the reducer keeps in memory; older ones are read from redb.
+    pub memory_minutes: i64,
+    /// The filters counted.
+    pub dimension_sets: Vec<DimensionSet>,
+}
+
+impl PipelineSettings {
+    /// Settings with the documented defaults, for tests and tools.
+    pub fn with_defaults(partitions: u32) -> PipelineSettings {
+        PipelineSettings {
+            partitions,
+            stream: "CLICKS".into(),
+            rejected_stream: "CLICKS_REJECTED".into(),
+            watermark_delay_ms: 5_000,
+            allowed_lateness_ms: 600_000,
+            idle_timeout_ms: 5_000,
+            max_future_skew_ms: 60_000,
+            batch_size: 1_000,
+            max_batches_in_flight: 16,
+            memory_minutes: 1_440,
+            dimension_sets: DimensionSet::defaults(),
+        }
+    }
+
+    /// The name of the durable consumer of a partition.
+    pub fn consumer_name(&self, partition: u32) -> String {
+        format!("adclick-p{partition}")
+    }
+
+    /// The stored subjects of a partition, as a consumer filter.
+    pub fn partition_subject(&self, partition: u32) -> String {
+        format!("clicks.p.{partition}.*")
+    }
+}

@@ -1,0 +1,129 @@
+//! Metric names and per-partition handles. Handles are resolved once per
+//! actor start, so the hot path increments an atomic and never looks a name up.
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+/// Messages consumed from JetStream.
+pub const CONSUMED: &str = "adclick_events_consumed_total";
+/// Clicks counted (including late corrections).
+pub const COUNTED: &str = "adclick_events_counted_total";
+/// Clicks dropped as repeats of a counted click id.
+pub const DUPLICATE: &str = "adclick_events_duplicate_total";
+/// Messages rejected as invalid.
+pub const INVALID: &str = "adclick_events_invalid_total";
+/// Clicks rejected as too late.
+pub const TOO_LATE: &str = "adclick_events_too_late_total";
+/// Clicks rejected as too far in the future.
+pub const FUTURE: &str = "adclick_events_future_total";
+/// Clicks counted as corrections to a closed minute.
+pub const LATE_CORRECTIONS: &str = "adclick_late_corrections_total";
+/// Wall clock minus watermark, seconds.
+pub const WATERMARK_LAG: &str = "adclick_watermark_lag_seconds";
+/// Messages still pending in the partition's consumer.
+pub const CONSUMER_PENDING: &str = "adclick_consumer_pending";
+/// Duration of one checkpoint commit (reject publishing, redb commit, ack).
+pub const CHECKPOINT_SECONDS: &str = "adclick_checkpoint_duration_seconds";
+/// Count rows plus ids written by one checkpoint.
+pub const CHECKPOINT_ROWS: &str = "adclick_checkpoint_rows";
+/// Wall-clock delay between a minute's end and the watermark passing it, seconds.
+pub const WINDOW_CLOSE_LAG: &str = "adclick_window_close_lag_seconds";
+/// Partition pipelines rebuilt after a failure.
+pub const RESTARTS: &str = "adclick_actor_restarts_total";
+/// Click ids remembered for dedup.
+pub const DEDUP_IDS: &str = "adclick_dedup_ids";
+/// REST request latency, seconds.
+pub const HTTP_SECONDS: &str = "adclick_http_request_duration_seconds";
+
+/// Registers help texts for every metric (call once at start-up).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(CONSUMED, "Messages consumed from JetStream");
+    describe_counter!(COUNTED, "Clicks counted, including late corrections");
+    describe_counter!(DUPLICATE, "Clicks dropped as repeats of a counted click_id");
+    describe_counter!(
+        INVALID,
+        "Messages rejected as invalid (see CLICKS_REJECTED)"
+    );
+    describe_counter!(
+        TOO_LATE,
+        "Clicks rejected as too late (see CLICKS_REJECTED)"
+    );
+    describe_counter!(FUTURE, "Clicks rejected as too far in the future");
+    describe_counter!(
+        LATE_CORRECTIONS,
+        "Clicks counted as corrections to a closed minute"
+    );
+    describe_gauge!(
+        WATERMARK_LAG,
+        "Wall clock minus the partition's watermark, seconds"
+    );
+    describe_gauge!(
+        CONSUMER_PENDING,
+        "Messages pending in the partition's consumer"
+    );
+    describe_histogram!(
+        CHECKPOINT_SECONDS,
+        "Checkpoint duration: rejects, commit, ack"
+    );
+    describe_histogram!(CHECKPOINT_ROWS, "Rows written by one checkpoint");
+    describe_histogram!(WINDOW_CLOSE_LAG, "Seconds from a minute's end to its close");
+    describe_counter!(RESTARTS, "Partition pipelines rebuilt after a failure");
+    describe_gauge!(DEDUP_IDS, "Click ids remembered for dedup");
+    describe_histogram!(HTTP_SECONDS, "REST request latency, seconds");
+}
+
+/// The metric handles of one partition.
+#[derive(Clone)]
+pub struct PartitionMeters {
+    /// See [`CONSUMED`].
+    pub consumed: Counter,
+    /// See [`COUNTED`].
+    pub counted: Counter,
+    /// See [`DUPLICATE`].
+    pub duplicate: Counter,
+    /// See [`INVALID`].
+    pub invalid: Counter,
+    /// See [`TOO_LATE`].
+    pub too_late: Counter,
+    /// See [`FUTURE`].
+    pub future: Counter,
+    /// See [`LATE_CORRECTIONS`].
+    pub late_corrections: Counter,
+    /// See [`WATERMARK_LAG`].
+    pub watermark_lag: Gauge,
+    /// See [`CONSUMER_PENDING`].
+    pub consumer_pending: Gauge,
+    /// See [`CHECKPOINT_SECONDS`].
+    pub checkpoint_seconds: Histogram,
+    /// See [`CHECKPOINT_ROWS`].
+    pub checkpoint_rows: Histogram,
+    /// See [`WINDOW_CLOSE_LAG`].
+    pub window_close_lag: Histogram,
+    /// See [`RESTARTS`].
+    pub restarts: Counter,
+    /// See [`DEDUP_IDS`].
+    pub dedup_ids: Gauge,
+}
+
+impl PartitionMeters {
+    /// Resolves the handles of `partition`.
+    pub fn new(partition: u32) -> PartitionMeters {
+        let p = partition.to_string();
+        PartitionMeters {
+            consumed: counter!(CONSUMED, "partition" => p.clone()),
+            counted: counter!(COUNTED, "partition" => p.clone()),
+            duplicate: counter!(DUPLICATE, "partition" => p.clone()),
+            invalid: counter!(INVALID, "partition" => p.clone()),
+            too_late: counter!(TOO_LATE, "partition" => p.clone()),
+            future: counter!(FUTURE, "partition" => p.clone()),
+            late_corrections: counter!(LATE_CORRECTIONS, "partition" => p.clone()),
+            watermark_lag: gauge!(WATERMARK_LAG, "partition" => p.clone()),
+            consumer_pending: gauge!(CONSUMER_PENDING, "partition" => p.clone()),
+            checkpoint_seconds: histogram!(CHECKPOINT_SECONDS, "partition" => p.clone()),
+            checkpoint_rows: histogram!(CHECKPOINT_ROWS, "partition" => p.clone()),
+            window_close_lag: histogram!(WINDOW_CLOSE_LAG, "partition" => p.clone()),
+            restarts: counter!(RESTARTS, "partition" => p.clone()),
+            dedup_ids: gauge!(DEDUP_IDS, "partition" => p),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Writer: the last actor of a partition. Folds batches into a
+//! [`Checkpoint`], and commits it: first the rejects are republished (and
+//! their publish acks awaited), then one redb transaction writes counts, ids,
+//! watermark and the last stream sequence, and only then the JetStream
+//! messages are acknowledged (AckAll up to the last one).
+//!
+//! Commits never block the actor: one runs at a time on a blocking thread,
+//! and batches that arrive meanwhile join the next one (group commit), so
+//! the commit rate adapts to the load.
+
+pub mod checkpoint;
+pub mod store;
+
+use crate::batch::Batch;
+use crate::settings::PipelineSettings;
+use crate::telemetry::PartitionMeters;
+use crate::window::event_clock::final_until;
+use async_nats::jetstream::message::{Acker, PublishMessage};
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use checkpoint::Checkpoint;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use store::{CommitStats, PartitionStore};
+use tokio::sync::{oneshot, Semaphore};
+
+/// Messages to the writer.
+pub enum WriterMsg {
+    /// A batch from the reducer.
+    Batch(Batch),
+    /// A commit finished (sent by the commit task to the writer).
+    Committed(Result<Done, String>),
+}
+
+/// What a finished commit hands back.
+pub struct Done {
+    credits: usize,
+    watermark: i64,
+    flushes: Vec<oneshot::Sender<()>>,
+    stats: CommitStats,
+    started: Instant,
+}
+
+/// What the writer starts from.
+pub struct WriterArgs {
+    /// The partition number.
+    pub partition: u32,
+    /// Service settings.
+    pub settings: Arc<PipelineSettings>,
+    /// JetStream, for rejects and acks.
+    pub js: Context,
+    /// The partition's file.
+    pub store: Arc<PartitionStore>,
+    /// Fencing token from the recovery this pipeline started from.
+    pub generation: u64,
+    /// Last committed sequence.
+    pub last_seq: u64,
+    /// Last committed watermark; updated after each commit.
+    pub committed_watermark: Arc<AtomicI64>,
+    /// Ingest's credits, returned after each commit.
+    pub credits: Arc<Semaphore>,
+    /// Metric handles.
+    pub meters: PartitionMeters,
+}
+
+/// The writer actor.
+pub struct WriterActor;
+
+/// The writer's running state.
+pub struct WriterState {
+    args: WriterArgs,
+    pending: Checkpoint,
+    ack: Option<Acker>,
+    flushes: Vec<oneshot::Sender<()>>,
+    committing: bool,
+}
+
+impl Actor for WriterActor {
+    type Msg = WriterMsg;
+    type State = WriterState;
+    type Arguments = WriterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WriterMsg>,
+        args: WriterArgs,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        let watermark = args.committed_watermark.load(Ordering::Acquire);
+        Ok(WriterState {
+            pending: Checkpoint::resume(args.last_seq, watermark),
+            args,
+            ack: None,
+            flushes: Vec::new(),
+            committing: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WriterMsg>,
+        message: WriterMsg,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WriterMsg::Batch(mut batch) => {
+                state.pending.absorb(&mut batch);
+                if let Some(ack) = batch.ack.take() {
+                    state.ack = Some(ack);
+                }
+                state.flushes.extend(batch.flush.take());
+            }
+            WriterMsg::Committed(result) => {
+                state.committing = false;
+                // A failed commit fails the actor: the supervisor rebuilds the
+                // partition from the last good checkpoint and replays the rest.
+                let done =
+                    result.map_err(|e| format!("partition {}: {e}", state.args.partition))?;
+                state.finish(done);
+            }
+        }
+        if !state.committing && !state.pending.is_empty() {
+            state.start_commit(myself);
+        }
+        Ok(())
+    }
+}
+
+impl WriterState {
+    fn finish(&mut self, done: Done) {
+        let meters = &self.args.meters;
+        meters
+            .checkpoint_seconds
+            .record(done.started.elapsed().as_secs_f64());
+        meters
+            .checkpoint_rows
+            .record((done.stats.count_rows + done.stats.ids) as f64);
+        self.args
+            .committed_watermark
+            .store(done.watermark, Ordering::Release);
+        self.args.credits.add_permits(done.credits);
+        for flush in done.flushes {
+            let _ = flush.send(());
+        }
+    }
+
+    fn start_commit(&mut self, myself: ActorRef<WriterMsg>) {
+        self.committing = true;
+        let checkpoint = self.pending.take();
+        let ack = self.ack.take();
+        let flushes = std::mem::take(&mut self.flushes);
+        let args = &self.args;
+        let (js, store, generation) = (args.js.clone(), args.store.clone(), args.generation);
+        let final_until = final_until(checkpoint.watermark, args.settings.allowed_lateness_ms);
+        let partition = args.partition;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = async {
+                publish_rejects(&js, partition, &checkpoint).await?;
+                let credits = checkpoint.credits;
+                let watermark = checkpoint.watermark;
+                let stats = tokio::task::spawn_blocking(move || {
+                    store.commit(generation, &checkpoint, final_until)
+                })
+                .await
+                .map_err(|e| format!("commit task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+                if let Some(ack) = ack {
+                    ack.ack()
+                        .await
+                        .map_err(|e| format!("ack after commit failed: {e}"))?;
+                }
+                Ok(Done {
+                    credits,
+                    watermark,
+                    flushes,
+                    stats,
+                    started,
+                })
+            }
+            .await;
+            // If the writer is gone (partition rebuilt), the fence already
+            // refused or will refuse anything stale; nothing else to do.
+            let _ = myself.cast(WriterMsg::Committed(result));
+        });
+    }
+}
+
+/// Republishes rejects to `rejected.<kind>` and waits for JetStream to store
+/// them. The message id makes a replay after a crash a no-op within the
+/// rejected stream's duplicate window.
+async fn publish_rejects(js: &Context, partition: u32, cp: &Checkpoint) -> Result<(), String> {
+    let mut pending = Vec::with_capacity(cp.rejects.len());
+    for reject in &cp.rejects {
+        let reason: String = reject
+            .reason
+            .describe()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let message = PublishMessage::build()
+            .payload(Bytes::clone(&reject.payload))
+            .message_id(format!("adclick-p{partition}-{}", reject.seq))
+            .header("Adclick-Reject-Reason", reason.as_str())
+            .header("Adclick-Source-Subject", reject.subject.as_str())
+            .header("Adclick-Source-Sequence", reject.seq.to_string().as_str());
+        let ack = js
+            .send_publish(format!("rejected.{}", reject.reason.kind()), message)
+            .await
+            .map_err(|e| format!("publishing a reject failed: {e}"))?;
+        pending.push(ack);
+    }
+    for ack in pending {
+        ack.await
+            .map_err(|e| format!("the rejected stream did not store a reject: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! What the next redb commit of a partition will write: everything the
+//! batches since the last commit carried.
+
+use crate::batch::{Batch, CountDelta};
+use crate::click::{AdId, Filter};
+use crate::reject::Rejected;
+use std::collections::HashMap;
+
+/// The state delta of one or more batches, committed in one transaction.
+#[derive(Default)]
+pub struct Checkpoint {
+    /// Highest stream sequence applied.
+    pub last_seq: u64,
+    /// Watermark after the last batch.
+    pub watermark: i64,
+    /// Click ids to remember, with their minute.
+    pub new_ids: Vec<(i64, u128)>,
+    /// Increments per (minute, ad, filter).
+    pub counts: HashMap<(i64, AdId, Filter), u64>,
+    /// Messages to republish on the rejected stream before the commit.
+    pub rejects: Vec<Rejected>,
+    /// Batches folded in.
+    pub batches: usize,
+    /// Of those, batches that hold an ingest credit.
+    pub credits: usize,
+}
+
+impl Checkpoint {
+    /// A checkpoint that starts from the committed sequence and watermark.
+    pub fn resume(last_seq: u64, watermark: i64) -> Checkpoint {
+        Checkpoint {
+            last_seq,
+            watermark,
+            ..Checkpoint::default()
+        }
+    }
+
+    /// Folds a batch's deltas in. Batches arrive in order, so its watermark is the newest.
+    pub fn absorb(&mut self, batch: &mut Batch) {
+        self.last_seq = self.last_seq.max(batch.last_seq);
+        self.watermark = self.watermark.max(batch.watermark);
+        self.new_ids.append(&mut batch.new_ids);
+        for CountDelta {
+            minute,
+            ad,
+            filter,
+            count,
+        } in batch.deltas.drain(..)
+        {
+            *self.counts.entry((minute, ad, filter)).or_insert(0) += count;
+        }
+        self.rejects.append(&mut batch.rejects);
+        self.batches += 1;
+        self.credits += usize::from(batch.holds_credit);
+    }
+
+    /// Whether no batch was folded in since the last commit.
+    pub fn is_empty(&self) -> bool {
+        self.batches == 0
+    }
+
+    /// Starts the next checkpoint, keeping the sequence and watermark reached.
+    pub fn take(&mut self) -> Checkpoint {
+        let next = Checkpoint::resume(self.last_seq, self.watermark);
+        std::mem::replace(self, next)
+    }
+}

@@ -1,0 +1,388 @@
+//! The redb file of one partition: the checkpoint and the minute history.
+//!
+//! Tables:
+//! - `meta`: `last_seq` (last applied stream sequence), `watermark`.
+//! - `seen`: `(minute, click id hash)` for every id that may still repeat.
+//! - `counts`: `(minute, ad_id, filter key)` → clicks.
+//!
+//! One [`PartitionStore::commit`] writes all three in one transaction, so the
+//! file always holds a state that some prefix of the stream produced.
+
+use crate::batch::CountDelta;
+use crate::click::{AdId, Filter};
+use crate::window::event_clock::NO_WATERMARK;
+use crate::writer::checkpoint::Checkpoint;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
+const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
+
+/// A storage failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened: corrupt, truncated, locked or unreadable.
+    #[error(
+        "cannot open partition file {path}: {source}. If the file is damaged, move it aside; \
+         the partition then restarts from the beginning of the retained stream"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        source: redb::DatabaseError,
+    },
+    /// A read or write failed.
+    #[error("partition file {path}: {what}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The step that failed.
+        what: &'static str,
+        /// What redb said.
+        message: String,
+    },
+    /// A commit from a pipeline that was replaced by a restart was refused.
+    #[error("partition file {path}: commit from a replaced pipeline refused")]
+    Fenced {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// What a partition resumes from.
+pub struct Recovered {
+    /// Fencing token: commits must present it.
+    pub generation: u64,
+    /// Last applied stream sequence (0: none).
+    pub last_seq: u64,
+    /// Watermark at the last commit.
+    pub watermark: i64,
+    /// Ids that may still repeat.
+    pub seen: Vec<(i64, u128)>,
+    /// Counts of minutes from `counts_from` on.
+    pub counts: Vec<CountDelta>,
+    /// First minute whose counts were loaded.
+    pub counts_from: i64,
+}
+
+/// Sizes of one commit, for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitStats {
+    /// Count rows written.
+    pub count_rows: usize,
+    /// Ids written.
+    pub ids: usize,
+}
+
+/// One partition's redb file.
+pub struct PartitionStore {
+    db: Database,
+    path: PathBuf,
+    /// The current generation; bumped by every recovery, checked by every commit,
+    /// so a commit still in flight from a replaced pipeline can never land.
+    generation: Mutex<u64>,
+}
+
+impl PartitionStore {
+    /// Opens (or creates) the file of `partition` in `dir`.
+    pub fn open(dir: &Path, partition: u32) -> Result<PartitionStore, StoreError> {
+        let path = dir.join(format!("partition-{partition}.redb"));
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let store = PartitionStore {
+            db,
+            path,
+            generation: Mutex::new(0),
+        };
+        // Create the tables once so readers never meet a missing table.
+        let txn = store.db.begin_write().map_err(|e| store.io("begin", e))?;
+        {
+            txn.open_table(META).map_err(|e| store.io("open meta", e))?;
+            txn.open_table(SEEN).map_err(|e| store.io("open seen", e))?;
+            txn.open_table(COUNTS)
+                .map_err(|e| store.io("open counts", e))?;
+        }
+        txn.commit().map_err(|e| store.io("commit", e))?;
+        Ok(store)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, what: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            what,
+            message: e.to_string(),
+        }
+    }
+
+    fn lock_generation(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A panic while holding the lock leaves a plain integer behind: still valid.
+        self.generation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Loads the checkpoint and starts a new generation. Counts are loaded for
+    /// minutes from `memory_minutes` before the last closed minute on.
+    pub fn recover(&self, memory_minutes: i64) -> Result<Recovered, StoreError> {
+        let mut generation = self.lock_generation();
+        *generation += 1;
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
+        let get = |key: &str| -> Result<Option<i64>, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(|e| self.io("read meta", e))?
+                .map(|v| v.value()))
+        };
+        let last_seq = get("last_seq")?.unwrap_or(0).max(0) as u64;
+        let watermark = get("watermark")?.unwrap_or(NO_WATERMARK);
+        let mut seen = Vec::new();
+        for row in txn
+            .open_table(SEEN)
+            .map_err(|e| self.io("open seen", e))?
+            .iter()
+            .map_err(|e| self.io("read seen", e))?
+        {
+            let (key, _) = row.map_err(|e| self.io("read seen", e))?;
+            seen.push(key.value());
+        }
+        let counts_from = crate::window::event_clock::closed_until(watermark)
+            .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS));
+        let mut counts = Vec::new();
+        let table = txn
+            .open_table(COUNTS)
+            .map_err(|e| self.io("open counts", e))?;
+        for row in table
+            .range((counts_from, "", "")..)
+            .map_err(|e| self.io("read counts", e))?
+        {
+            let (key, value) = row.map_err(|e| self.io("read counts", e))?;
+            let (minute, ad, filter) = key.value();
+            match (AdId::parse(ad), Filter::from_key(filter)) {
+                (Some(ad), Some(filter)) => counts.push(CountDelta {
+                    minute,
+                    ad,
+                    filter,
+                    count: value.value(),
+                }),
+                _ => {
+                    return Err(self.io(
+                        "read counts",
+                        format!("unreadable row ({minute}, {ad:?}, {filter:?})"),
+                    ))
+                }
+            }
+        }
+        Ok(Recovered {
+            generation: *generation,
+            last_seq,
+            watermark,
+            seen,
+            counts,
+            counts_from,
+        })
+    }
+
+    /// Writes a checkpoint in one transaction: counts, new ids, forgets ids of
+    /// minutes before `final_until`, and records sequence and watermark.
+    /// Blocks: call it from a blocking thread.
+    pub fn commit(
+        &self,
+        generation: u64,
+        checkpoint: &Checkpoint,
+        final_until: i64,
+    ) -> Result<CommitStats, StoreError> {
+        let current = self.lock_generation();
+        if *current != generation {
+            return Err(StoreError::Fenced {
+                path: self.path.clone(),
+            });
+        }
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("begin write", e))?;
+        {
+            let mut counts = txn
+                .open_table(COUNTS)
+                .map_err(|e| self.io("open counts", e))?;
+            for ((minute, ad, filter), n) in &checkpoint.counts {
+                let filter_key = filter.key();
+                let key = (*minute, ad.as_str(), filter_key.as_str());
+                let old = counts
+                    .get(key)
+                    .map_err(|e| self.io("read count", e))?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                counts
+                    .insert(key, old + n)
+                    .map_err(|e| self.io("write count", e))?;
+            }
+            let mut seen = txn.open_table(SEEN).map_err(|e| self.io("open seen", e))?;
+            for key in &checkpoint.new_ids {
+                seen.insert(*key, ())
+                    .map_err(|e| self.io("write seen", e))?;
+            }
+            if final_until != NO_WATERMARK {
+                seen.retain_in(..(final_until, 0u128), |_, _| false)
+                    .map_err(|e| self.io("forget seen", e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
+            meta.insert("last_seq", checkpoint.last_seq as i64)
+                .map_err(|e| self.io("write meta", e))?;
+            meta.insert("watermark", checkpoint.watermark)
+                .map_err(|e| self.io("write meta", e))?;
+        }
+        txn.commit().map_err(|e| self.io("commit", e))?;
+        Ok(CommitStats {
+            count_rows: checkpoint.counts.len(),
+            ids: checkpoint.new_ids.len(),
+        })
+    }
+
+    /// Committed clicks of `ad` under `filter` in `[from, to)`.
+    pub fn read_count(
+        &self,
+        ad: &AdId,
+        filter: &Filter,
+        from: i64,
+        to: i64,
+    ) -> Result<u64, StoreError> {
+        if from >= to {
+            return Ok(0);
+        }
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let table = txn
+            .open_table(COUNTS)
+            .map_err(|e| self.io("open counts", e))?;
+        let filter_key = filter.key();
+        let mut total = 0;
+        let mut minute = from;
+        while minute < to {
+            if let Some(v) = table
+                .get((minute, ad.as_str(), filter_key.as_str()))
+                .map_err(|e| self.io("read count", e))?
+            {
+                total += v.value();
+            }
+            minute += crate::time::MINUTE_MS;
+        }
+        Ok(total)
+    }
+
+    /// Adds each ad's committed clicks under `filter` in `[from, to)` to `sums`.
+    pub fn add_sums(
+        &self,
+        filter: &Filter,
+        from: i64,
+        to: i64,
+        sums: &mut HashMap<AdId, u64>,
+    ) -> Result<(), StoreError> {
+        if from >= to {
+            return Ok(());
+        }
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let table = txn
+            .open_table(COUNTS)
+            .map_err(|e| self.io("open counts", e))?;
+        let filter_key = filter.key();
+        for row in table
+            .range((from, "", "")..(to, "", ""))
+            .map_err(|e| self.io("read counts", e))?
+        {
+            let (key, value) = row.map_err(|e| self.io("read counts", e))?;
+            let (_, ad, filter) = key.value();
+            if filter == filter_key {
+                if let Some(ad) = AdId::parse(ad) {
+                    *sums.entry(ad).or_insert(0) += value.value();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::MINUTE_MS;
+
+    fn ad(s: &str) -> AdId {
+        AdId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn commit_then_recover_round_trips_and_fences() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 3).unwrap();
+        let first = store.recover(60).unwrap();
+        assert_eq!((first.last_seq, first.watermark), (0, NO_WATERMARK));
+
+        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
+        cp.last_seq = 42;
+        cp.watermark = 10 * MINUTE_MS;
+        cp.new_ids = vec![(MINUTE_MS, 7), (9 * MINUTE_MS, 8)];
+        cp.counts.insert((9 * MINUTE_MS, ad("a"), Filter::ALL), 3);
+        cp.counts.insert((2 * MINUTE_MS, ad("b"), Filter::ALL), 1);
+        store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
+        store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
+
+        assert_eq!(
+            store
+                .read_count(&ad("a"), &Filter::ALL, 0, 10 * MINUTE_MS)
+                .unwrap(),
+            6
+        );
+        let mut sums = HashMap::new();
+        store
+            .add_sums(&Filter::ALL, 0, 10 * MINUTE_MS, &mut sums)
+            .unwrap();
+        assert_eq!(sums.get(&ad("b")), Some(&2));
+
+        drop(store);
+        let store = PartitionStore::open(dir.path(), 3).unwrap();
+        let again = store.recover(3).unwrap();
+        assert_eq!(again.last_seq, 42);
+        assert_eq!(again.watermark, 10 * MINUTE_MS);
+        assert_eq!(
+            again.seen,
+            vec![(9 * MINUTE_MS, 8)],
+            "ids of final minutes forgotten"
+        );
+        assert_eq!(again.counts_from, 7 * MINUTE_MS);
+        assert_eq!(
+            again.counts.len(),
+            1,
+            "only minutes in memory range are loaded"
+        );
+        let newer = store.recover(3).unwrap();
+        assert!(newer.generation > again.generation);
+        assert!(matches!(
+            store.commit(again.generation, &cp, 0),
+            Err(StoreError::Fenced { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_file_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("partition-0.redb"), b"garbage, not redb").unwrap();
+        let err = PartitionStore::open(dir.path(), 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("partition-0.redb"), "{err}");
+        assert!(err.contains("move it aside"), "{err}");
+    }
+}
