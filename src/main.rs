@@ -1,1 +1,76 @@
-fn main() {}
+//! The `adclick` command line: `serve`, `loadgen`, `demo`.
+
+use adclick::config::Config;
+use adclick::demo::DemoArgs;
+use adclick::loadgen::LoadgenArgs;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Real-time, exactly-once ad-click aggregation over NATS JetStream.
+#[derive(Parser)]
+#[command(name = "adclick", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: consume clicks, count them, answer REST queries.
+    ///
+    /// Configuration: built-in defaults, then the --config file, then ADCLICK_*
+    /// environment variables (see config/default.toml for every key).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "ADCLICK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Publish a synthetic, reproducible click stream to NATS.
+    Loadgen(LoadgenArgs),
+    /// Run nats-server (if none answers), the service and the load generator
+    /// together, and print the URLs to open.
+    Demo(DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("adclick: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => {
+                let config = Config::load(config.as_deref())?;
+                adclick::serve::run(config).await
+            }
+            Command::Loadgen(args) => {
+                let report = adclick::loadgen::run(args, adclick::serve::stop_signal()).await?;
+                eprintln!(
+                    "sent {} ({:.0}/s), acked {}, duplicate acks {}, failed {}",
+                    report.sent, report.rate, report.acked, report.acked_duplicate, report.failed
+                );
+                Ok(())
+            }
+            Command::Demo(args) => adclick::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("adclick: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

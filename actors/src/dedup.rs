@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// Messages to the dedup actor.
 pub enum DedupMsg {
     /// A batch from ingest.
-    Batch(Batch),
+    Batch(Box<Batch>),
 }
 
 /// What dedup starts from.

@@ -165,7 +165,7 @@ impl Actor for IngestActor {
                     flush: Some(done),
                     ..Batch::default()
                 };
-                state.args.next.cast(DedupMsg::Batch(flush))?;
+                state.args.next.cast(DedupMsg::Batch(Box::new(flush)))?;
                 Ok(())
             }
         }
@@ -195,7 +195,7 @@ impl IngestState {
             },
         };
         credit.forget(); // the writer returns it after the commit
-        self.args.next.cast(DedupMsg::Batch(batch))?;
+        self.args.next.cast(DedupMsg::Batch(Box::new(batch)))?;
         Ok(())
     }
 

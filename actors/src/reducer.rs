@@ -55,17 +55,17 @@ pub struct Answer<T> {
     pub watermark: i64,
 }
 
+/// Where a top-N answer goes: ads with their counts, ranked.
+pub type TopReply = RpcReplyPort<Result<Answer<Vec<(AdId, u64)>>, String>>;
+
 /// Messages to the reducer.
 pub enum ReducerMsg {
     /// A batch from the window.
-    Batch(Batch),
+    Batch(Box<Batch>),
     /// A count query from the gateway.
     Count(CountQuery, RpcReplyPort<Result<Answer<u64>, String>>),
     /// A top-N query from the gateway.
-    Top(
-        TopQuery,
-        RpcReplyPort<Result<Answer<Vec<(AdId, u64)>>, String>>,
-    ),
+    Top(TopQuery, TopReply),
 }
 
 /// What the reducer starts from.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// Messages to the window actor.
 pub enum WindowMsg {
     /// A batch from dedup.
-    Batch(Batch),
+    Batch(Box<Batch>),
 }
 
 /// What the window starts from.

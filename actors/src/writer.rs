@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, Semaphore};
 /// Messages to the writer.
 pub enum WriterMsg {
     /// A batch from the reducer.
-    Batch(Batch),
+    Batch(Box<Batch>),
     /// A commit finished (sent by the commit task to the writer).
     Committed(Result<Done, String>),
 }

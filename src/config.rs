@@ -1,0 +1,436 @@
+//! Service configuration: built-in defaults, then an optional TOML file, then
+//! `ADCLICK_*` environment variables. Every key of `config/default.toml` can
+//! be set from the environment as `ADCLICK_<KEY IN UPPER CASE>`.
+//!
+//! A bad value stops start-up with a message naming the key and the problem.
+
+use adclick_actors::{DimensionSet, PipelineSettings};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The complete configuration of `adclick serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+    /// REST listen address.
+    pub http_addr: SocketAddr,
+    /// Directory of the partition files.
+    pub data_dir: PathBuf,
+    /// Retention of the clicks stream by age.
+    pub stream_max_age: Duration,
+    /// Retention of the clicks stream by size (-1: unlimited).
+    pub stream_max_bytes: i64,
+    /// JetStream's window for dropping re-published `Nats-Msg-Id`s.
+    pub duplicate_window: Duration,
+    /// Retention of the rejected stream by age.
+    pub rejected_max_age: Duration,
+    /// How long a query waits for a partition.
+    pub query_timeout: Duration,
+    /// How long a SIGTERM may take to commit and exit.
+    pub shutdown_timeout: Duration,
+    /// What every partition needs.
+    pub pipeline: PipelineSettings,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is wrong.
+    #[error("configuration key `{key}` (from {source_name}): {problem}")]
+    Bad {
+        /// The key.
+        key: String,
+        /// Where the value came from: the file or the environment variable.
+        source_name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file could not be read or parsed.
+    #[error("configuration file {path}: {problem}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Every key, with its documented default (the same text as in `config/default.toml`).
+pub const KEYS: &[(&str, &str)] = &[
+    ("nats_url", "nats://127.0.0.1:4222"),
+    ("http_addr", "127.0.0.1:8080"),
+    ("data_dir", "./data"),
+    ("partitions", "16"),
+    ("watermark_delay", "5s"),
+    ("allowed_lateness", "10m"),
+    ("idle_timeout", "5s"),
+    ("max_future_skew", "1m"),
+    ("stream_name", "CLICKS"),
+    ("rejected_stream_name", "CLICKS_REJECTED"),
+    ("stream_max_age", "7d"),
+    ("stream_max_bytes", "-1"),
+    ("duplicate_window", "2m"),
+    ("rejected_max_age", "7d"),
+    ("batch_size", "1000"),
+    ("max_batches_in_flight", "16"),
+    ("memory_minutes", "1440"),
+    (
+        "dimension_sets",
+        "[], [country], [ip_type], [country, ip_type]",
+    ),
+    ("query_timeout", "5s"),
+    ("shutdown_timeout", "10s"),
+];
+
+/// A raw value and where it came from.
+struct Raw {
+    value: toml::Value,
+    source_name: String,
+}
+
+/// Parses `250ms`, `5s`, `10m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` needs a unit: ms, s, m, h or d (e.g. 5s)"))?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1_000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}`; use ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                problem: e.to_string(),
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.to_path_buf(),
+                        problem: e.to_string(),
+                    })?;
+            for (key, value) in table {
+                let known =
+                    KEYS.iter()
+                        .find(|(k, _)| *k == key)
+                        .ok_or_else(|| ConfigError::File {
+                            path: path.to_path_buf(),
+                            problem: format!("unknown key `{key}`"),
+                        })?;
+                raw.insert(
+                    known.0,
+                    Raw {
+                        value,
+                        source_name: path.display().to_string(),
+                    },
+                );
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("ADCLICK_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if let Some(known) = KEYS.iter().find(|(k, _)| *k == key) {
+                raw.insert(
+                    known.0,
+                    Raw {
+                        value: toml::Value::String(value),
+                        source_name: format!("environment variable {name}"),
+                    },
+                );
+            }
+        }
+        Builder { raw }.build()
+    }
+}
+
+struct Builder {
+    raw: BTreeMap<&'static str, Raw>,
+}
+
+impl Builder {
+    /// The value of `key` as text, with where it came from.
+    fn text(&self, key: &'static str) -> (String, String) {
+        match self.raw.get(key) {
+            Some(Raw {
+                value: toml::Value::String(s),
+                source_name,
+            }) => (s.clone(), source_name.clone()),
+            Some(Raw { value, source_name }) => {
+                let text = match value {
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => format!("{other:?}"),
+                };
+                (text, source_name.clone())
+            }
+            None => {
+                let default = KEYS.iter().find(|(k, _)| *k == key).map(|(_, d)| *d);
+                (
+                    default.unwrap_or_default().to_string(),
+                    "the default".into(),
+                )
+            }
+        }
+    }
+
+    fn parse<T>(
+        &self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (text, source_name) = self.text(key);
+        f(&text).map_err(|problem| ConfigError::Bad {
+            key: key.into(),
+            source_name,
+            problem,
+        })
+    }
+
+    fn duration(&self, key: &'static str) -> Result<Duration, ConfigError> {
+        self.parse(key, parse_duration)
+    }
+
+    fn ms(&self, key: &'static str) -> Result<i64, ConfigError> {
+        Ok(self.duration(key)?.as_millis() as i64)
+    }
+
+    fn number<T>(&self, key: &'static str, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        self.parse(key, |text| {
+            let n: T = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{text}` is not a whole number"))?;
+            if n < min || n > max {
+                return Err(format!("{n} is outside {min}..={max}"));
+            }
+            Ok(n)
+        })
+    }
+
+    fn dimension_sets(&self) -> Result<Vec<DimensionSet>, ConfigError> {
+        let key = "dimension_sets";
+        let problem = |source_name: &str, problem: String| ConfigError::Bad {
+            key: key.into(),
+            source_name: source_name.into(),
+            problem,
+        };
+        let Some(raw) = self.raw.get(key) else {
+            return Ok(DimensionSet::defaults());
+        };
+        // From TOML: an array of arrays. From the environment: `country,ip_type;country;`
+        // (sets separated by `;`, names by `,`, an empty set as nothing).
+        let lists: Vec<Vec<String>> = match &raw.value {
+            toml::Value::Array(sets) => sets
+                .iter()
+                .map(|set| match set {
+                    toml::Value::Array(names) => names
+                        .iter()
+                        .map(|n| {
+                            n.as_str().map(str::to_string).ok_or_else(|| {
+                                problem(&raw.source_name, "dimension names must be strings".into())
+                            })
+                        })
+                        .collect(),
+                    _ => Err(problem(
+                        &raw.source_name,
+                        "each set must be an array of names".into(),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            toml::Value::String(text) => text
+                .split(';')
+                .map(|set| {
+                    set.split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .collect(),
+            _ => {
+                return Err(problem(
+                    &raw.source_name,
+                    "must be an array of arrays of names".into(),
+                ))
+            }
+        };
+        let mut sets = Vec::new();
+        for names in lists {
+            let set = DimensionSet::from_names(&names).map_err(|e| problem(&raw.source_name, e))?;
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+        if !sets.contains(&DimensionSet::default()) {
+            // Unfiltered counts are what `popular` and counts without filters read.
+            sets.insert(0, DimensionSet::default());
+        }
+        Ok(sets)
+    }
+
+    fn build(self) -> Result<Config, ConfigError> {
+        let partitions = self.number::<u32>("partitions", 1, 1024)?;
+        let watermark_delay_ms = self.ms("watermark_delay")?;
+        let allowed_lateness_ms = self.ms("allowed_lateness")?;
+        let idle_timeout_ms = self.ms("idle_timeout")?;
+        if idle_timeout_ms == 0 {
+            return Err(ConfigError::Bad {
+                key: "idle_timeout".into(),
+                source_name: self.text("idle_timeout").1,
+                problem: "must be more than 0".into(),
+            });
+        }
+        let pipeline = PipelineSettings {
+            partitions,
+            stream: self.parse("stream_name", nonempty)?,
+            rejected_stream: self.parse("rejected_stream_name", nonempty)?,
+            watermark_delay_ms,
+            allowed_lateness_ms,
+            idle_timeout_ms,
+            max_future_skew_ms: self.ms("max_future_skew")?,
+            batch_size: self.number("batch_size", 1usize, 100_000)?,
+            max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
+            memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
+            dimension_sets: self.dimension_sets()?,
+        };
+        Ok(Config {
+            nats_url: self.parse("nats_url", nonempty)?,
+            http_addr: self.parse("http_addr", |t| {
+                t.parse()
+                    .map_err(|e| format!("`{t}` is not an address like 127.0.0.1:8080: {e}"))
+            })?,
+            data_dir: PathBuf::from(self.parse("data_dir", nonempty)?),
+            stream_max_age: self.duration("stream_max_age")?,
+            stream_max_bytes: self.number("stream_max_bytes", -1i64, i64::MAX)?,
+            duplicate_window: self.duration("duplicate_window")?,
+            rejected_max_age: self.duration("rejected_max_age")?,
+            query_timeout: self.duration("query_timeout")?,
+            shutdown_timeout: self.duration("shutdown_timeout")?,
+            pipeline,
+        })
+    }
+}
+
+fn nonempty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(text.trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.pipeline.partitions, 16);
+        assert_eq!(c.pipeline.watermark_delay_ms, 5_000);
+        assert_eq!(c.pipeline.allowed_lateness_ms, 600_000);
+        assert_eq!(c.pipeline.idle_timeout_ms, 5_000);
+        assert_eq!(c.pipeline.max_future_skew_ms, 60_000);
+        assert_eq!(c.pipeline.dimension_sets, DimensionSet::defaults());
+    }
+
+    #[test]
+    fn the_shipped_default_file_equals_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let from_file = Config::load_from(Some(&path), env(&[])).unwrap();
+        let built_in = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+    }
+
+    #[test]
+    fn environment_overrides_and_errors_name_the_key() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("ADCLICK_PARTITIONS", "4"),
+                ("ADCLICK_WATERMARK_DELAY", "250ms"),
+                ("ADCLICK_DIMENSION_SETS", ";country"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.partitions, 4);
+        assert_eq!(c.pipeline.watermark_delay_ms, 250);
+        assert_eq!(c.pipeline.dimension_sets.len(), 2);
+
+        let err = Config::load_from(None, env(&[("ADCLICK_ALLOWED_LATENESS", "10")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("allowed_lateness")
+                && err.contains("ADCLICK_ALLOWED_LATENESS")
+                && err.contains("unit"),
+            "{err}"
+        );
+        let err = Config::load_from(None, env(&[("ADCLICK_PARTITIONS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("partitions") && err.contains("outside"),
+            "{err}"
+        );
+        let err = Config::load_from(None, env(&[("ADCLICK_DIMENSION_SETS", "contry")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown dimension `contry`"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! # adclick
+//!
+//! The service around the per-partition pipeline of [`adclick_actors`]:
+//! configuration, NATS wiring, the REST gateway, and the `serve`, `loadgen`
+//! and `demo` commands. Start with `ARCHITECTURE.md` at the repository root.
+
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod http;
+pub mod loadgen;
+pub mod nats;
+pub mod serve;

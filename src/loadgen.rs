@@ -1,0 +1,419 @@
+//! `adclick loadgen`: a reproducible synthetic click stream.
+//!
+//! The same seed and options give the same clicks (ids, ads, countries, ip
+//! types, which are repeats, late or invalid); only `ts` follows the wall
+//! clock, unless `--start-ts` pins event time too. Ads are drawn from a Zipf
+//! distribution so a few ads are hot, as in real traffic.
+
+use anyhow::Context as _;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of `adclick loadgen` (also used by `adclick demo`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadgenArgs {
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "ADCLICK_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Clicks per second; 0 publishes as fast as the broker acknowledges.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Stop after this long (e.g. 30s, 5m); without it and without --count, run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Number of distinct ads.
+    #[arg(long, default_value_t = 1000)]
+    pub ads: u32,
+    /// Zipf exponent of ad popularity (0: uniform; ~1: realistic skew).
+    #[arg(long, default_value_t = 1.0)]
+    pub skew: f64,
+    /// Seed of the stream: same seed, same clicks.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of messages that repeat an earlier click (same click_id and payload).
+    #[arg(long, default_value_t = 0.01)]
+    pub duplicate_ratio: f64,
+    /// Share of clicks whose ts lies in the past by --late-by (corrections).
+    #[arg(long, default_value_t = 0.02)]
+    pub late_ratio: f64,
+    /// How far in the past late clicks are (keep it under allowed_lateness to see corrections).
+    #[arg(long, value_parser = parse_duration, default_value = "2m")]
+    pub late_by: Duration,
+    /// Share of messages that are invalid (bad JSON, missing field, ad id mismatch).
+    #[arg(long, default_value_t = 0.001)]
+    pub invalid_ratio: f64,
+    /// Do not set the Nats-Msg-Id header (JetStream then cannot drop repeats; adclick still does).
+    #[arg(long)]
+    pub no_msg_id: bool,
+    /// Pin event time: the first click's ts, advancing 1000/rate ms per click (reproducible to the byte).
+    #[arg(long)]
+    pub start_ts: Option<i64>,
+    /// Write the payloads as JSON lines (one SPEC §1 payload per line) to this file instead of publishing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write a JSON report of what was sent to this file (`-` for stdout).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Most publishes awaiting their JetStream ack.
+    #[arg(long, default_value_t = 4096)]
+    pub max_inflight: usize,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
+}
+
+/// What a run sent.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct Report {
+    /// Messages handed to NATS (or written to the file).
+    pub sent: u64,
+    /// Messages JetStream acknowledged.
+    pub acked: u64,
+    /// Of those, ones JetStream dropped as duplicate `Nats-Msg-Id`s.
+    pub acked_duplicate: u64,
+    /// Publishes that failed (no ack, error).
+    pub failed: u64,
+    /// Messages that repeat an earlier click.
+    pub duplicates: u64,
+    /// Clicks with a past ts.
+    pub late: u64,
+    /// Invalid messages.
+    pub invalid: u64,
+    /// Seconds the run took.
+    pub elapsed_seconds: f64,
+    /// Messages per second achieved.
+    pub rate: f64,
+}
+
+/// SplitMix64: tiny, fast, and good enough for synthetic traffic.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n.max(1) as u128) >> 64) as u64
+    }
+}
+
+/// One message to publish.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// `clicks.<ad_id>`.
+    pub subject: String,
+    /// The JSON payload.
+    pub payload: Bytes,
+    /// The click id (for `Nats-Msg-Id`).
+    pub click_id: String,
+}
+
+const COUNTRIES: [&str; 8] = ["US", "DE", "FR", "GB", "JP", "BR", "IN", "CA"];
+
+/// The deterministic click source.
+pub struct ClickGenerator {
+    args: LoadgenArgs,
+    rng: Rng,
+    zipf_cdf: Vec<f64>,
+    recent: VecDeque<Outgoing>,
+    next: u64,
+    /// Counts of what was generated.
+    pub report: Report,
+}
+
+impl ClickGenerator {
+    /// A generator for these options.
+    pub fn new(args: &LoadgenArgs) -> ClickGenerator {
+        let ads = args.ads.max(1) as usize;
+        let mut cdf = Vec::with_capacity(ads);
+        let mut total = 0.0;
+        for rank in 1..=ads {
+            total += 1.0 / (rank as f64).powf(args.skew.max(0.0));
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        ClickGenerator {
+            args: args.clone(),
+            rng: Rng::new(args.seed),
+            zipf_cdf: cdf,
+            recent: VecDeque::with_capacity(1024),
+            next: 0,
+            report: Report::default(),
+        }
+    }
+
+    /// The ad id of a popularity rank.
+    pub fn ad_name(rank: usize) -> String {
+        format!("ad-{rank}")
+    }
+
+    /// The next message; `now` is the wall clock (ignored with `--start-ts`).
+    pub fn next_message(&mut self, now: i64) -> Outgoing {
+        let i = self.next;
+        self.next += 1;
+        let roll = self.rng.unit();
+        if roll < self.args.duplicate_ratio && !self.recent.is_empty() {
+            let pick = self.rng.below(self.recent.len() as u64) as usize;
+            if let Some(again) = self.recent.get(pick) {
+                self.report.duplicates += 1;
+                return again.clone();
+            }
+        }
+        let draw = self.rng.unit();
+        let rank = self.zipf_cdf.partition_point(|c| *c < draw) + 1;
+        let ad = Self::ad_name(rank.min(self.zipf_cdf.len()));
+        let click_id = format!("{:x}-{i}", self.args.seed);
+        let mut ts = match self.args.start_ts {
+            Some(start) => start + (i as f64 * 1000.0 / self.args.rate.max(1) as f64) as i64,
+            None => now,
+        };
+        if self.rng.unit() < self.args.late_ratio {
+            ts -= self.args.late_by.as_millis() as i64;
+            self.report.late += 1;
+        }
+        let country = COUNTRIES[self.rng.below(COUNTRIES.len() as u64) as usize];
+        let ip = if self.rng.below(4) == 0 {
+            format!("2001:db8::{:x}", self.rng.below(65_536))
+        } else {
+            format!(
+                "10.{}.{}.{}",
+                self.rng.below(256),
+                self.rng.below(256),
+                self.rng.below(256)
+            )
+        };
+        let payload = if self.rng.unit() < self.args.invalid_ratio {
+            self.report.invalid += 1;
+            match self.rng.below(3) {
+                0 => "{not json".to_string(),
+                1 => format!(r#"{{"click_id":"{click_id}","ad_id":"{ad}"}}"#),
+                _ => format!(r#"{{"click_id":"{click_id}","ad_id":"other","ts":{ts}}}"#),
+            }
+        } else {
+            format!(
+                r#"{{"click_id":"{click_id}","ad_id":"{ad}","ts":{ts},"user_id":"u{}","ip":"{ip}","country":"{country}"}}"#,
+                self.rng.below(100_000)
+            )
+        };
+        let out = Outgoing {
+            subject: format!("clicks.{ad}"),
+            payload: Bytes::from(payload),
+            click_id,
+        };
+        if self.recent.len() == 1024 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(out.clone());
+        out
+    }
+}
+
+/// Runs the load generator until its count or duration is reached, or `stop` fires.
+pub async fn run(
+    args: LoadgenArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Report> {
+    let mut generator = ClickGenerator::new(&args);
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    let total = args.count.unwrap_or(u64::MAX);
+    tokio::pin!(stop);
+
+    if let Some(path) = &args.out {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let limit = if args.count.is_none() && args.duration.is_none() {
+            1_000_000
+        } else {
+            total
+        };
+        for _ in 0..limit {
+            let m = generator.next_message(adclick_actors::time::now_ms());
+            out.write_all(&m.payload)?;
+            out.write_all(b"\n")?;
+            generator.report.sent += 1;
+        }
+        out.flush()?;
+        return Ok(finish(generator.report, started));
+    }
+
+    let client = crate::nats::connect(&args.nats_url).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut inflight: VecDeque<PublishAckFuture> = VecDeque::new();
+    let mut last_progress = Instant::now();
+    loop {
+        if generator.report.sent >= total || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        // Pace: publish in small bursts and sleep until the next burst is due.
+        if args.rate > 0 {
+            let due = Duration::from_secs_f64(generator.report.sent as f64 / args.rate as f64);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                tokio::select! {
+                    _ = tokio::time::sleep(due - elapsed) => {}
+                    _ = &mut stop => break,
+                }
+            }
+        }
+        let burst = if args.rate == 0 {
+            256
+        } else {
+            (args.rate / 100).clamp(1, 256)
+        };
+        let now = adclick_actors::time::now_ms();
+        for _ in 0..burst {
+            if generator.report.sent >= total {
+                break;
+            }
+            let m = generator.next_message(now);
+            let mut message = PublishMessage::build().payload(m.payload);
+            if !args.no_msg_id {
+                message = message.message_id(&m.click_id);
+            }
+            match js.send_publish(m.subject, message).await {
+                Ok(ack) => inflight.push_back(ack),
+                Err(e) => {
+                    generator.report.failed += 1;
+                    tracing::warn!("publish failed: {e}");
+                }
+            }
+            generator.report.sent += 1;
+            while inflight.len() >= args.max_inflight {
+                settle(inflight.pop_front(), &mut generator.report).await;
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            last_progress = Instant::now();
+            tracing::info!(
+                sent = generator.report.sent,
+                acked = generator.report.acked,
+                "loadgen"
+            );
+        }
+        if futures::FutureExt::now_or_never(&mut stop).is_some() {
+            break;
+        }
+    }
+    while let Some(ack) = inflight.pop_front() {
+        settle(Some(ack), &mut generator.report).await;
+    }
+    let report = finish(generator.report, started);
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(report)
+}
+
+async fn settle(ack: Option<PublishAckFuture>, report: &mut Report) {
+    let Some(ack) = ack else { return };
+    match ack.await {
+        Ok(ack) => {
+            report.acked += 1;
+            report.acked_duplicate += u64::from(ack.duplicate);
+        }
+        Err(e) => {
+            report.failed += 1;
+            tracing::warn!("publish not acknowledged: {e}");
+        }
+    }
+}
+
+fn finish(mut report: Report, started: Instant) -> Report {
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report.rate = report.sent as f64 / report.elapsed_seconds.max(1e-9);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+
+    #[test]
+    fn same_seed_same_stream() {
+        let args = Cli::parse_from([
+            "x",
+            "--start-ts",
+            "1000",
+            "--seed",
+            "7",
+            "--invalid-ratio",
+            "0.1",
+        ])
+        .args;
+        let mut a = ClickGenerator::new(&args);
+        let mut b = ClickGenerator::new(&args);
+        for _ in 0..2000 {
+            let (x, y) = (a.next_message(0), b.next_message(99));
+            assert_eq!((x.subject, x.payload), (y.subject, y.payload));
+        }
+        assert!(a.report.duplicates > 0 && a.report.late > 0 && a.report.invalid > 0);
+    }
+
+    #[test]
+    fn zipf_makes_the_first_ad_the_hottest() {
+        let args = Cli::parse_from([
+            "x",
+            "--ads",
+            "100",
+            "--skew",
+            "1.0",
+            "--duplicate-ratio",
+            "0",
+        ])
+        .args;
+        let mut g = ClickGenerator::new(&args);
+        let mut hits = vec![0u32; 101];
+        for _ in 0..20_000 {
+            let m = g.next_message(0);
+            let rank: usize = m.subject.trim_start_matches("clicks.ad-").parse().unwrap();
+            hits[rank] += 1;
+        }
+        assert!(hits[1] > hits[2] && hits[2] > hits[50], "{:?}", &hits[..5]);
+    }
+}

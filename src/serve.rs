@@ -1,0 +1,167 @@
+//! `adclick serve`: wires NATS, the partition supervisors and the REST
+//! gateway together, and shuts them down cleanly on SIGTERM.
+
+use crate::config::Config;
+use crate::gateway::{self, Gateway};
+use adclick_actors::partition::directory::PartitionDirectory;
+use adclick_actors::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
+use adclick_actors::writer::store::PartitionStore;
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::{Actor, ActorRef};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A running service.
+pub struct Service {
+    /// The partitions, as the gateway sees them.
+    pub directory: Arc<PartitionDirectory>,
+    /// Where the REST API listens (the bound address, if port 0 was asked).
+    pub http_addr: SocketAddr,
+    supervisors: Vec<ActorRef<PartitionMsg>>,
+    http_stop: oneshot::Sender<()>,
+    http_task: tokio::task::JoinHandle<()>,
+    config: Config,
+}
+
+/// Installs the Prometheus recorder (once per process).
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    adclick_actors::telemetry::describe();
+    Ok(handle)
+}
+
+/// Starts everything: streams, partitions, REST. Returns once the HTTP
+/// listener is bound; partitions become ready in the background (`/readyz`).
+pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Service> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let client = crate::nats::connect(&config.nats_url).await?;
+    let js = async_nats::jetstream::new(client);
+    crate::nats::ensure_streams(&js, &config).await?;
+
+    let settings = Arc::new(config.pipeline.clone());
+    let directory = Arc::new(PartitionDirectory::new(settings.partitions));
+    let mut supervisors = Vec::new();
+    for partition in 0..settings.partitions {
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || PartitionStore::open(&dir, partition))
+            .await
+            .context("opening a partition file panicked")??;
+        let slot = directory
+            .slot(partition)
+            .context("directory is smaller than the partition count")?
+            .clone();
+        let (supervisor, _) = Actor::spawn(
+            None,
+            PartitionSupervisor,
+            PartitionArgs {
+                partition,
+                settings: settings.clone(),
+                js: js.clone(),
+                store: Arc::new(store),
+                slot,
+            },
+        )
+        .await
+        .with_context(|| format!("cannot start partition {partition}"))?;
+        supervisors.push(supervisor);
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let router = gateway::router(Arc::new(Gateway {
+        directory: directory.clone(),
+        settings,
+        query_timeout: config.query_timeout,
+        metrics,
+    }));
+    let (http_stop, stopped) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("REST server failed: {e}");
+        }
+    });
+    tracing::info!(%http_addr, partitions = supervisors.len(), "adclick serving");
+    Ok(Service {
+        directory,
+        http_addr,
+        supervisors,
+        http_stop,
+        http_task,
+        config,
+    })
+}
+
+impl Service {
+    /// Stops consuming, commits and acks what was consumed, stops the REST
+    /// server. Bounded by `shutdown_timeout`; returns whether every partition
+    /// committed in time (if not, the next start replays the rest: no loss).
+    pub async fn shutdown(self) -> bool {
+        let mut waits = Vec::new();
+        for supervisor in &self.supervisors {
+            let (done, wait) = oneshot::channel();
+            if supervisor.cast(PartitionMsg::Drain(done)).is_ok() {
+                waits.push(wait);
+            }
+        }
+        let all = futures::future::join_all(waits);
+        let in_time = tokio::time::timeout(self.config.shutdown_timeout, all)
+            .await
+            .is_ok();
+        if !in_time {
+            tracing::warn!(
+                "shutdown_timeout ({:?}) passed before every partition committed; the rest replays on the next start",
+                self.config.shutdown_timeout
+            );
+        }
+        let _ = self.http_stop.send(());
+        let _ = self.http_task.await;
+        for supervisor in self.supervisors {
+            supervisor.stop(None);
+        }
+        in_time
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `adclick serve`: runs until SIGTERM, then shuts down cleanly.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
+    let service = start(config, Some(metrics)).await?;
+    stop_signal().await;
+    tracing::info!("stopping: no more fetches, committing what was consumed");
+    service.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
