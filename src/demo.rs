@@ -53,7 +53,12 @@ async fn nats_answers(url: &str) -> bool {
 async fn start_nats(binary: &str, url: &str, dir: &Path) -> anyhow::Result<tokio::process::Child> {
     let (host, port) = host_port(url);
     std::fs::create_dir_all(dir)?;
-    let child = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    // Its own process group: Ctrl-C in the terminal must reach only the demo,
+    // which then drains (commit and ack need the server) before stopping it.
+    #[cfg(unix)]
+    command.process_group(0);
+    let child = command
         .args(["-js", "-a", &host, "-p", &port.to_string(), "-sd"])
         .arg(dir)
         .stdout(std::process::Stdio::null())
@@ -75,7 +80,7 @@ async fn start_nats(binary: &str, url: &str, dir: &Path) -> anyhow::Result<tokio
 /// Runs the demo until Ctrl-C.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
-    let _nats = if nats_answers(&config.nats_url).await {
+    let nats = if nats_answers(&config.nats_url).await {
         println!("Using the NATS server at {}", config.nats_url);
         None
     } else {
@@ -151,6 +156,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     service.shutdown().await;
+    if let Some(mut nats) = nats {
+        let _ = nats.kill().await;
+    }
     Ok(())
 }
 

@@ -58,7 +58,8 @@ pub struct LoadgenArgs {
     /// Do not set the Nats-Msg-Id header (JetStream then cannot drop repeats; adclick still does).
     #[arg(long)]
     pub no_msg_id: bool,
-    /// Pin event time: the first click's ts, advancing 1000/rate ms per click (reproducible to the byte).
+    /// Pin event time: the first click's ts, advancing 1000/rate ms per click, or
+    /// 0.1 ms with --rate 0 (reproducible to the byte).
     #[arg(long)]
     pub start_ts: Option<i64>,
     /// Write the payloads as JSON lines (one SPEC §1 payload per line) to this file instead of publishing.
@@ -195,7 +196,14 @@ impl ClickGenerator {
         let ad = Self::ad_name(rank.min(self.zipf_cdf.len()));
         let click_id = format!("{:x}-{i}", self.args.seed);
         let mut ts = match self.args.start_ts {
-            Some(start) => start + (i as f64 * 1000.0 / self.args.rate.max(1) as f64) as i64,
+            Some(start) => {
+                let per_second = if self.args.rate == 0 {
+                    10_000
+                } else {
+                    self.args.rate
+                };
+                start + (i as f64 * 1000.0 / per_second as f64) as i64
+            }
             None => now,
         };
         if self.rng.unit() < self.args.late_ratio {

@@ -418,3 +418,45 @@ async fn bad_requests_get_clear_errors() {
     let (status, _) = adclick::http::get(service.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
 }
+
+/// More rejects at once than async-nats lets a connection await (5,000):
+/// all of them reach the rejected stream, and counting goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_invalid_messages_is_rejected_without_stalling() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut service = Adclick::start(&nats, data.path(), &[("ADCLICK_PARTITIONS", "8")]);
+    service.wait_ready().await; // creates the streams
+    assert!(service.terminate(Duration::from_secs(10)).success());
+    // A backlog, so that every partition starts with full batches of rejects.
+    let js = nats.jetstream().await;
+    let flood: Vec<(String, String, Option<String>)> = (0..24_000)
+        .map(|i| {
+            (
+                format!("clicks.ad-{}", i % 64),
+                format!("not json {i}"),
+                None,
+            )
+        })
+        .collect();
+    publish_raw(&js, &flood).await;
+    let click = TestClick {
+        click_id: "after".into(),
+        ad: "ad-1".into(),
+        ts: now_ms(),
+        country: None,
+        ip: None,
+    };
+    publish_raw(&js, &[("clicks.ad-1".into(), click.payload(), None)]).await;
+    service.restart();
+    eventually(Duration::from_secs(60), || async {
+        let rejected = stored_messages(&js, "CLICKS_REJECTED", "rejected.invalid").await;
+        let counted = service.metric("adclick_events_counted_total").await;
+        if rejected == 24_000 && counted == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{rejected} rejected, {counted} counted"))
+        }
+    })
+    .await;
+}

@@ -187,11 +187,16 @@ impl WriterState {
     }
 }
 
+/// Most reject publishes awaiting their ack per partition. async-nats holds a
+/// permit (5,000 per connection, shared by all partitions) until each ack
+/// future is awaited, so unbounded sends before awaiting would deadlock.
+const REJECT_ACKS_IN_FLIGHT: usize = 128;
+
 /// Republishes rejects to `rejected.<kind>` and waits for JetStream to store
 /// them. The message id makes a replay after a crash a no-op within the
 /// rejected stream's duplicate window.
 async fn publish_rejects(js: &Context, partition: u32, cp: &Checkpoint) -> Result<(), String> {
-    let mut pending = Vec::with_capacity(cp.rejects.len());
+    let mut pending = std::collections::VecDeque::with_capacity(REJECT_ACKS_IN_FLIGHT);
     for reject in &cp.rejects {
         let reason: String = reject
             .reason
@@ -205,13 +210,25 @@ async fn publish_rejects(js: &Context, partition: u32, cp: &Checkpoint) -> Resul
             .header("Adclick-Reject-Reason", reason.as_str())
             .header("Adclick-Source-Subject", reject.subject.as_str())
             .header("Adclick-Source-Sequence", reject.seq.to_string().as_str());
+        if pending.len() == REJECT_ACKS_IN_FLIGHT {
+            await_stored(pending.pop_front()).await?;
+        }
         let ack = js
             .send_publish(format!("rejected.{}", reject.reason.kind()), message)
             .await
             .map_err(|e| format!("publishing a reject failed: {e}"))?;
-        pending.push(ack);
+        pending.push_back(ack);
     }
-    for ack in pending {
+    while let Some(ack) = pending.pop_front() {
+        await_stored(Some(ack)).await?;
+    }
+    Ok(())
+}
+
+async fn await_stored(
+    ack: Option<async_nats::jetstream::context::PublishAckFuture>,
+) -> Result<(), String> {
+    if let Some(ack) = ack {
         ack.await
             .map_err(|e| format!("the rejected stream did not store a reject: {e}"))?;
     }
