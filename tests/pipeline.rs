@@ -110,20 +110,20 @@ async fn rest_answers_equal_the_oracle_exactly() {
         ));
     }
     // Too late (older than allowed lateness), future, invalid: never counted.
-    for i in 0..7 {
+    for (i, ad) in ads.iter().enumerate().take(7) {
         let c = TestClick {
             click_id: format!("old-{i}"),
-            ad: ads[i].clone(),
+            ad: ad.clone(),
             ts: now - 2 * 3_600_000,
             country: None,
             ip: None,
         };
         messages.push((format!("clicks.{}", c.ad), c.payload(), None));
     }
-    for i in 0..5 {
+    for (i, ad) in ads.iter().enumerate().take(5) {
         let c = TestClick {
             click_id: format!("future-{i}"),
-            ad: ads[i].clone(),
+            ad: ad.clone(),
             ts: now + 10 * MINUTE,
             country: None,
             ip: None,
