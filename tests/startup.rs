@@ -35,6 +35,15 @@ fn no_nats_server_is_a_clear_error() {
     );
 }
 
+#[test]
+fn jetstream_off_is_a_clear_error() {
+    let nats = NatsServer::start_without_jetstream();
+    let data = tempfile::tempdir().unwrap();
+    let (status, log) = Adclick::run_to_exit(&nats.url(), data.path(), &[]);
+    assert!(!status.success());
+    assert!(log.contains("is JetStream enabled?"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_count_that_does_not_match_the_stream_is_refused() {
     let nats = NatsServer::start();
