@@ -48,15 +48,26 @@ pub struct NatsServer {
     pub port: u16,
     pub store: tempfile::TempDir,
     child: Option<Child>,
+    jetstream: bool,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with(true)
+    }
+
+    /// A server with JetStream off (for start-up checks).
+    pub fn start_without_jetstream() -> NatsServer {
+        NatsServer::start_with(false)
+    }
+
+    fn start_with(jetstream: bool) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let mut server = NatsServer {
             port: free_port(),
             store,
             child: None,
+            jetstream,
         };
         server.restart();
         server
@@ -77,15 +88,12 @@ impl NatsServer {
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new(nats_server_binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+        let mut command = Command::new(nats_server_binary());
+        if self.jetstream {
+            command.arg("-js");
+        }
+        let child = command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
