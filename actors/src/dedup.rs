@@ -6,16 +6,16 @@
 //! the window rejects it. Dedup runs its own [`EventClock`] over the same
 //! clicks and ticks the window will see, so both agree on finality.
 
+pub mod repeat_filter;
 pub mod seen_clicks;
 
 use crate::batch::Batch;
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
-use crate::time::minute_floor;
-use crate::window::event_clock::{EventClock, Timeliness};
+use crate::window::event_clock::EventClock;
 use crate::window::WindowMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use seen_clicks::SeenClicks;
+use repeat_filter::RepeatFilter;
 use std::sync::Arc;
 
 /// Messages to the dedup actor.
@@ -44,8 +44,7 @@ pub struct DedupActor;
 /// Dedup's running state.
 pub struct DedupState {
     next: ActorRef<WindowMsg>,
-    seen: SeenClicks,
-    clock: EventClock,
+    filter: RepeatFilter,
     meters: PartitionMeters,
 }
 
@@ -59,18 +58,14 @@ impl Actor for DedupActor {
         _myself: ActorRef<DedupMsg>,
         args: DedupArgs,
     ) -> Result<DedupState, ActorProcessingErr> {
-        let mut seen = SeenClicks::default();
-        for (minute, id) in args.seen {
-            seen.insert(id, minute);
-        }
+        let clock = EventClock::new(
+            args.settings.watermark_delay_ms,
+            args.settings.allowed_lateness_ms,
+            args.watermark,
+        );
         Ok(DedupState {
             next: args.next,
-            seen,
-            clock: EventClock::new(
-                args.settings.watermark_delay_ms,
-                args.settings.allowed_lateness_ms,
-                args.watermark,
-            ),
+            filter: RepeatFilter::new(clock, args.seen),
             meters: args.meters,
         })
     }
@@ -81,37 +76,10 @@ impl Actor for DedupActor {
         DedupMsg::Batch(mut batch): DedupMsg,
         state: &mut DedupState,
     ) -> Result<(), ActorProcessingErr> {
-        state.dedup(&mut batch);
+        state.filter.apply(&mut batch);
+        state.meters.duplicate.increment(batch.duplicates as u64);
+        state.meters.dedup_ids.set(state.filter.remembered() as f64);
         state.next.cast(WindowMsg::Batch(batch))?;
         Ok(())
-    }
-}
-
-impl DedupState {
-    /// Removes repeats from the batch and records first sightings in `batch.new_ids`.
-    pub fn dedup(&mut self, batch: &mut Batch) {
-        let before = batch.clicks.len();
-        let clock = &mut self.clock;
-        let seen = &mut self.seen;
-        let new_ids = &mut batch.new_ids;
-        batch.clicks.retain(|click| {
-            let minute = minute_floor(click.ts);
-            if clock.timeliness(minute) == Timeliness::TooLate {
-                return true; // the window rejects it; nothing to remember
-            }
-            if !seen.insert(click.id, minute) {
-                return false;
-            }
-            new_ids.push((minute, click.id));
-            clock.observe_event(click.ts);
-            true
-        });
-        batch.duplicates = before - batch.clicks.len();
-        if let Some(now) = batch.idle_tick {
-            self.clock.observe_idle(now);
-        }
-        self.seen.forget_before(self.clock.final_until());
-        self.meters.duplicate.increment(batch.duplicates as u64);
-        self.meters.dedup_ids.set(self.seen.len() as f64);
     }
 }

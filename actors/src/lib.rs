@@ -29,6 +29,7 @@
 
 pub mod batch;
 pub mod click;
+pub mod core;
 pub mod dedup;
 pub mod ingest;
 pub mod partition;

@@ -4,15 +4,15 @@
 
 pub mod count_deltas;
 pub mod event_clock;
+pub mod minute_assigner;
 
 use crate::batch::Batch;
 use crate::reducer::ReducerMsg;
-use crate::reject::{RejectReason, Rejected};
-use crate::settings::{DimensionSet, PipelineSettings};
+use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
-use crate::time::{minute_floor, now_ms};
-use count_deltas::CountDeltas;
-use event_clock::{EventClock, Timeliness};
+use crate::time::now_ms;
+use event_clock::EventClock;
+use minute_assigner::MinuteAssigner;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 
@@ -41,11 +41,8 @@ pub struct WindowActor;
 
 /// The window's running state.
 pub struct WindowState {
-    partition: u32,
     next: ActorRef<ReducerMsg>,
-    clock: EventClock,
-    sets: Vec<DimensionSet>,
-    deltas: CountDeltas,
+    assigner: MinuteAssigner,
     meters: PartitionMeters,
 }
 
@@ -59,16 +56,18 @@ impl Actor for WindowActor {
         _myself: ActorRef<WindowMsg>,
         args: WindowArgs,
     ) -> Result<WindowState, ActorProcessingErr> {
+        let clock = EventClock::new(
+            args.settings.watermark_delay_ms,
+            args.settings.allowed_lateness_ms,
+            args.watermark,
+        );
         Ok(WindowState {
-            partition: args.partition,
             next: args.next,
-            clock: EventClock::new(
-                args.settings.watermark_delay_ms,
-                args.settings.allowed_lateness_ms,
-                args.watermark,
+            assigner: MinuteAssigner::new(
+                args.partition,
+                clock,
+                args.settings.dimension_sets.clone(),
             ),
-            sets: args.settings.dimension_sets.clone(),
-            deltas: CountDeltas::default(),
             meters: args.meters,
         })
     }
@@ -79,50 +78,18 @@ impl Actor for WindowActor {
         WindowMsg::Batch(mut batch): WindowMsg,
         state: &mut WindowState,
     ) -> Result<(), ActorProcessingErr> {
-        state.assign(&mut batch);
+        let done = state.assigner.apply(&mut batch);
+        let meters = &state.meters;
+        meters.counted.increment(done.counted);
+        meters.late_corrections.increment(done.late);
+        meters.too_late.increment(done.too_late);
+        if done.closed_after > done.closed_before && done.closed_before != event_clock::NO_WATERMARK
+        {
+            meters
+                .window_close_lag
+                .record((now_ms() - done.closed_after).max(0) as f64 / 1000.0);
+        }
         state.next.cast(ReducerMsg::Batch(batch))?;
         Ok(())
-    }
-}
-
-impl WindowState {
-    /// Moves the batch's clicks into count deltas or rejects, and stamps the watermark.
-    pub fn assign(&mut self, batch: &mut Batch) {
-        let closed_before = self.clock.closed_until();
-        let (mut counted, mut late, mut too_late) = (0u64, 0u64, 0u64);
-        for click in batch.clicks.drain(..) {
-            let minute = minute_floor(click.ts);
-            match self.clock.timeliness(minute) {
-                Timeliness::TooLate => {
-                    too_late += 1;
-                    batch.rejects.push(Rejected {
-                        seq: click.seq,
-                        subject: format!("clicks.p.{}.{}", self.partition, click.ad),
-                        payload: click.payload,
-                        reason: RejectReason::TooLate,
-                    });
-                    continue;
-                }
-                Timeliness::Late => late += 1,
-                Timeliness::OnTime => {}
-            }
-            counted += 1;
-            self.deltas.add(&click, minute, &self.sets);
-            self.clock.observe_event(click.ts);
-        }
-        if let Some(now) = batch.idle_tick {
-            self.clock.observe_idle(now);
-        }
-        batch.deltas = self.deltas.drain();
-        batch.watermark = self.clock.watermark();
-        let closed_now = self.clock.closed_until();
-        if closed_now > closed_before && closed_before != event_clock::NO_WATERMARK {
-            self.meters
-                .window_close_lag
-                .record((now_ms() - closed_now).max(0) as f64 / 1000.0);
-        }
-        self.meters.counted.increment(counted);
-        self.meters.late_corrections.increment(late);
-        self.meters.too_late.increment(too_late);
     }
 }

@@ -1,0 +1,69 @@
+//! The dedup stage as plain state: drops clicks whose id was already counted.
+
+use crate::batch::Batch;
+use crate::dedup::seen_clicks::SeenClicks;
+use crate::time::minute_floor;
+use crate::window::event_clock::{EventClock, Timeliness};
+
+/// Remembered ids plus the clock that says when a minute (and so its ids) is final.
+pub struct RepeatFilter {
+    seen: SeenClicks,
+    clock: EventClock,
+}
+
+impl RepeatFilter {
+    /// Resumes from a checkpoint's ids and watermark.
+    pub fn new(clock: EventClock, ids: impl IntoIterator<Item = (i64, u128)>) -> RepeatFilter {
+        let mut seen = SeenClicks::default();
+        for (minute, id) in ids {
+            seen.insert(id, minute);
+        }
+        RepeatFilter { seen, clock }
+    }
+
+    /// Removes repeats from the batch, records first sightings in
+    /// `batch.new_ids` and their number in `batch.duplicates`.
+    ///
+    /// A click of a final minute passes untouched and unremembered: the
+    /// window rejects it as too late. Only the clicks it keeps move its clock,
+    /// exactly as they will move the window's.
+    pub fn apply(&mut self, batch: &mut Batch) {
+        let before = batch.clicks.len();
+        let clock = &mut self.clock;
+        let seen = &mut self.seen;
+        let new_ids = &mut batch.new_ids;
+        batch.clicks.retain(|click| {
+            let minute = minute_floor(click.ts);
+            if clock.timeliness(minute) == Timeliness::TooLate {
+                return true;
+            }
+            if !seen.insert(click.id, minute) {
+                return false;
+            }
+            new_ids.push((minute, click.id));
+            let final_before = clock.final_until();
+            clock.observe_event(click.ts);
+            // Forget as soon as a minute turns final, not at the batch's end:
+            // where batches are cut must never change what counts.
+            if clock.final_until() != final_before {
+                seen.forget_before(clock.final_until());
+            }
+            true
+        });
+        batch.duplicates = before - batch.clicks.len();
+        if let Some(now) = batch.idle_tick {
+            self.clock.observe_idle(now);
+            self.seen.forget_before(self.clock.final_until());
+        }
+    }
+
+    /// Ids remembered now.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// The stage's watermark.
+    pub fn watermark(&self) -> i64 {
+        self.clock.watermark()
+    }
+}

@@ -1,0 +1,80 @@
+//! The window stage as plain state: puts each click in its minute, decides
+//! on time / late correction / too late, and folds the counted ones into deltas.
+
+use crate::batch::Batch;
+use crate::reject::{RejectReason, Rejected};
+use crate::settings::DimensionSet;
+use crate::time::minute_floor;
+use crate::window::count_deltas::CountDeltas;
+use crate::window::event_clock::{EventClock, Timeliness};
+
+/// What one batch did, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    /// Clicks counted (on time or as corrections).
+    pub counted: u64,
+    /// Of those, corrections to closed minutes.
+    pub late: u64,
+    /// Clicks rejected as too late.
+    pub too_late: u64,
+    /// Minutes before this were closed before the batch.
+    pub closed_before: i64,
+    /// Minutes before this are closed after it.
+    pub closed_after: i64,
+}
+
+/// The window's clock, the filters to count, and a reusable fold.
+pub struct MinuteAssigner {
+    partition: u32,
+    clock: EventClock,
+    sets: Vec<DimensionSet>,
+    deltas: CountDeltas,
+}
+
+impl MinuteAssigner {
+    /// Resumes from a checkpoint's watermark (inside `clock`).
+    pub fn new(partition: u32, clock: EventClock, sets: Vec<DimensionSet>) -> MinuteAssigner {
+        MinuteAssigner {
+            partition,
+            clock,
+            sets,
+            deltas: CountDeltas::default(),
+        }
+    }
+
+    /// Moves the batch's clicks into `batch.deltas` or `batch.rejects`, then
+    /// applies an idle tick and stamps `batch.watermark`.
+    pub fn apply(&mut self, batch: &mut Batch) -> Assigned {
+        let mut done = Assigned {
+            closed_before: self.clock.closed_until(),
+            ..Assigned::default()
+        };
+        for click in batch.clicks.drain(..) {
+            let minute = minute_floor(click.ts);
+            match self.clock.timeliness(minute) {
+                Timeliness::TooLate => {
+                    done.too_late += 1;
+                    batch.rejects.push(Rejected {
+                        seq: click.seq,
+                        subject: format!("clicks.p.{}.{}", self.partition, click.ad),
+                        payload: click.payload,
+                        reason: RejectReason::TooLate,
+                    });
+                    continue;
+                }
+                Timeliness::Late => done.late += 1,
+                Timeliness::OnTime => {}
+            }
+            done.counted += 1;
+            self.deltas.add(&click, minute, &self.sets);
+            self.clock.observe_event(click.ts);
+        }
+        if let Some(now) = batch.idle_tick {
+            self.clock.observe_idle(now);
+        }
+        batch.deltas = self.deltas.drain();
+        batch.watermark = self.clock.watermark();
+        done.closed_after = self.clock.closed_until();
+        done
+    }
+}

@@ -1,0 +1,406 @@
+//! The event-time reference model (SPEC §2), and property tests that drive
+//! the real partition core (dedup → window → counts, no NATS) and the model
+//! with the same random streams (clicks, repeats, disorder, idle ticks,
+//! wall-clock jumps) and compare every answer. Restarts from a real redb
+//! checkpoint at random points must not change any answer either.
+//!
+//! More cases on demand: `PROPTEST_CASES=50000 cargo test -p adclick-actors --test event_time`.
+
+use adclick_actors::batch::Batch;
+use adclick_actors::click::{AdId, Click, Country, Filter, IpType};
+use adclick_actors::core::PartitionCore;
+use adclick_actors::reducer::top_n::top_n;
+use adclick_actors::settings::PipelineSettings;
+use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMARK};
+use adclick_actors::writer::checkpoint::Checkpoint;
+use adclick_actors::writer::store::PartitionStore;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+const MINUTE: i64 = 60_000;
+const DELAY: i64 = 5_000;
+const LATENESS: i64 = 2 * MINUTE;
+const COUNTRIES: [&str; 3] = ["US", "DE", "ZZ"];
+const IP_TYPES: [&str; 3] = ["v4", "v6", "unknown"];
+
+/// One input of a partition, in consumption order.
+#[derive(Clone, Debug)]
+enum Event {
+    Click {
+        id: u16,
+        ad: u8,
+        ts: i64,
+        country: u8,
+        ip: u8,
+    },
+    Tick {
+        now: i64,
+    },
+}
+
+/// Obviously correct and slow: SPEC §2 read literally, one event at a time,
+/// with lists and linear scans.
+#[derive(Default)]
+struct Model {
+    watermark: Option<i64>,
+    seen: Vec<(u16, i64)>,
+    /// (ad, minute, country filter, ip filter) → clicks.
+    counts: BTreeMap<(u8, i64, Option<u8>, Option<u8>), u64>,
+    too_late: Vec<u16>,
+    duplicates: u64,
+}
+
+impl Model {
+    fn closed(&self, minute: i64) -> bool {
+        self.watermark.is_some_and(|w| w >= minute + MINUTE)
+    }
+    fn is_final(&self, minute: i64) -> bool {
+        self.watermark
+            .is_some_and(|w| w >= minute + MINUTE + LATENESS)
+    }
+    fn event(&mut self, event: &Event) {
+        match *event {
+            Event::Tick { now } => {
+                self.watermark = Some(self.watermark.map_or(now - DELAY, |w| w.max(now - DELAY)));
+            }
+            Event::Click {
+                id,
+                ad,
+                ts,
+                country,
+                ip,
+            } => {
+                let minute = ts.div_euclid(MINUTE) * MINUTE;
+                if self.is_final(minute) {
+                    self.too_late.push(id);
+                    return;
+                }
+                // Ids of final minutes are forgotten; a repeat of one is too late anyway.
+                let forget: Vec<bool> = self.seen.iter().map(|(_, m)| self.is_final(*m)).collect();
+                let mut i = 0;
+                self.seen.retain(|_| {
+                    i += 1;
+                    !forget[i - 1]
+                });
+                if self.seen.iter().any(|(seen, _)| *seen == id) {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.seen.push((id, minute));
+                for (c, t) in [
+                    (None, None),
+                    (Some(country), None),
+                    (None, Some(ip)),
+                    (Some(country), Some(ip)),
+                ] {
+                    *self.counts.entry((ad, minute, c, t)).or_insert(0) += 1;
+                }
+                self.watermark = Some(self.watermark.map_or(ts - DELAY, |w| w.max(ts - DELAY)));
+            }
+        }
+    }
+    fn count(&self, ad: u8, c: Option<u8>, t: Option<u8>, from: i64, to: i64) -> u64 {
+        self.counts
+            .range((ad, from, None, None)..(ad, to, None, None))
+            .filter(|((_, _, cc, tt), _)| *cc == c && *tt == t)
+            .map(|(_, n)| n)
+            .sum()
+    }
+    fn top(&self, c: Option<u8>, from: i64, to: i64, n: usize) -> Vec<(String, u64)> {
+        let mut sums: HashMap<u8, u64> = HashMap::new();
+        for ((a, m, cc, tt), k) in &self.counts {
+            if *cc == c && tt.is_none() && *m >= from && *m < to {
+                *sums.entry(*a).or_insert(0) += k;
+            }
+        }
+        let mut all: Vec<(String, u64)> = sums.into_iter().map(|(a, k)| (ad_name(a), k)).collect();
+        all.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        all.truncate(n);
+        all
+    }
+}
+
+fn ad_name(ad: u8) -> String {
+    format!("ad-{ad}")
+}
+
+fn settings() -> PipelineSettings {
+    let mut s = PipelineSettings::with_defaults(1);
+    s.watermark_delay_ms = DELAY;
+    s.allowed_lateness_ms = LATENESS;
+    s.memory_minutes = 60;
+    s
+}
+
+fn filter(c: Option<u8>, t: Option<u8>) -> Filter {
+    Filter {
+        country: c.and_then(|c| Country::parse(COUNTRIES[c as usize])),
+        ip_type: t.and_then(|t| IpType::parse(IP_TYPES[t as usize])),
+    }
+}
+
+/// The batches the pipeline would see: clicks cut where `cuts` says, ticks alone.
+fn batches(events: &[Event], cuts: &[bool]) -> Vec<Vec<(u64, Event)>> {
+    let mut out: Vec<Vec<(u64, Event)>> = Vec::new();
+    let mut current = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let seq = i as u64 + 1;
+        match e {
+            Event::Tick { .. } => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+                out.push(vec![(seq, e.clone())]);
+            }
+            Event::Click { .. } => {
+                current.push((seq, e.clone()));
+                if cuts.get(i).copied().unwrap_or(false) {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn to_batch(events: &[(u64, Event)]) -> Batch {
+    let mut batch = Batch::default();
+    for (seq, e) in events {
+        batch.last_seq = *seq;
+        match *e {
+            Event::Tick { now } => batch.idle_tick = Some(now),
+            Event::Click {
+                id,
+                ad,
+                ts,
+                country,
+                ip,
+            } => batch.clicks.push(Click {
+                id: u128::from(id),
+                ad: AdId::parse(&ad_name(ad)).unwrap(),
+                ts,
+                country: Country::parse(COUNTRIES[country as usize]).unwrap(),
+                ip_type: IpType::parse(IP_TYPES[ip as usize]).unwrap(),
+                seq: *seq,
+                payload: bytes::Bytes::new(),
+            }),
+        }
+    }
+    batch
+}
+
+/// Raw generator output → events. `step` advances processing time; a click's
+/// ts lags it (usually a little, sometimes by many minutes); a tick reads the
+/// wall clock, which sometimes jumps back.
+fn events_from(raw: &[(u8, u64, u64, u16, u8, u8, u8)]) -> Vec<Event> {
+    let mut now: i64 = 1_000 * MINUTE;
+    raw.iter()
+        .map(|&(kind, step, lag, id, ad, country, ip)| {
+            now += step as i64;
+            match kind {
+                0 => Event::Tick { now },
+                1 => Event::Tick {
+                    now: now - 10 * MINUTE,
+                }, // the wall clock jumped back
+                2 => Event::Click {
+                    id,
+                    ad,
+                    ts: now - (lag as i64) * 6_000,
+                    country,
+                    ip,
+                }, // up to 10 min late
+                _ => Event::Click {
+                    id,
+                    ad,
+                    ts: now - (lag as i64 % 10) * 1_000,
+                    country,
+                    ip,
+                }, // within the delay
+            }
+        })
+        .collect()
+}
+
+fn raw_events() -> impl Strategy<Value = Vec<(u8, u64, u64, u16, u8, u8, u8)>> {
+    prop::collection::vec(
+        (
+            0u8..12,
+            0u64..15_000,
+            0u64..100,
+            0u16..120,
+            0u8..6,
+            0u8..3,
+            0u8..3,
+        ),
+        0..250,
+    )
+}
+
+/// Compares every answer of the core with the model's.
+fn compare(core: &PartitionCore, model: &Model, events: &[Event]) -> Result<(), TestCaseError> {
+    let wm = core.watermark();
+    prop_assert_eq!(
+        if wm == NO_WATERMARK { None } else { Some(wm) },
+        model.watermark,
+        "watermark"
+    );
+    let (lo, hi) = events
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), e| match e {
+            Event::Click { ts, .. } => (lo.min(*ts), hi.max(*ts)),
+            Event::Tick { .. } => (lo, hi),
+        });
+    if lo > hi {
+        return Ok(());
+    }
+    let (first, last) = (
+        lo.div_euclid(MINUTE) * MINUTE,
+        hi.div_euclid(MINUTE) * MINUTE,
+    );
+    let mut minute = first;
+    while minute <= last {
+        for ad in 0..6u8 {
+            for c in [None, Some(0), Some(1), Some(2)] {
+                for t in [None, Some(0), Some(1), Some(2)] {
+                    let got = core.counts.count(
+                        &AdId::parse(&ad_name(ad)).unwrap(),
+                        &filter(c, t),
+                        minute,
+                        minute + MINUTE,
+                    );
+                    prop_assert_eq!(
+                        got,
+                        model.count(ad, c, t, minute, minute + MINUTE),
+                        "ad {} minute {} filter {:?}/{:?}",
+                        ad,
+                        minute,
+                        c,
+                        t
+                    );
+                }
+            }
+        }
+        prop_assert_eq!(
+            minute < closed_until(wm),
+            model.closed(minute),
+            "closed {}",
+            minute
+        );
+        prop_assert_eq!(
+            minute < final_until(wm, LATENESS),
+            model.is_final(minute),
+            "final {}",
+            minute
+        );
+        for window in [1, 3, 10] {
+            for c in [None, Some(0)] {
+                let mut sums = HashMap::new();
+                core.counts.add_sums(
+                    &filter(c, None),
+                    minute,
+                    minute + window * MINUTE,
+                    &mut sums,
+                );
+                let got: Vec<(String, u64)> = top_n(sums.into_iter().collect(), 3)
+                    .into_iter()
+                    .map(|(a, k)| (a.to_string(), k))
+                    .collect();
+                prop_assert_eq!(
+                    got,
+                    model.top(c, minute, minute + window * MINUTE, 3),
+                    "top window {} at {}",
+                    window,
+                    minute
+                );
+            }
+        }
+        minute += MINUTE;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Same stream, same answers: counts per ad, minute and filter; the
+    /// watermark; which minutes are closed and final; top-N over sliding
+    /// windows; repeats dropped and clicks rejected as too late.
+    #[test]
+    fn the_core_answers_like_the_model(raw in raw_events(), cuts in prop::collection::vec(any::<bool>(), 250)) {
+        let events = events_from(&raw);
+        let mut model = Model::default();
+        for e in &events {
+            model.event(e);
+        }
+        let mut core = PartitionCore::new(0, &settings());
+        let (mut duplicates, mut too_late) = (0u64, Vec::new());
+        for group in batches(&events, &cuts) {
+            let mut batch = to_batch(&group);
+            core.process(&mut batch);
+            duplicates += batch.duplicates as u64;
+            for r in &batch.rejects {
+                let Event::Click { id, .. } = events[r.seq as usize - 1] else { unreachable!() };
+                too_late.push(id);
+            }
+        }
+        prop_assert_eq!(duplicates, model.duplicates);
+        prop_assert_eq!(&too_late, &model.too_late);
+        compare(&core, &model, &events)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Commits to a real redb file at random batch boundaries and crashes at
+    /// others (dropping everything not committed, then replaying it from the
+    /// checkpoint's sequence on): answers stay the model's.
+    #[test]
+    fn restarts_from_the_checkpoint_change_nothing(
+        raw in raw_events(),
+        cuts in prop::collection::vec(any::<bool>(), 250),
+        fate in prop::collection::vec(0u8..4, 250),
+    ) {
+        let events = events_from(&raw);
+        let mut model = Model::default();
+        for e in &events {
+            model.event(e);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let recovered = store.recover(60).unwrap();
+        let mut generation = recovered.generation;
+        let mut core = PartitionCore::resume(0, &settings(), recovered);
+        let mut pending = Checkpoint::resume(0, NO_WATERMARK);
+        let all = batches(&events, &cuts);
+        let mut committed_upto = 0; // batches before this index are committed
+        let mut i = 0;
+        let mut fates = fate.iter().cycle();
+        while i < all.len() {
+            let mut batch = to_batch(&all[i]);
+            core.process(&mut batch);
+            pending.absorb(&mut batch);
+            i += 1;
+            match fates.next().copied().unwrap_or(0) {
+                0 => {
+                    let cp = pending.take();
+                    store.commit(generation, &cp, final_until(cp.watermark, LATENESS)).unwrap();
+                    committed_upto = i;
+                }
+                1 => {
+                    // Crash: everything since the last commit is lost and replayed.
+                    let recovered = store.recover(60).unwrap();
+                    generation = recovered.generation;
+                    pending = Checkpoint::resume(recovered.last_seq, recovered.watermark);
+                    core = PartitionCore::resume(0, &settings(), recovered);
+                    i = committed_upto;
+                }
+                _ => {}
+            }
+        }
+        compare(&core, &model, &events)?;
+    }
+}
