@@ -10,4 +10,5 @@ pub mod gateway;
 pub mod http;
 pub mod loadgen;
 pub mod nats;
+pub mod rebuild;
 pub mod serve;

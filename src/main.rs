@@ -31,6 +31,23 @@ enum Command {
     /// Run nats-server (if none answers), the service and the load generator
     /// together, and print the URLs to open.
     Demo(DemoArgs),
+    /// Recompute one partition's file from the messages the stream retains.
+    ///
+    /// For a damaged or lost partition file: the file is moved aside (never
+    /// deleted), and the partition replays the CLICKS stream from its first
+    /// retained message until nothing is pending. Stop `adclick serve` first.
+    /// Only what the stream still retains (stream_max_age) can be recounted.
+    Rebuild {
+        /// The partition to rebuild.
+        #[arg(long)]
+        partition: u32,
+        /// Rebuild even if the current file is readable.
+        #[arg(long)]
+        force: bool,
+        /// TOML configuration file.
+        #[arg(long, env = "ADCLICK_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +81,14 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Demo(args) => adclick::demo::run(args).await,
+            Command::Rebuild {
+                partition,
+                force,
+                config,
+            } => {
+                let config = Config::load(config.as_deref())?;
+                adclick::rebuild::run(config, partition, force).await
+            }
         }
     });
     match result {

@@ -41,6 +41,7 @@ pub struct WindowActor;
 
 /// The window's running state.
 pub struct WindowState {
+    partition: u32,
     next: ActorRef<ReducerMsg>,
     assigner: MinuteAssigner,
     meters: PartitionMeters,
@@ -62,6 +63,7 @@ impl Actor for WindowActor {
             args.watermark,
         );
         Ok(WindowState {
+            partition: args.partition,
             next: args.next,
             assigner: MinuteAssigner::new(
                 args.partition,
@@ -78,6 +80,7 @@ impl Actor for WindowActor {
         WindowMsg::Batch(mut batch): WindowMsg,
         state: &mut WindowState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::hit("panic-window", state.partition);
         let done = state.assigner.apply(&mut batch);
         let meters = &state.meters;
         meters.counted.increment(done.counted);

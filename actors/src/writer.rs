@@ -160,12 +160,14 @@ impl WriterState {
                 publish_rejects(&js, partition, &checkpoint).await?;
                 let credits = checkpoint.credits;
                 let watermark = checkpoint.watermark;
+                crate::fault::hit("abort-before-commit", partition);
                 let stats = tokio::task::spawn_blocking(move || {
                     store.commit(generation, &checkpoint, final_until)
                 })
                 .await
                 .map_err(|e| format!("commit task failed: {e}"))?
                 .map_err(|e| e.to_string())?;
+                crate::fault::hit("abort-after-commit", partition);
                 if let Some(ack) = ack {
                     ack.ack()
                         .await

@@ -238,6 +238,30 @@ impl Adclick {
         }
     }
 
+    /// Drops an environment variable for the next (re)start.
+    pub fn unset_env(&mut self, name: &str) {
+        self.env.retain(|(k, _)| k != name);
+    }
+
+    /// Waits for the process to exit on its own (an injected crash).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("adclick is running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for adclick") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "adclick did not exit within {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the same service again (same data dir and settings, new HTTP port).
     pub fn restart(&mut self) {
         self.kill();
@@ -251,8 +275,18 @@ impl Adclick {
         data_dir: &Path,
         env: &[(&str, &str)],
     ) -> (ExitStatus, String) {
+        Adclick::run_command(&["serve"], nats_url, data_dir, env)
+    }
+
+    /// Runs any adclick command to its end; returns its exit status and log.
+    pub fn run_command(
+        args: &[&str],
+        nats_url: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_adclick"))
-            .arg("serve")
+            .args(args)
             .env("ADCLICK_NATS_URL", nats_url)
             .env("ADCLICK_DATA_DIR", data_dir)
             .env("ADCLICK_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))

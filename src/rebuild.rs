@@ -1,0 +1,103 @@
+//! `adclick rebuild --partition N`: recomputes one partition's file from the
+//! messages the `CLICKS` stream still retains.
+//!
+//! A damaged file is moved aside (never deleted), a fresh one is created, and
+//! the partition's ordinary pipeline replays the stream from its first
+//! retained message until nothing is pending; then it commits and exits.
+//! Limits: only what the stream retains (`stream_max_age`, default 7 days)
+//! can be recounted; rejects are republished (JetStream drops the repeats
+//! only within the rejected stream's 10-minute duplicate window).
+
+use crate::config::Config;
+use adclick_actors::partition::directory::PartitionDirectory;
+use adclick_actors::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
+use adclick_actors::writer::store::{PartitionStore, StoreError};
+use anyhow::{bail, Context as _};
+use ractor::Actor;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Rebuilds `partition`. With `force`, a readable file is replaced too.
+pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<()> {
+    let settings = Arc::new(config.pipeline.clone());
+    if partition >= settings.partitions {
+        bail!(
+            "partition {partition} does not exist: partitions are 0..{}",
+            settings.partitions
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join(format!("partition-{partition}.redb"));
+    if path.exists() {
+        match PartitionStore::open(&config.data_dir, partition) {
+            Ok(_) if !force => bail!(
+                "{} is readable; rebuilding would replace it. Pass --force to rebuild anyway",
+                path.display()
+            ),
+            Ok(_) => {}
+            Err(StoreError::Open {
+                source: redb::DatabaseError::DatabaseAlreadyOpen,
+                ..
+            }) => bail!(
+                "{} is in use: stop `adclick serve` before rebuilding its partitions",
+                path.display()
+            ),
+            Err(_) => {}
+        }
+        let aside = path.with_extension(format!("redb.damaged-{}", adclick_actors::time::now_ms()));
+        std::fs::rename(&path, &aside)
+            .with_context(|| format!("cannot move {} aside", path.display()))?;
+        eprintln!("moved {} to {}", path.display(), aside.display());
+    }
+
+    let client = crate::nats::connect(&config.nats_url).await?;
+    let js = async_nats::jetstream::new(client);
+    crate::nats::ensure_streams(&js, &config).await?;
+    let store = PartitionStore::open(&config.data_dir, partition)?;
+    let directory = PartitionDirectory::new(settings.partitions);
+    let slot = directory
+        .slot(partition)
+        .context("directory is smaller than the partition count")?
+        .clone();
+    let (supervisor, _) = Actor::spawn(
+        None,
+        PartitionSupervisor,
+        PartitionArgs {
+            partition,
+            settings: settings.clone(),
+            js: js.clone(),
+            store: Arc::new(store),
+            slot: slot.clone(),
+        },
+    )
+    .await
+    .context("cannot start the partition")?;
+
+    let stream = js.get_stream(&settings.stream).await?;
+    let consumer = settings.consumer_name(partition);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !slot.is_ready() {
+            continue;
+        }
+        let Ok(info) = stream.consumer_info(&consumer).await else {
+            continue;
+        };
+        eprintln!(
+            "partition {partition}: {} pending, {} awaiting commit",
+            info.num_pending, info.num_ack_pending
+        );
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+    }
+    let (done, committed) = tokio::sync::oneshot::channel();
+    supervisor.cast(PartitionMsg::Drain(done))?;
+    tokio::time::timeout(config.shutdown_timeout, committed)
+        .await
+        .context("the final commit did not finish within shutdown_timeout")??;
+    supervisor.stop(None);
+    eprintln!("partition {partition} rebuilt from the retained stream");
+    Ok(())
+}
