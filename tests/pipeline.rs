@@ -460,3 +460,67 @@ async fn a_flood_of_invalid_messages_is_rejected_without_stalling() {
     })
     .await;
 }
+
+/// A backlog far larger than what may be in flight: ingest never has more
+/// than `max_batches_in_flight` batches uncommitted (so memory stays
+/// bounded, whatever the backlog), and the service catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backlog_drains_with_bounded_work_in_flight() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let settings = [
+        ("ADCLICK_PARTITIONS", "2"),
+        ("ADCLICK_BATCH_SIZE", "50"),
+        ("ADCLICK_MAX_BATCHES_IN_FLIGHT", "3"),
+        ("ADCLICK_ALLOWED_LATENESS", "1h"),
+    ];
+    let mut service = Adclick::start(&nats, data.path(), &settings);
+    service.wait_ready().await;
+    assert!(service.terminate(Duration::from_secs(10)).success());
+    let ts = now_ms() - MINUTE;
+    let backlog: Vec<(String, String, Option<String>)> = (0..40_000)
+        .map(|i| {
+            let c = TestClick {
+                click_id: format!("b-{i}"),
+                ad: format!("ad-{}", i % 50),
+                ts,
+                country: None,
+                ip: None,
+            };
+            (format!("clicks.{}", c.ad), c.payload(), None)
+        })
+        .collect();
+    publish_raw(&nats.jetstream().await, &backlog).await;
+    service.restart();
+    let mut most = 0.0f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = adclick::http::get(service.addr, "/metrics")
+            .await
+            .unwrap_or_default();
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("adclick_batches_in_flight{"))
+        {
+            most = most.max(
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+            );
+        }
+        if service.metric("adclick_events_counted_total").await == 40_000.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog not drained in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(most > 0.0, "the gauge was observed while draining");
+    assert!(
+        most <= 3.0,
+        "at most 3 batches in flight per partition, saw {most}"
+    );
+}

@@ -195,6 +195,9 @@ impl IngestState {
             },
         };
         credit.forget(); // the writer returns it after the commit
+        let in_flight = (self.args.settings.max_batches_in_flight)
+            .saturating_sub(self.args.credits.available_permits());
+        self.args.meters.batches_in_flight.set(in_flight as f64);
         self.args.next.cast(DedupMsg::Batch(Box::new(batch)))?;
         Ok(())
     }

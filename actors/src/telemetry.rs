@@ -31,6 +31,8 @@ pub const WINDOW_CLOSE_LAG: &str = "adclick_window_close_lag_seconds";
 pub const RESTARTS: &str = "adclick_actor_restarts_total";
 /// Click ids remembered for dedup.
 pub const DEDUP_IDS: &str = "adclick_dedup_ids";
+/// Batches between ingest and a finished commit (bounded by max_batches_in_flight).
+pub const BATCHES_IN_FLIGHT: &str = "adclick_batches_in_flight";
 /// REST request latency, seconds.
 pub const HTTP_SECONDS: &str = "adclick_http_request_duration_seconds";
 
@@ -70,6 +72,10 @@ pub fn describe() {
     describe_counter!(RESTARTS, "Partition pipelines rebuilt after a failure");
     describe_gauge!(DEDUP_IDS, "Click ids remembered for dedup");
     describe_histogram!(HTTP_SECONDS, "REST request latency, seconds");
+    describe_gauge!(
+        BATCHES_IN_FLIGHT,
+        "Batches between ingest and a finished commit"
+    );
 }
 
 /// The metric handles of one partition.
@@ -103,6 +109,8 @@ pub struct PartitionMeters {
     pub restarts: Counter,
     /// See [`DEDUP_IDS`].
     pub dedup_ids: Gauge,
+    /// See [`BATCHES_IN_FLIGHT`].
+    pub batches_in_flight: Gauge,
 }
 
 impl PartitionMeters {
@@ -123,7 +131,8 @@ impl PartitionMeters {
             checkpoint_rows: histogram!(CHECKPOINT_ROWS, "partition" => p.clone()),
             window_close_lag: histogram!(WINDOW_CLOSE_LAG, "partition" => p.clone()),
             restarts: counter!(RESTARTS, "partition" => p.clone()),
-            dedup_ids: gauge!(DEDUP_IDS, "partition" => p),
+            dedup_ids: gauge!(DEDUP_IDS, "partition" => p.clone()),
+            batches_in_flight: gauge!(BATCHES_IN_FLIGHT, "partition" => p),
         }
     }
 }
