@@ -64,6 +64,10 @@ pub struct IngestState {
     consumer: PullConsumer,
     messages: ReadyChunks<pull::Stream>,
     last_seq: u64,
+    /// The consumer sequence the next delivery must carry: deliveries are
+    /// numbered 1, 2, 3… per consumer, so a hole means a message was
+    /// delivered (and would be covered by AckAll) but never reached us.
+    next_delivery: u64,
     last_message_at: Instant,
     last_tick_at: Instant,
     last_pending_at: Instant,
@@ -82,7 +86,9 @@ async fn open_consumer(args: &IngestArgs) -> Result<PullConsumer, ActorProcessin
         )
     })?;
     let name = settings.consumer_name(args.partition);
-    // Absent on first start; any real problem shows up in create below.
+    // Absent on first start. If the delete failed for another reason, the
+    // strict create below fails too (the old consumer still exists), and the
+    // supervisor retries: a reused consumer would deliver from the wrong place.
     let _ = stream.delete_consumer(&name).await;
     let deliver_policy = if args.resume_after == 0 {
         DeliverPolicy::All
@@ -93,7 +99,7 @@ async fn open_consumer(args: &IngestArgs) -> Result<PullConsumer, ActorProcessin
     };
     let in_flight = settings.batch_size * settings.max_batches_in_flight;
     let consumer = stream
-        .create_consumer(pull::Config {
+        .create_consumer_strict(pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: settings.partition_subject(args.partition),
             ack_policy: AckPolicy::All,
@@ -136,6 +142,7 @@ impl Actor for IngestActor {
         let now = Instant::now();
         Ok(IngestState {
             last_seq: args.resume_after,
+            next_delivery: 1,
             args,
             consumer,
             messages,
@@ -185,7 +192,7 @@ impl IngestState {
                 )
                 .into())
             }
-            Err(_idle) => match self.idle_tick() {
+            Err(_idle) => match self.idle_tick().await {
                 Some(batch) => batch,
                 None => {
                     drop(credit); // nothing sent: the credit goes back
@@ -202,8 +209,11 @@ impl IngestState {
         Ok(())
     }
 
-    /// A tick when the partition has been quiet for `idle_timeout`, at most once per second.
-    fn idle_tick(&mut self) -> Option<Batch> {
+    /// A tick when the partition has been quiet for `idle_timeout` and the
+    /// consumer has nothing pending (a pause in delivering a backlog is not
+    /// idleness: ticking then would make the rest of the backlog too late).
+    /// At most once per second.
+    async fn idle_tick(&mut self) -> Option<Batch> {
         let idle_for = self.last_message_at.elapsed();
         if idle_for.as_millis() < self.args.settings.idle_timeout_ms as u128
             || self.last_tick_at.elapsed() < TICK_EVERY
@@ -211,6 +221,19 @@ impl IngestState {
             return None;
         }
         self.last_tick_at = Instant::now();
+        match self.consumer.info().await {
+            Ok(info) if info.num_pending == 0 => {
+                self.args.meters.consumer_pending.set(0.0);
+            }
+            Ok(info) => {
+                self.args
+                    .meters
+                    .consumer_pending
+                    .set(info.num_pending as f64);
+                return None;
+            }
+            Err(_) => return None, // cannot tell: do not guess
+        }
         Some(Batch {
             holds_credit: true,
             idle_tick: Some(now_ms()),
@@ -247,10 +270,19 @@ impl IngestState {
         let (mut invalid, mut future) = (0u64, 0u64);
         for item in chunk {
             let message = item.map_err(|e| format!("partition {p}: consuming failed: {e}"))?;
-            let seq = message
+            let info = message
                 .info()
-                .map_err(|e| format!("partition {p}: message without JetStream info: {e}"))?
-                .stream_sequence;
+                .map_err(|e| format!("partition {p}: message without JetStream info: {e}"))?;
+            if info.consumer_sequence != self.next_delivery {
+                return Err(format!(
+                    "partition {p}: delivery {} arrived where {} was expected: a delivery was lost \
+                     in transit; rebuilding from the checkpoint",
+                    info.consumer_sequence, self.next_delivery
+                )
+                .into());
+            }
+            self.next_delivery += 1;
+            let seq = info.stream_sequence;
             let (message, acker) = message.split();
             batch.ack = Some(acker);
             if seq <= self.last_seq {

@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
 
+/// A chain that ran this long without failing resets the backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
 /// Messages to a partition supervisor.
 pub enum PartitionMsg {
     /// (Re)build the chain from the checkpoint.
@@ -58,6 +61,7 @@ pub struct PartitionState {
     children: Vec<ActorCell>,
     ingest: Option<ActorRef<IngestMsg>>,
     failures_in_a_row: u32,
+    built_at: Option<std::time::Instant>,
     draining: bool,
 }
 
@@ -78,6 +82,7 @@ impl Actor for PartitionSupervisor {
             children: Vec::new(),
             ingest: None,
             failures_in_a_row: 0,
+            built_at: None,
             draining: false,
         })
     }
@@ -94,7 +99,7 @@ impl Actor for PartitionSupervisor {
                 state.stop_children();
                 match state.build(&myself).await {
                     Ok(()) => {
-                        state.failures_in_a_row = 0;
+                        state.built_at = Some(std::time::Instant::now());
                         tracing::info!(partition = state.args.partition, "partition consuming");
                     }
                     Err(e) => {
@@ -154,12 +159,24 @@ impl PartitionState {
     fn stop_children(&mut self) {
         self.args.slot.set_reducer(None);
         self.ingest = None;
+        // kill, not stop: an ingest waiting for a credit that its dead writer
+        // will never return would never reach the next message to see a stop,
+        // and would keep its pull subscription alive.
         for child in self.children.drain(..) {
-            child.stop(Some("partition rebuild".into()));
+            child.kill();
         }
     }
 
     fn retry_later(&mut self, myself: &ActorRef<PartitionMsg>) {
+        // Back off from a chain that keeps failing soon after it starts; a
+        // chain that ran healthily for a while starts the count afresh.
+        if self
+            .built_at
+            .take()
+            .is_some_and(|t| t.elapsed() > HEALTHY_AFTER)
+        {
+            self.failures_in_a_row = 0;
+        }
         self.failures_in_a_row += 1;
         let backoff_ms = (100u64 << self.failures_in_a_row.min(6)).min(5_000);
         myself.send_after(Duration::from_millis(backoff_ms), || PartitionMsg::Build);

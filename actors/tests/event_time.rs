@@ -86,7 +86,12 @@ impl Model {
                     self.duplicates += 1;
                     return;
                 }
-                self.seen.push((id, minute));
+                // Kept until the minute is final — for a correction, until the
+                // minute open when it counted is final.
+                let open_now = self
+                    .watermark
+                    .map_or(minute, |w| w.div_euclid(MINUTE) * MINUTE);
+                self.seen.push((id, minute.max(open_now)));
                 for (c, t) in [
                     (None, None),
                     (Some(country), None),

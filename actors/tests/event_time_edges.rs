@@ -202,6 +202,22 @@ fn a_repeat_just_outside_the_dedup_horizon_is_too_late_not_counted() {
     assert_eq!(count(&core, "a", T), 1);
 }
 
+/// A correction's id is kept a full lateness after it counted, not only
+/// until its own (older) minute is final: a retry with a fresh ts soon after
+/// is still a repeat.
+#[test]
+fn a_corrections_id_is_remembered_a_full_lateness_after_it_counted() {
+    let mut core = PartitionCore::new(0, &settings());
+    feed(&mut core, vec![click(1, "b", T + 3 * MINUTE - 1)]); // watermark 10:02:54.999
+    feed(&mut core, vec![click(2, "a", T + 30_000)]); // correction to 10:00, final at 10:03
+    feed(&mut core, vec![click(3, "b", T + 3 * MINUTE + DELAY)]); // 10:00 final now
+    let (duplicates, _) = feed(&mut core, vec![click(2, "a", T + 3 * MINUTE + 6_000)]);
+    assert_eq!(
+        duplicates, 1,
+        "the retry (same click id, fresh ts) is not counted again"
+    );
+}
+
 #[test]
 fn ts_of_zero_is_valid_but_too_late_once_time_has_moved() {
     let mut fresh = PartitionCore::new(0, &settings());

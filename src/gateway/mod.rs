@@ -72,6 +72,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 error: "no such endpoint; see /openapi.json".into(),
             }
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: 405,
+                code: "method_not_allowed",
+                error: "this endpoint answers GET only".into(),
+            }
+        })
         .layer(axum::middleware::from_fn(record_latency))
         .with_state(gateway)
 }
@@ -173,12 +180,6 @@ async fn aggregated_count(
             format!("partition {partition} is not served here"),
         )
     })?;
-    let reducer = slot.reducer().ok_or_else(|| {
-        ApiError::unavailable(
-            "not_ready",
-            format!("partition {partition} is still recovering; retry shortly"),
-        )
-    })?;
     let (from, to) = match (
         params.minute("from")?,
         params.minute("to")?,
@@ -204,6 +205,13 @@ async fn aggregated_count(
         }
     };
     Gateway::check_range(from, to)?;
+    // Readiness last: a malformed request is a 400 even while recovering.
+    let reducer = slot.reducer().ok_or_else(|| {
+        ApiError::unavailable(
+            "not_ready",
+            format!("partition {partition} is still recovering; retry shortly"),
+        )
+    })?;
     let query = CountQuery {
         ad,
         filter,
@@ -232,6 +240,7 @@ async fn popular(
     let filter = params.filter(&gw.settings.dimension_sets)?;
     let n = params.int("count", 1, 1000, Some(100))?.unwrap_or(100) as usize;
     let window = params.int("window", 1, 1440, Some(1))?.unwrap_or(1);
+    let at_param = params.minute("at")?;
     let mut reducers = Vec::new();
     let mut not_ready = Vec::new();
     for slot in gw.directory.slots() {
@@ -249,7 +258,7 @@ async fn popular(
             ),
         ));
     }
-    let at = match params.minute("at")? {
+    let at = match at_param {
         Some(at) => at,
         None => {
             let slowest = gw

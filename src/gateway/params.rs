@@ -109,10 +109,11 @@ impl Params {
             .parse::<i64>()
             .ok()
             .or_else(|| parse_rfc3339(text))
+            .filter(|ms| (0..=LATEST_MS).contains(ms))
             .ok_or_else(|| {
                 ApiError::bad(
                     "invalid_time",
-                    format!("`{name}` must be RFC 3339 (2026-11-29T10:00:00Z) or epoch milliseconds, got `{text}`"),
+                    format!("`{name}` must be RFC 3339 (2026-11-29T10:00:00Z) or epoch milliseconds, between 1970 and 9999, got `{text}`"),
                 )
             })?;
         Ok(Some(minute_floor(ms)))
@@ -158,6 +159,10 @@ impl Params {
     }
 }
 
+/// The last millisecond of year 9999: times are refused beyond it (and
+/// before 1970), so range arithmetic can never overflow.
+pub const LATEST_MS: i64 = 253_402_300_799_999;
+
 /// Query parameters that name dimensions.
 pub const DIMENSIONS: [&str; 2] = ["country", "ip_type"];
 
@@ -196,5 +201,18 @@ mod tests {
         assert_eq!(p.minute("to").unwrap(), Some(60_000));
         let p = Params::parse(Some("from=yesterday"), &["from"]).unwrap();
         assert_eq!(p.minute("from").unwrap_err().code, "invalid_time");
+        for extreme in [
+            "-1",
+            "-5000000000000000000",
+            "9223372036854775807",
+            "10000-01-01T00:00:00Z",
+        ] {
+            let p = Params::parse(Some(&format!("from={extreme}")), &["from"]).unwrap();
+            assert_eq!(
+                p.minute("from").unwrap_err().code,
+                "invalid_time",
+                "{extreme}"
+            );
+        }
     }
 }

@@ -26,7 +26,8 @@ impl RepeatFilter {
     ///
     /// A click of a final minute passes untouched and unremembered: the
     /// window rejects it as too late. Only the clicks it keeps move its clock,
-    /// exactly as they will move the window's.
+    /// exactly as they will move the window's. `new_ids` holds each id with
+    /// the minute whose finality frees it (the checkpoint's `seen` key).
     pub fn apply(&mut self, batch: &mut Batch) {
         let before = batch.clicks.len();
         let clock = &mut self.clock;
@@ -37,10 +38,14 @@ impl RepeatFilter {
             if clock.timeliness(minute) == Timeliness::TooLate {
                 return true;
             }
-            if !seen.insert(click.id, minute) {
+            // Keep the id until the minute it lands in is final, and for a
+            // correction (a click of an already closed minute) at least until
+            // the minute open now is final: a full lateness after it counted.
+            let keep_until = minute.max(clock.closed_until());
+            if !seen.insert(click.id, keep_until) {
                 return false;
             }
-            new_ids.push((minute, click.id));
+            new_ids.push((keep_until, click.id));
             let final_before = clock.final_until();
             clock.observe_event(click.ts);
             // Forget as soon as a minute turns final, not at the batch's end:
