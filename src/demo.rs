@@ -120,6 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         duplicate_ratio: 0.01,
         late_ratio: 0.02,
         late_by: Duration::from_secs(90),
+        future_ratio: 0.0,
         invalid_ratio: 0.001,
         no_msg_id: false,
         start_ts: None,

@@ -52,6 +52,9 @@ pub struct LoadgenArgs {
     /// How far in the past late clicks are (keep it under allowed_lateness to see corrections).
     #[arg(long, value_parser = parse_duration, default_value = "2m")]
     pub late_by: Duration,
+    /// Share of clicks whose ts lies 10 minutes ahead of the wall clock (rejected as future).
+    #[arg(long, default_value_t = 0.0)]
+    pub future_ratio: f64,
     /// Share of messages that are invalid (bad JSON, missing field, ad id mismatch).
     #[arg(long, default_value_t = 0.001)]
     pub invalid_ratio: f64,
@@ -92,6 +95,8 @@ pub struct Report {
     pub duplicates: u64,
     /// Clicks with a past ts.
     pub late: u64,
+    /// Clicks with a ts 10 minutes ahead.
+    pub future: u64,
     /// Invalid messages.
     pub invalid: u64,
     /// Seconds the run took.
@@ -209,6 +214,9 @@ impl ClickGenerator {
         if self.rng.unit() < self.args.late_ratio {
             ts -= self.args.late_by.as_millis() as i64;
             self.report.late += 1;
+        } else if self.args.future_ratio > 0.0 && self.rng.unit() < self.args.future_ratio {
+            ts += 10 * 60_000;
+            self.report.future += 1;
         }
         let country = COUNTRIES[self.rng.below(COUNTRIES.len() as u64) as usize];
         let ip = if self.rng.below(4) == 0 {

@@ -190,7 +190,7 @@ impl Filter {
 /// One valid click, decoded from its JetStream message.
 #[derive(Clone, Debug)]
 pub struct Click {
-    /// 128-bit hash of `click_id`: the dedup key (the string itself is not kept).
+    /// 128-bit hash of (`ad_id`, `click_id`): the dedup key (the strings are not kept).
     pub id: u128,
     /// The ad clicked.
     pub ad: AdId,

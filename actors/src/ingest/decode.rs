@@ -69,7 +69,7 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
         }
     }
     Ok(Click {
-        id: xxhash_rust::xxh3::xxh3_128(click_id.as_bytes()),
+        id: click_key(ad.as_str(), &click_id),
         ad,
         ts,
         country: wire
@@ -81,6 +81,19 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
         seq,
         payload: payload.clone(),
     })
+}
+
+/// The dedup key of a click: a 128-bit hash of its ad id and click id.
+///
+/// The ad id is part of it because dedup runs per partition and partitions
+/// are chosen by ad: a click id reused by two different ads is two clicks,
+/// whichever partitions the ads happen to share.
+pub fn click_key(ad_id: &str, click_id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(ad_id.as_bytes());
+    hasher.update(&[0]); // ad ids never contain NUL: the pair is unambiguous
+    hasher.update(click_id.as_bytes());
+    hasher.digest128()
 }
 
 /// The ad id and partition of a stored subject `clicks.p.<partition>.<ad_id>`.
@@ -110,7 +123,9 @@ mod tests {
         assert_eq!(c.ts, 1000);
         assert_eq!(c.country.as_str(), "US");
         assert_eq!(c.ip_type, IpType::V6);
-        assert_eq!(c.id, xxhash_rust::xxh3::xxh3_128(b"c1"));
+        assert_eq!(c.id, click_key("ad-1", "c1"));
+        assert_ne!(click_key("ad-1", "c1"), click_key("ad-2", "c1"), "per ad");
+        assert_ne!(click_key("a", "bc"), click_key("ab", "c"), "unambiguous");
     }
 
     #[test]
@@ -127,7 +142,7 @@ mod tests {
     #[test]
     fn escaped_click_ids_hash_by_their_text() {
         let c = run("a", r#"{"click_id":"c\u0031","ad_id":"a","ts":5}"#).unwrap();
-        assert_eq!(c.id, xxhash_rust::xxh3::xxh3_128(b"c1"));
+        assert_eq!(c.id, click_key("a", "c1"));
     }
 
     #[test]
