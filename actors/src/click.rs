@@ -9,7 +9,7 @@ pub const AD_ID_MAX: usize = 64;
 
 /// An ad id stored inline: no heap allocation, cheap to copy and hash.
 /// Ordered as its text (ties in top-N break by ad id ascending).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct AdId {
     len: u8,
     bytes: [u8; AD_ID_MAX],
@@ -39,6 +39,13 @@ impl AdId {
     pub fn as_str(&self) -> &str {
         // Only ASCII bytes ever enter an AdId (checked in `parse`).
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// Hashes the id's text only, not the unused tail of the inline buffer.
+impl std::hash::Hash for AdId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes[..self.len as usize]);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
+use crate::fast_hash::FastMap;
 use crate::time::MINUTE_MS;
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 /// it were evicted and are read from the partition's redb file instead.
 #[derive(Default)]
 pub struct MinuteCounts {
-    minutes: BTreeMap<i64, HashMap<Filter, HashMap<AdId, u64>>>,
+    minutes: BTreeMap<i64, FastMap<Filter, FastMap<AdId, u64>>>,
     floor: i64,
 }
 

@@ -3,13 +3,13 @@
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Click, Filter};
+use crate::fast_hash::FastMap;
 use crate::settings::DimensionSet;
-use std::collections::HashMap;
 
 /// The increments of one batch.
 #[derive(Default)]
 pub struct CountDeltas {
-    counts: HashMap<(AdId, i64, Filter), u64>,
+    counts: FastMap<(AdId, i64, Filter), u64>,
 }
 
 impl CountDeltas {
