@@ -189,7 +189,7 @@ impl PartitionState {
         let settings = args.settings.clone();
         let store = args.store.clone();
         let memory_minutes = settings.memory_minutes;
-        let recovered =
+        let mut recovered =
             tokio::task::spawn_blocking(move || store.recover(memory_minutes)).await??;
         let committed_watermark = Arc::new(AtomicI64::new(recovered.watermark));
         let credits = Arc::new(Semaphore::new(settings.max_batches_in_flight));
@@ -206,6 +206,7 @@ impl PartitionState {
                 store: args.store.clone(),
                 generation: recovered.generation,
                 last_seq: recovered.last_seq,
+                outbox: std::mem::take(&mut recovered.outbox),
                 committed_watermark: committed_watermark.clone(),
                 credits: credits.clone(),
                 meters: meters.clone(),

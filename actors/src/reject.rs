@@ -24,6 +24,15 @@ impl RejectReason {
         }
     }
 
+    /// Rebuilds a reason from its stored `kind` and `describe` text.
+    pub fn from_stored(kind: &str, text: &str) -> RejectReason {
+        match kind {
+            "too_late" => RejectReason::TooLate,
+            "future" => RejectReason::Future,
+            _ => RejectReason::Invalid(text.to_string()),
+        }
+    }
+
     /// The human sentence for the `Adclick-Reject-Reason` header.
     pub fn describe(&self) -> String {
         match self {

@@ -1,8 +1,11 @@
 //! Writer: the last actor of a partition. Folds batches into a
-//! [`Checkpoint`], and commits it: first the rejects are republished (and
-//! their publish acks awaited), then one redb transaction writes counts, ids,
-//! watermark and the last stream sequence, and only then the JetStream
-//! messages are acknowledged (AckAll up to the last one).
+//! [`Checkpoint`], and commits it: one redb transaction writes counts, ids,
+//! watermark, the last stream sequence and the batch's rejects (into an
+//! outbox); then the JetStream messages are acknowledged (AckAll up to the
+//! last one); then the rejects are published and, once JetStream has stored
+//! them, dropped from the outbox by the next commit. So a reject is published
+//! only if the decision behind it was committed, and a crash before it was
+//! stored leaves it in the outbox, published again at the next start.
 //!
 //! Commits never block the actor: one runs at a time on a blocking thread,
 //! and batches that arrive meanwhile join the next one (group commit), so
@@ -36,6 +39,7 @@ pub enum WriterMsg {
 
 /// What a finished commit hands back.
 pub struct Done {
+    published: Vec<u64>,
     credits: usize,
     watermark: i64,
     flushes: Vec<oneshot::Sender<()>>,
@@ -57,6 +61,8 @@ pub struct WriterArgs {
     pub generation: u64,
     /// Last committed sequence.
     pub last_seq: u64,
+    /// Rejects committed but not confirmed published before the last stop.
+    pub outbox: Vec<crate::reject::Rejected>,
     /// Last committed watermark; updated after each commit.
     pub committed_watermark: Arc<AtomicI64>,
     /// Ingest's credits, returned after each commit.
@@ -88,8 +94,12 @@ impl Actor for WriterActor {
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         let watermark = args.committed_watermark.load(Ordering::Acquire);
+        let mut pending = Checkpoint::resume(args.last_seq, watermark);
+        // Finish what the last run committed but may not have published.
+        publish_rejects(&args.js, args.partition, &args.outbox).await?;
+        pending.mark_published(args.outbox.iter().map(|r| r.seq));
         Ok(WriterState {
-            pending: Checkpoint::resume(args.last_seq, watermark),
+            pending,
             args,
             ack: None,
             flushes: Vec::new(),
@@ -140,6 +150,7 @@ impl WriterState {
             .committed_watermark
             .store(done.watermark, Ordering::Release);
         self.args.credits.add_permits(done.credits);
+        self.pending.mark_published(done.published);
         for flush in done.flushes {
             let _ = flush.send(());
         }
@@ -157,12 +168,12 @@ impl WriterState {
         tokio::spawn(async move {
             let started = Instant::now();
             let result = async {
-                publish_rejects(&js, partition, &checkpoint).await?;
                 let credits = checkpoint.credits;
                 let watermark = checkpoint.watermark;
                 crate::fault::hit("abort-before-commit", partition);
-                let stats = tokio::task::spawn_blocking(move || {
-                    store.commit(generation, &checkpoint, final_until)
+                let (stats, checkpoint) = tokio::task::spawn_blocking(move || {
+                    let stats = store.commit(generation, &checkpoint, final_until);
+                    stats.map(|s| (s, checkpoint))
                 })
                 .await
                 .map_err(|e| format!("commit task failed: {e}"))?
@@ -173,7 +184,9 @@ impl WriterState {
                         .await
                         .map_err(|e| format!("ack after commit failed: {e}"))?;
                 }
+                publish_rejects(&js, partition, &checkpoint.rejects).await?;
                 Ok(Done {
+                    published: checkpoint.rejects.iter().map(|r| r.seq).collect(),
                     credits,
                     watermark,
                     flushes,
@@ -195,11 +208,16 @@ impl WriterState {
 const REJECT_ACKS_IN_FLIGHT: usize = 128;
 
 /// Republishes rejects to `rejected.<kind>` and waits for JetStream to store
-/// them. The message id makes a replay after a crash a no-op within the
-/// rejected stream's duplicate window.
-async fn publish_rejects(js: &Context, partition: u32, cp: &Checkpoint) -> Result<(), String> {
+/// them. The message id makes publishing an outbox entry again (after a crash
+/// between publish and outbox cleanup) a no-op within the rejected stream's
+/// duplicate window.
+async fn publish_rejects(
+    js: &Context,
+    partition: u32,
+    rejects: &[crate::reject::Rejected],
+) -> Result<(), String> {
     let mut pending = std::collections::VecDeque::with_capacity(REJECT_ACKS_IN_FLIGHT);
-    for reject in &cp.rejects {
+    for reject in rejects {
         let reason: String = reject
             .reason
             .describe()

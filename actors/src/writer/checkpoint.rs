@@ -17,8 +17,12 @@ pub struct Checkpoint {
     pub new_ids: Vec<(i64, u128)>,
     /// Increments per (minute, ad, filter).
     pub counts: HashMap<(i64, AdId, Filter), u64>,
-    /// Messages to republish on the rejected stream before the commit.
+    /// Messages to republish on the rejected stream: written to the outbox by
+    /// the commit, published after it.
     pub rejects: Vec<Rejected>,
+    /// Outbox entries (by stream sequence) published since the last commit,
+    /// to delete with the next one.
+    pub published: Vec<u64>,
     /// Batches folded in.
     pub batches: usize,
     /// Of those, batches that hold an ingest credit.
@@ -63,5 +67,10 @@ impl Checkpoint {
     pub fn take(&mut self) -> Checkpoint {
         let next = Checkpoint::resume(self.last_seq, self.watermark);
         std::mem::replace(self, next)
+    }
+
+    /// Notes outbox entries that JetStream has stored.
+    pub fn mark_published(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        self.published.extend(seqs);
     }
 }

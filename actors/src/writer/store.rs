@@ -4,6 +4,9 @@
 //! - `meta`: `last_seq` (last applied stream sequence), `watermark`.
 //! - `seen`: `(minute, click id hash)` for every id that may still repeat.
 //! - `counts`: `(minute, ad_id, filter key)` → clicks.
+//! - `outbox`: stream sequence → a rejected message (subject, payload, reason)
+//!   decided by a committed batch and not yet confirmed stored on the rejected
+//!   stream.
 //!
 //! One [`PartitionStore::commit`] writes all three in one transaction, so the
 //! file always holds a state that some prefix of the stream produced.
@@ -20,6 +23,8 @@ use std::sync::Mutex;
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
+/// seq → (subject, payload, reason kind, reason text).
+const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
 
 /// A storage failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,8 @@ pub struct Recovered {
     pub counts: Vec<CountDelta>,
     /// First minute whose counts were loaded.
     pub counts_from: i64,
+    /// Rejects committed but not yet confirmed published.
+    pub outbox: Vec<crate::reject::Rejected>,
 }
 
 /// Sizes of one commit, for metrics.
@@ -107,6 +114,8 @@ impl PartitionStore {
             txn.open_table(SEEN).map_err(|e| store.io("open seen", e))?;
             txn.open_table(COUNTS)
                 .map_err(|e| store.io("open counts", e))?;
+            txn.open_table(OUTBOX)
+                .map_err(|e| store.io("open outbox", e))?;
         }
         txn.commit().map_err(|e| store.io("commit", e))?;
         Ok(store)
@@ -184,7 +193,24 @@ impl PartitionStore {
                 }
             }
         }
+        let mut outbox = Vec::new();
+        for row in txn
+            .open_table(OUTBOX)
+            .map_err(|e| self.io("open outbox", e))?
+            .iter()
+            .map_err(|e| self.io("read outbox", e))?
+        {
+            let (seq, value) = row.map_err(|e| self.io("read outbox", e))?;
+            let (subject, payload, kind, text) = value.value();
+            outbox.push(crate::reject::Rejected {
+                seq: seq.value(),
+                subject: subject.to_string(),
+                payload: bytes::Bytes::copy_from_slice(payload),
+                reason: crate::reject::RejectReason::from_stored(kind, text),
+            });
+        }
         Ok(Recovered {
+            outbox,
             generation: *generation,
             last_seq,
             watermark,
@@ -237,6 +263,26 @@ impl PartitionStore {
             if final_until != NO_WATERMARK {
                 seen.retain_in(..(final_until, 0u128), |_, _| false)
                     .map_err(|e| self.io("forget seen", e))?;
+            }
+            let mut outbox = txn
+                .open_table(OUTBOX)
+                .map_err(|e| self.io("open outbox", e))?;
+            for seq in &checkpoint.published {
+                outbox
+                    .remove(*seq)
+                    .map_err(|e| self.io("clear outbox", e))?;
+            }
+            for r in &checkpoint.rejects {
+                let why = r.reason.describe();
+                let row = (
+                    r.subject.as_str(),
+                    r.payload.as_ref(),
+                    r.reason.kind(),
+                    why.as_str(),
+                );
+                outbox
+                    .insert(r.seq, row)
+                    .map_err(|e| self.io("write outbox", e))?;
             }
             let mut meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
             meta.insert("last_seq", checkpoint.last_seq as i64)
@@ -372,6 +418,61 @@ mod tests {
             store.commit(again.generation, &cp, 0),
             Err(StoreError::Fenced { .. })
         ));
+    }
+
+    #[test]
+    fn rejects_stay_in_the_outbox_until_marked_published() {
+        use crate::reject::{RejectReason, Rejected};
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
+        cp.last_seq = 9;
+        cp.rejects = vec![
+            Rejected {
+                seq: 7,
+                subject: "clicks.p.0.a".into(),
+                payload: bytes::Bytes::from_static(b"{x"),
+                reason: RejectReason::Invalid("not JSON".into()),
+            },
+            Rejected {
+                seq: 9,
+                subject: "clicks.p.0.b".into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                reason: RejectReason::TooLate,
+            },
+        ];
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+        let recovered = store.recover(60).unwrap();
+        let outbox: Vec<_> = recovered
+            .outbox
+            .iter()
+            .map(|r| (r.seq, r.reason.clone(), r.payload.clone()))
+            .collect();
+        assert_eq!(
+            outbox,
+            vec![
+                (
+                    7,
+                    RejectReason::Invalid("not JSON".into()),
+                    bytes::Bytes::from_static(b"{x")
+                ),
+                (9, RejectReason::TooLate, bytes::Bytes::from_static(b"{}")),
+            ]
+        );
+        let mut next = Checkpoint::resume(9, NO_WATERMARK);
+        next.mark_published([7]);
+        store
+            .commit(recovered.generation, &next, NO_WATERMARK)
+            .unwrap();
+        let left: Vec<u64> = store
+            .recover(60)
+            .unwrap()
+            .outbox
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(left, vec![9]);
     }
 
     #[test]
