@@ -10,10 +10,9 @@
 
 use crate::config::Config;
 use adclick_actors::partition::directory::PartitionDirectory;
-use adclick_actors::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
+use adclick_actors::partition::PartitionMsg;
 use adclick_actors::writer::store::{PartitionStore, StoreError};
 use anyhow::{bail, Context as _};
-use ractor::Actor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,25 +53,13 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
     let client = crate::nats::connect(&config.nats_url).await?;
     let js = async_nats::jetstream::new(client);
     crate::nats::ensure_streams(&js, &config).await?;
-    let store = PartitionStore::open(&config.data_dir, partition)?;
     let directory = PartitionDirectory::new(settings.partitions);
+    let supervisor =
+        crate::serve::start_partition(&config, &js, &settings, &directory, partition).await?;
     let slot = directory
         .slot(partition)
         .context("directory is smaller than the partition count")?
         .clone();
-    let (supervisor, _) = Actor::spawn(
-        None,
-        PartitionSupervisor,
-        PartitionArgs {
-            partition,
-            settings: settings.clone(),
-            js: js.clone(),
-            store: Arc::new(store),
-            slot: slot.clone(),
-        },
-    )
-    .await
-    .context("cannot start the partition")?;
 
     let stream = js.get_stream(&settings.stream).await?;
     let consumer = settings.consumer_name(partition);

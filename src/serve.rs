@@ -34,6 +34,39 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Opens a partition's file (a damaged file stops here, named) and starts
+/// its supervisor, which builds the chain from the checkpoint.
+pub async fn start_partition(
+    config: &Config,
+    js: &async_nats::jetstream::Context,
+    settings: &Arc<adclick_actors::PipelineSettings>,
+    directory: &PartitionDirectory,
+    partition: u32,
+) -> anyhow::Result<ActorRef<PartitionMsg>> {
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || PartitionStore::open(&dir, partition))
+        .await
+        .context("opening a partition file panicked")??;
+    let slot = directory
+        .slot(partition)
+        .context("directory is smaller than the partition count")?
+        .clone();
+    let (supervisor, _) = Actor::spawn(
+        None,
+        PartitionSupervisor,
+        PartitionArgs {
+            partition,
+            settings: settings.clone(),
+            js: js.clone(),
+            store: Arc::new(store),
+            slot,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot start partition {partition}"))?;
+    Ok(supervisor)
+}
+
 /// Starts everything: streams, partitions, REST. Returns once the HTTP
 /// listener is bound; partitions become ready in the background (`/readyz`).
 pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Service> {
@@ -47,28 +80,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let directory = Arc::new(PartitionDirectory::new(settings.partitions));
     let mut supervisors = Vec::new();
     for partition in 0..settings.partitions {
-        let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || PartitionStore::open(&dir, partition))
-            .await
-            .context("opening a partition file panicked")??;
-        let slot = directory
-            .slot(partition)
-            .context("directory is smaller than the partition count")?
-            .clone();
-        let (supervisor, _) = Actor::spawn(
-            None,
-            PartitionSupervisor,
-            PartitionArgs {
-                partition,
-                settings: settings.clone(),
-                js: js.clone(),
-                store: Arc::new(store),
-                slot,
-            },
-        )
-        .await
-        .with_context(|| format!("cannot start partition {partition}"))?;
-        supervisors.push(supervisor);
+        supervisors.push(start_partition(&config, &js, &settings, &directory, partition).await?);
     }
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)

@@ -88,10 +88,7 @@ async fn started(
     data: &std::path::Path,
     extra: &[(&'static str, &'static str)],
 ) -> Adclick {
-    let service = Adclick::start(nats, data, &settings(extra));
-    service.wait_ready().await;
-    tokio::time::sleep(Duration::from_millis(800)).await; // idle ticks set the watermarks
-    service
+    Adclick::start_settled(nats, data, &settings(extra)).await
 }
 
 fn t0() -> i64 {

@@ -29,9 +29,7 @@ enum Stop {
 async fn restart_mid_stream(how: Stop, cycles: usize, clicks: usize) {
     let nats = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let mut service = Adclick::start(&nats, data.path(), SETTINGS);
-    service.wait_ready().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut service = Adclick::start_settled(&nats, data.path(), SETTINGS).await;
     let js = nats.jetstream().await;
 
     let now = now_ms();
@@ -145,17 +143,7 @@ async fn restart_mid_stream(how: Stop, cycles: usize, clicks: usize) {
             t0 + 5 * MINUTE
         ))
         .await;
-    let got: Vec<(String, u64)> = v["ads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["ad_id"].as_str().unwrap().to_string(),
-                a["count"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got = ranked(&v);
     assert_eq!(got, oracle.top("", t0, t0 + 5 * MINUTE, 20));
     // The last process resumed after its checkpoint: it did not re-read
     // committed messages (which dedup would also have caught).

@@ -61,9 +61,14 @@ impl Hasher for FastHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        // A final mix so the low bits (hashbrown's bucket index) depend on every input bit.
-        let x = self.0;
-        (x ^ (x >> 32)).wrapping_mul(K) ^ (x >> 29)
+        // MurmurHash3's 64-bit finaliser: every output bit, the low ones that
+        // pick hashbrown's bucket included, depends on every input bit.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 }
 

@@ -172,6 +172,21 @@ impl Adclick {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Starts, waits until ready, then until every partition's idle watermark
+    /// has reached the wall clock (needs an `ADCLICK_IDLE_TIMEOUT` well under a
+    /// second), so which clicks are late or too late does not depend on
+    /// arrival order.
+    pub async fn start_settled(
+        nats: &NatsServer,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Adclick {
+        let service = Adclick::start(nats, data_dir, env);
+        service.wait_ready().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        service
+    }
+
     /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -210,24 +225,11 @@ impl Adclick {
 
     /// SIGTERM, then waits up to `within` for the exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("adclick is running");
+        let pid = self.child.as_ref().expect("adclick is running").id();
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for adclick") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "adclick did not exit within {within:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(within)
     }
 
     /// SIGKILL: no chance to commit anything.
@@ -430,6 +432,21 @@ impl Oracle {
             .map(|(_, n)| n)
             .sum()
     }
+}
+
+/// The `ads` of a `popular` answer as (ad id, count), in the answer's order.
+pub fn ranked(v: &Value) -> Vec<(String, u64)> {
+    v["ads"]
+        .as_array()
+        .map(|ads| {
+            ads.iter()
+                .map(|a| {
+                    let ad = a["ad_id"].as_str().unwrap_or_default().to_string();
+                    (ad, a["count"].as_u64().unwrap_or(u64::MAX))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The wall clock in epoch ms.
