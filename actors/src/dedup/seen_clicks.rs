@@ -41,11 +41,6 @@ impl SeenClicks {
         true
     }
 
-    /// Whether `id` is remembered.
-    pub fn contains(&self, id: u128) -> bool {
-        self.ids.contains(&id)
-    }
-
     /// Forgets the ids of every minute before `minute`. Returns how many.
     pub fn forget_before(&mut self, minute: i64) -> usize {
         let keep = self.by_minute.split_off(&minute);

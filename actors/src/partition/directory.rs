@@ -63,11 +63,6 @@ impl PartitionSlot {
     pub fn count_restart(&self) -> u64 {
         self.restarts.fetch_add(1, Ordering::AcqRel) + 1
     }
-
-    /// Rebuilds so far.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Acquire)
-    }
 }
 
 /// All partitions of the stream, indexed by partition number.

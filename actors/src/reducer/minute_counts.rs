@@ -3,7 +3,6 @@
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
-use crate::time::MINUTE_MS;
 use std::collections::{BTreeMap, HashMap};
 
 /// Counts of recent minutes: minute → filter → ad → clicks.
@@ -77,11 +76,6 @@ impl MinuteCounts {
         self.minutes = self.minutes.split_off(&minute);
         self.floor = minute;
     }
-
-    /// Number of minutes held.
-    pub fn minutes_held(&self) -> usize {
-        self.minutes.len()
-    }
 }
 
 /// The minutes `[from, to)` split at `floor`: the part before it (read from
@@ -91,15 +85,11 @@ pub fn split_at_floor(from: i64, to: i64, floor: i64) -> ((i64, i64), (i64, i64)
     ((from, cut), (cut, to.max(cut)))
 }
 
-/// Minutes in a range, for sizing.
-pub fn minutes_in(from: i64, to: i64) -> i64 {
-    ((to - from) / MINUTE_MS).max(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::click::Country;
+    use crate::time::MINUTE_MS;
     use proptest::prelude::*;
 
     fn ad(i: u8) -> AdId {

@@ -93,11 +93,6 @@ pub fn final_until(watermark: i64, lateness_ms: i64) -> i64 {
     minute_floor(watermark.saturating_sub(lateness_ms).max(NO_WATERMARK / 2))
 }
 
-/// Whether the whole range of minutes `[from, to)` is closed.
-pub fn range_closed(to: i64, watermark: i64) -> bool {
-    to <= closed_until(watermark)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

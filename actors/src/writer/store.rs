@@ -121,11 +121,6 @@ impl PartitionStore {
         Ok(store)
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn io(&self, what: &'static str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
