@@ -174,3 +174,30 @@ async fn nats_server_going_away_and_back_is_survived() {
     publish_raw(&nats.jetstream().await, second).await;
     assert_exact(&service, &oracle, t0, "after nats-server restarted").await;
 }
+
+/// A delivery lost between the server and adclick (a short reconnect): the
+/// next delivery's consumer sequence shows the hole, and the partition
+/// rebuilds from its checkpoint instead of acking the lost message away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_lost_in_transit_is_fetched_again_not_acked_away() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let service = started(
+        &nats,
+        data.path(),
+        &[("ADCLICK_FAULT", "drop-delivery:3:50")],
+    )
+    .await;
+    let t0 = t0();
+    let (messages, oracle) = stream(4_000, 4, t0);
+    publish_raw(&nats.jetstream().await, &messages).await;
+    assert_exact(&service, &oracle, t0, "after a lost delivery").await;
+    assert!(
+        service.log().contains("injected fault: dropped"),
+        "the fault really fired"
+    );
+    let restarts = service
+        .metric("adclick_actor_restarts_total{partition=\"3\"}")
+        .await;
+    assert_eq!(restarts, 1.0, "partition 3 rebuilt once");
+}

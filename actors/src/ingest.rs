@@ -270,6 +270,9 @@ impl IngestState {
         let (mut invalid, mut future) = (0u64, 0u64);
         for item in chunk {
             let message = item.map_err(|e| format!("partition {p}: consuming failed: {e}"))?;
+            if crate::fault::drops("drop-delivery", p) {
+                continue;
+            }
             let info = message
                 .info()
                 .map_err(|e| format!("partition {p}: message without JetStream info: {e}"))?;
