@@ -135,7 +135,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let addr = service.http_addr;
     let printer = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        // First look after ten seconds: partitions are still recovering at start.
+        let every = Duration::from_secs(10);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             match crate::http::get(addr, "/v1/ads/popular?count=10&window=1").await {
@@ -177,11 +179,13 @@ fn print_top(body: &str) {
         );
         return;
     }
+    // Closed but not final: late clicks may still raise these numbers (corrections).
     println!(
-        "Top 10 for [{} .. {}) complete={}:",
+        "Top 10 for [{} .. {}) complete={} final={}:",
         v["from"].as_str().unwrap_or("?"),
         v["to"].as_str().unwrap_or("?"),
-        v["complete"]
+        v["complete"],
+        v["final"]
     );
     for (i, ad) in ads.iter().enumerate() {
         println!(
