@@ -77,6 +77,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("batch_size", "1000"),
     ("max_batches_in_flight", "16"),
     ("memory_minutes", "1440"),
+    ("history_retention", "30d"),
     (
         "dimension_sets",
         "[], [country], [ip_type], [country, ip_type]",
@@ -316,6 +317,14 @@ impl Builder {
                 problem: "must be more than 0".into(),
             });
         }
+        let history_retention_ms = self.ms("history_retention")?;
+        if history_retention_ms < allowed_lateness_ms + 60_000 {
+            return Err(ConfigError::Bad {
+                key: "history_retention".into(),
+                source_name: self.text("history_retention").1,
+                problem: "must be at least allowed_lateness plus one minute: a minute that can still be corrected must not be pruned".into(),
+            });
+        }
         let pipeline = PipelineSettings {
             partitions,
             stream: self.parse("stream_name", nonempty)?,
@@ -327,6 +336,7 @@ impl Builder {
             batch_size: self.number("batch_size", 1usize, 100_000)?,
             max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
             memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
+            history_retention_ms,
             dimension_sets: self.dimension_sets()?,
         };
         Ok(Config {
@@ -417,6 +427,13 @@ mod tests {
             .to_string();
         assert!(
             err.contains("partitions") && err.contains("outside"),
+            "{err}"
+        );
+        let err = Config::load_from(None, env(&[("ADCLICK_HISTORY_RETENTION", "5m")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("history_retention") && err.contains("allowed_lateness"),
             "{err}"
         );
         let err = Config::load_from(None, env(&[("ADCLICK_DIMENSION_SETS", "contry")]))

@@ -312,15 +312,16 @@ async fn rest_answers_equal_the_oracle_exactly() {
 async fn bad_requests_get_clear_errors() {
     let nats = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let service = Adclick::start(
+    let service = Adclick::start_settled(
         &nats,
         data.path(),
         &[
             ("ADCLICK_PARTITIONS", "2"),
             ("ADCLICK_DIMENSION_SETS", ";country"),
+            ("ADCLICK_IDLE_TIMEOUT", "300ms"),
         ],
-    );
-    service.wait_ready().await;
+    )
+    .await;
 
     let cases = [
         (
@@ -368,6 +369,13 @@ async fn bad_requests_get_clear_errors() {
         ("/v1/ads/popular?window=2000", 400, "invalid_parameter"),
         ("/v1/ads/popular?count=5&count=6", 400, "repeated_parameter"),
         ("/nope", 404, "not_found"),
+        // Before the retained history (30 days behind the watermark): refused, not 0.
+        (
+            "/v1/ads/ad-1/aggregated_count?from=0&to=60000",
+            400,
+            "outside_retention",
+        ),
+        ("/v1/ads/popular?at=60000", 400, "outside_retention"),
     ];
     for (path, status, code) in cases {
         let (got, v) = service.get(path).await;

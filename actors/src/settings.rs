@@ -83,6 +83,8 @@ pub struct PipelineSettings {
     pub max_batches_in_flight: usize,
     /// Minutes of counts the reducer keeps in memory; older ones are read from redb.
     pub memory_minutes: i64,
+    /// How long minute counts are kept (behind the watermark) before pruning.
+    pub history_retention_ms: i64,
     /// The filters counted.
     pub dimension_sets: Vec<DimensionSet>,
 }
@@ -101,6 +103,7 @@ impl PipelineSettings {
             batch_size: 1_000,
             max_batches_in_flight: 16,
             memory_minutes: 1_440,
+            history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),
         }
     }

@@ -164,6 +164,7 @@ impl WriterState {
         let args = &self.args;
         let (js, store, generation) = (args.js.clone(), args.store.clone(), args.generation);
         let final_until = final_until(checkpoint.watermark, args.settings.allowed_lateness_ms);
+        let prune_before = history_start(checkpoint.watermark, args.settings.history_retention_ms);
         let partition = args.partition;
         tokio::spawn(async move {
             let started = Instant::now();
@@ -172,7 +173,8 @@ impl WriterState {
                 let watermark = checkpoint.watermark;
                 crate::fault::hit("abort-before-commit", partition);
                 let (stats, checkpoint) = tokio::task::spawn_blocking(move || {
-                    let stats = store.commit(generation, &checkpoint, final_until);
+                    let stats =
+                        store.commit_and_prune(generation, &checkpoint, final_until, prune_before);
                     stats.map(|s| (s, checkpoint))
                 })
                 .await
@@ -200,6 +202,15 @@ impl WriterState {
             let _ = myself.cast(WriterMsg::Committed(result));
         });
     }
+}
+
+/// The first minute of retained history under `watermark` (minutes before it
+/// are pruned and refused by queries), or `NO_WATERMARK` when nothing is.
+pub fn history_start(watermark: i64, retention_ms: i64) -> i64 {
+    if watermark == crate::window::event_clock::NO_WATERMARK {
+        return watermark;
+    }
+    crate::time::minute_floor(watermark.saturating_sub(retention_ms))
 }
 
 /// Most reject publishes awaiting their ack per partition. async-nats holds a

@@ -9,6 +9,7 @@ use adclick_actors::reducer::{Answer, CountQuery, ReducerMsg, TopQuery};
 use adclick_actors::telemetry::HTTP_SECONDS;
 use adclick_actors::time::{format_rfc3339, minute_floor, now_ms, MINUTE_MS};
 use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMARK};
+use adclick_actors::writer::history_start;
 use adclick_actors::{AdId, Filter, PipelineSettings};
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -143,6 +144,22 @@ impl Gateway {
         }
     }
 
+    /// Refuses a range that starts before the retained history of a partition
+    /// with this watermark: its count would silently be too small.
+    fn check_retained(&self, from: i64, watermark: i64) -> Result<(), ApiError> {
+        let start = history_start(watermark, self.settings.history_retention_ms);
+        if watermark != NO_WATERMARK && from < start {
+            return Err(ApiError::bad(
+                "outside_retention",
+                format!(
+                    "the range starts before {}, the oldest minute kept (history_retention)",
+                    format_rfc3339(start)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_range(from: i64, to: i64) -> Result<(), ApiError> {
         if from >= to {
             return Err(ApiError::bad(
@@ -205,6 +222,7 @@ async fn aggregated_count(
         }
     };
     Gateway::check_range(from, to)?;
+    gw.check_retained(from, slot.watermark())?;
     // Readiness last: a malformed request is a 400 even while recovering.
     let reducer = slot.reducer().ok_or_else(|| {
         ApiError::unavailable(
@@ -272,6 +290,8 @@ async fn popular(
         }
     };
     let from = at - window * MINUTE_MS;
+    let newest = gw.directory.slots().iter().map(|s| s.watermark()).max();
+    gw.check_retained(from, newest.unwrap_or(NO_WATERMARK))?;
     let asks = reducers.iter().map(|(p, reducer)| {
         let query = TopQuery {
             filter,

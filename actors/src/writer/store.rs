@@ -85,6 +85,9 @@ pub struct CommitStats {
     pub ids: usize,
 }
 
+/// Most count rows one commit prunes.
+pub const PRUNE_ROWS_PER_COMMIT: usize = 2_000;
+
 /// One partition's redb file.
 pub struct PartitionStore {
     db: Database,
@@ -224,6 +227,19 @@ impl PartitionStore {
         checkpoint: &Checkpoint,
         final_until: i64,
     ) -> Result<CommitStats, StoreError> {
+        self.commit_and_prune(generation, checkpoint, final_until, NO_WATERMARK)
+    }
+
+    /// Like [`PartitionStore::commit`], and also deletes up to
+    /// [`PRUNE_ROWS_PER_COMMIT`] count rows of minutes before `prune_before`,
+    /// so pruning a long history never makes one commit long.
+    pub fn commit_and_prune(
+        &self,
+        generation: u64,
+        checkpoint: &Checkpoint,
+        final_until: i64,
+        prune_before: i64,
+    ) -> Result<CommitStats, StoreError> {
         let current = self.lock_generation();
         if *current != generation {
             return Err(StoreError::Fenced {
@@ -249,6 +265,25 @@ impl PartitionStore {
                 counts
                     .insert(key, old + n)
                     .map_err(|e| self.io("write count", e))?;
+            }
+            if prune_before != NO_WATERMARK {
+                let old: Vec<(i64, String, String)> = counts
+                    .range(..(prune_before, "", ""))
+                    .map_err(|e| self.io("read old counts", e))?
+                    .take(PRUNE_ROWS_PER_COMMIT)
+                    .map(|row| {
+                        row.map(|(k, _)| {
+                            let (m, a, f) = k.value();
+                            (m, a.to_string(), f.to_string())
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.io("read old counts", e))?;
+                for (m, a, f) in &old {
+                    counts
+                        .remove((*m, a.as_str(), f.as_str()))
+                        .map_err(|e| self.io("prune counts", e))?;
+                }
             }
             let mut seen = txn.open_table(SEEN).map_err(|e| self.io("open seen", e))?;
             for key in &checkpoint.new_ids {
@@ -468,6 +503,48 @@ mod tests {
             .map(|r| r.seq)
             .collect();
         assert_eq!(left, vec![9]);
+    }
+
+    #[test]
+    fn pruning_deletes_old_minutes_a_bounded_number_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
+        for i in 0..(PRUNE_ROWS_PER_COMMIT + 500) {
+            let ad = AdId::parse(&format!("ad-{i}")).unwrap();
+            cp.counts.insert((0, ad, Filter::ALL), 1);
+            cp.counts.insert((MINUTE_MS, ad, Filter::ALL), 1);
+        }
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+        let empty = Checkpoint::resume(0, NO_WATERMARK);
+        let remaining = |store: &PartitionStore| {
+            let mut sums = HashMap::new();
+            store
+                .add_sums(&Filter::ALL, 0, MINUTE_MS, &mut sums)
+                .unwrap();
+            sums.len()
+        };
+        store
+            .commit_and_prune(generation, &empty, NO_WATERMARK, MINUTE_MS)
+            .unwrap();
+        assert_eq!(
+            remaining(&store),
+            500,
+            "one commit prunes at most the bound"
+        );
+        store
+            .commit_and_prune(generation, &empty, NO_WATERMARK, MINUTE_MS)
+            .unwrap();
+        assert_eq!(remaining(&store), 0);
+        let ad = AdId::parse("ad-7").unwrap();
+        assert_eq!(
+            store
+                .read_count(&ad, &Filter::ALL, MINUTE_MS, 2 * MINUTE_MS)
+                .unwrap(),
+            1,
+            "newer minutes kept"
+        );
     }
 
     #[test]
