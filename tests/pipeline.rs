@@ -411,6 +411,12 @@ async fn bad_requests_get_clear_errors() {
     }
     let (status, _) = adclick::http::get(service.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
+    let (status, page) = adclick::http::get(service.addr, "/docs").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("fetch(\"/openapi.json\")"),
+        "the docs page renders the OpenAPI document"
+    );
 }
 
 /// More rejects at once than async-nats lets a connection await (5,000):

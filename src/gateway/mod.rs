@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// A browsable page of the API, rendered from `/openapi.json` in the browser
+/// with no external scripts (it works offline).
+pub const DOCS_PAGE: &str = include_str!("docs.html");
+
 /// Longest range a count query may cover (31 days), so one query cannot
 /// occupy a partition for long.
 pub const MAX_RANGE_MINUTES: i64 = 31 * 24 * 60;
@@ -65,6 +69,15 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route(
+            "/docs",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    DOCS_PAGE,
+                )
+            }),
         )
         .fallback(|| async {
             ApiError {
