@@ -56,27 +56,13 @@ async fn assert_exact(service: &Adclick, oracle: &Oracle, t0: i64, what: &str) {
             let ad = format!("ad-{a}");
             for m in 0..5 {
                 let from = t0 + m * MINUTE;
-                let (_, v) = service
-                    .get(&format!(
-                        "/v1/ads/{ad}/aggregated_count?from={from}&to={}&country=US",
-                        from + MINUTE
-                    ))
-                    .await;
-                let want = oracle.range(&ad, "country=US", from, from + MINUTE);
-                if v["count"] != want {
-                    return Err(format!("{what}: {ad} minute {m}: got {v}, want {want}"));
-                }
+                count_matches(service, oracle, &ad, "country=US", from, from + MINUTE)
+                    .await
+                    .map_err(|e| format!("{what}: {e}"))?;
             }
-            let (_, v) = service
-                .get(&format!(
-                    "/v1/ads/{ad}/aggregated_count?from={t0}&to={}",
-                    t0 + 5 * MINUTE
-                ))
-                .await;
-            let want = oracle.range(&ad, "", t0, t0 + 5 * MINUTE);
-            if v["count"] != want {
-                return Err(format!("{what}: {ad} total: got {v}, want {want}"));
-            }
+            count_matches(service, oracle, &ad, "", t0, t0 + 5 * MINUTE)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
         }
         Ok(())
     })

@@ -163,16 +163,7 @@ async fn rest_answers_equal_the_oracle_exactly() {
         for ad in ads.iter().chain(std::iter::once(&"ad-edge".to_string())) {
             for m in 0..5 {
                 let from = t0 + m * MINUTE;
-                let (status, v) = service
-                    .get(&format!(
-                        "/v1/ads/{ad}/aggregated_count?from={from}&to={}",
-                        from + MINUTE
-                    ))
-                    .await;
-                let want = oracle.range(ad, "", from, from + MINUTE);
-                if status != 200 || v["count"] != want {
-                    return Err(format!("{ad} minute {m}: got {status} {v}, want {want}"));
-                }
+                count_matches(&service, &oracle, ad, "", from, from + MINUTE).await?;
             }
         }
         Ok(())

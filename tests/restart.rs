@@ -112,27 +112,14 @@ async fn restart_mid_stream(how: Stop, cycles: usize, clicks: usize) {
         for ad in &ads {
             for m in 0..5 {
                 let from = t0 + m * MINUTE;
-                let (_, v) = service
-                    .get(&format!(
-                        "/v1/ads/{ad}/aggregated_count?from={from}&to={}",
-                        from + MINUTE
-                    ))
-                    .await;
-                let want = oracle.range(ad, "", from, from + MINUTE);
-                if v["count"] != want {
-                    return Err(format!("{how:?}: {ad} minute {m}: got {v}, want {want}"));
-                }
+                count_matches(&service, &oracle, ad, "", from, from + MINUTE)
+                    .await
+                    .map_err(|e| format!("{how:?}: {e}"))?;
             }
-            let (_, v) = service
-                .get(&format!(
-                    "/v1/ads/{ad}/aggregated_count?from={t0}&to={}&country=US&ip_type=v6",
-                    t0 + 5 * MINUTE
-                ))
-                .await;
-            let want = oracle.range(ad, "country=US&ip_type=v6", t0, t0 + 5 * MINUTE);
-            if v["count"] != want {
-                return Err(format!("{how:?}: {ad} US/v6: got {v}, want {want}"));
-            }
+            let us_v6 = "country=US&ip_type=v6";
+            count_matches(&service, &oracle, ad, us_v6, t0, t0 + 5 * MINUTE)
+                .await
+                .map_err(|e| format!("{how:?}: {e}"))?;
         }
         Ok(())
     })

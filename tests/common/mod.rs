@@ -434,6 +434,36 @@ impl Oracle {
     }
 }
 
+/// Checks `aggregated_count` of `ad` over `[from, to)` against the oracle.
+/// `filter` is an oracle key, which is also the query string (`country=US&ip_type=v6`, or "").
+pub async fn count_matches(
+    service: &Adclick,
+    oracle: &Oracle,
+    ad: &str,
+    filter: &str,
+    from: i64,
+    to: i64,
+) -> Result<(), String> {
+    let query = if filter.is_empty() {
+        String::new()
+    } else {
+        format!("&{filter}")
+    };
+    let (status, v) = service
+        .get(&format!(
+            "/v1/ads/{ad}/aggregated_count?from={from}&to={to}{query}"
+        ))
+        .await;
+    let want = oracle.range(ad, filter, from, to);
+    if status == 200 && v["count"] == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{ad} [{from}, {to}) {filter:?}: got {status} {v}, want {want}"
+        ))
+    }
+}
+
 /// The `ads` of a `popular` answer as (ad id, count), in the answer's order.
 pub fn ranked(v: &Value) -> Vec<(String, u64)> {
     v["ads"]
