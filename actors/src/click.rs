@@ -9,7 +9,7 @@ pub const AD_ID_MAX: usize = 64;
 
 /// An ad id stored inline: no heap allocation, cheap to copy and hash.
 /// Ordered as its text (ties in top-N break by ad id ascending).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct AdId {
     len: u8,
     bytes: [u8; AD_ID_MAX],
@@ -41,6 +41,28 @@ impl AdId {
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
     }
 }
+
+impl AdId {
+    /// The id as little-endian 8-byte words, the last one zero-padded
+    /// (bytes past `len` are always zero).
+    #[inline]
+    fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bytes[..(self.len as usize).div_ceil(8) * 8]
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+    }
+}
+
+/// Compares the used words only: typical ids are one or two words, where a
+/// 65-byte `memcmp` call cost more than the rest of a map lookup.
+impl PartialEq for AdId {
+    #[inline]
+    fn eq(&self, other: &AdId) -> bool {
+        self.len == other.len && self.words().eq(other.words())
+    }
+}
+
+impl Eq for AdId {}
 
 /// Hashes the id's text only, not the unused tail of the inline buffer.
 impl std::hash::Hash for AdId {

@@ -38,9 +38,7 @@ impl PartitionCore {
         recovered: Recovered,
     ) -> PartitionCore {
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        for delta in &recovered.counts {
-            counts.apply(delta);
-        }
+        counts.apply_all(&recovered.counts);
         PartitionCore::build(
             partition,
             settings,
@@ -75,9 +73,7 @@ impl PartitionCore {
     pub fn process(&mut self, batch: &mut Batch) -> Assigned {
         self.filter.apply(batch);
         let done = self.assigner.apply(batch);
-        for delta in &batch.deltas {
-            self.counts.apply(delta);
-        }
+        self.counts.apply_all(&batch.deltas);
         self.watermark = batch.watermark;
         done
     }

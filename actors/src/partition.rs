@@ -217,9 +217,7 @@ impl PartitionState {
         self.children.push(writer.get_cell());
 
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        for delta in &recovered.counts {
-            counts.apply(delta);
-        }
+        counts.apply_all(&recovered.counts);
         let (reducer, _) = Actor::spawn_linked(
             None,
             ReducerActor,

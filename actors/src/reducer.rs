@@ -2,6 +2,7 @@
 //! gateway's queries (counts and top-N over any range), and passes batches to
 //! the writer. Minutes older than the in-memory span are read from redb.
 
+pub mod counter_table;
 pub mod minute_counts;
 pub mod top_n;
 
@@ -148,9 +149,7 @@ impl Actor for ReducerActor {
 impl ReducerState {
     fn apply(&mut self, batch: &Batch) {
         let counts = &mut self.args.counts;
-        for delta in &batch.deltas {
-            counts.apply(delta);
-        }
+        counts.apply_all(&batch.deltas);
         self.watermark = self.watermark.max(batch.watermark);
         self.args.slot.set_watermark(self.watermark);
         if self.watermark != NO_WATERMARK {

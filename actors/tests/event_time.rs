@@ -184,7 +184,9 @@ fn to_batch(events: &[(u64, Event)]) -> Batch {
                 country,
                 ip,
             } => batch.clicks.push(Click {
-                id: u128::from(id),
+                // Real ids are 128-bit hashes; an odd multiplier spreads the
+                // model's small ids the same way, one to one.
+                id: u128::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
                 ad: AdId::parse(&ad_name(ad)).unwrap(),
                 ts,
                 country: Country::parse(COUNTRIES[country as usize]).unwrap(),

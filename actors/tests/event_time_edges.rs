@@ -26,7 +26,8 @@ fn settings() -> PipelineSettings {
 
 fn click(id: u128, ad: &str, ts: i64) -> Click {
     Click {
-        id,
+        // Real ids are 128-bit hashes: spread the small test ids the same way.
+        id: id.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
         ad: AdId::parse(ad).unwrap(),
         ts,
         country: Country::parse("US").unwrap(),

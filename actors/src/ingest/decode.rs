@@ -13,6 +13,7 @@ pub const MAX_ID_CHARS: usize = 128;
 /// The JSON fields adclick reads; unknown fields are ignored. Strings are
 /// borrowed from the payload unless they contain escapes.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Wire<'a> {
     #[serde(borrow)]
     click_id: Option<Cow<'a, str>>,
@@ -37,9 +38,14 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
             payload.len()
         ));
     }
-    let wire: Wire = match serde_json::from_slice(payload) {
-        Ok(wire) => wire,
-        Err(e) => return Err(format!("payload is not a valid click JSON object: {e}")),
+    // Publishers send flat objects: read those directly, and leave anything
+    // unusual (escapes, nesting, floats) to serde_json, whose errors we quote.
+    let wire: Wire = match flat::read(payload) {
+        Some(wire) => wire,
+        None => match serde_json::from_slice(payload) {
+            Ok(wire) => wire,
+            Err(e) => return Err(format!("payload is not a valid click JSON object: {e}")),
+        },
     };
     let click_id = wire.click_id.ok_or("missing required field click_id")?;
     let chars = click_id.chars().count();
@@ -89,11 +95,177 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
 /// are chosen by ad: a click id reused by two different ads is two clicks,
 /// whichever partitions the ads happen to share.
 pub fn click_key(ad_id: &str, click_id: &str) -> u128 {
+    // One-shot hashing of the joined bytes equals streaming them (xxh3's
+    // definition), and skips the streaming state's setup: ~3x faster here.
+    let (ad, click) = (ad_id.as_bytes(), click_id.as_bytes());
+    let mut joined = [0u8; 256];
+    if ad.len() + 1 + click.len() <= joined.len() {
+        joined[..ad.len()].copy_from_slice(ad);
+        joined[ad.len() + 1..ad.len() + 1 + click.len()].copy_from_slice(click);
+        return xxhash_rust::xxh3::xxh3_128(&joined[..ad.len() + 1 + click.len()]);
+    }
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(ad_id.as_bytes());
     hasher.update(&[0]); // ad ids never contain NUL: the pair is unambiguous
     hasher.update(click_id.as_bytes());
     hasher.digest128()
+}
+
+/// A reader for the flat JSON objects publishers send, without serde.
+///
+/// It accepts a strict subset of JSON: one object whose values are strings
+/// without escapes, non-negative integers, `true`, `false` or `null` (the
+/// last three only in fields adclick ignores). On anything else it returns
+/// `None` and the caller asks serde_json, so the two paths accept, reject and
+/// read exactly the same payloads (a property test checks it).
+mod flat {
+    use super::Wire;
+    use std::borrow::Cow;
+
+    struct Reader<'a> {
+        /// The payload. Outside strings only ASCII is accepted, and each
+        /// string is checked to be UTF-8 as it is read.
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.at).copied()
+        }
+
+        fn skip_space(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+                self.at += 1;
+            }
+        }
+
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            self.skip_space();
+            (self.peek()? == byte).then(|| self.at += 1)
+        }
+
+        /// A string without escapes or control characters, opening quote next.
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.at;
+            let rest = &self.bytes[start..];
+            let len = rest.iter().position(|b| *b == b'"')?;
+            let raw = &rest[..len];
+            // Escapes and control characters: serde_json's business.
+            if raw
+                .iter()
+                .fold(false, |bad, b| bad | (*b == b'\\') | (*b < 0x20))
+            {
+                return None;
+            }
+            self.at = start + len + 1;
+            std::str::from_utf8(raw).ok()
+        }
+
+        fn text(&mut self) -> Option<Cow<'a, str>> {
+            self.string().map(Cow::Borrowed)
+        }
+
+        /// A non-negative integer that fits i64, written as JSON allows.
+        fn integer(&mut self) -> Option<i64> {
+            self.skip_space();
+            let digits = &self.bytes[self.at..];
+            let len = digits
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(digits.len());
+            // `01` is not JSON; `1.5`, `1e3` are floats: serde_json decides.
+            if len == 0 || (len > 1 && digits[0] == b'0') {
+                return None;
+            }
+            if let Some(b'.' | b'e' | b'E') = digits.get(len) {
+                return None;
+            }
+            let mut value: i64 = 0;
+            for d in &digits[..len] {
+                value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            }
+            self.at += len;
+            Some(value)
+        }
+
+        /// `true`, `false` or `null`.
+        fn literal(&mut self) -> Option<()> {
+            self.skip_space();
+            let rest = &self.bytes[self.at..];
+            let len = [&b"true"[..], b"false", b"null"]
+                .iter()
+                .find(|word| rest.starts_with(word))?
+                .len();
+            self.at += len;
+            Some(())
+        }
+
+        fn ignored_value(&mut self) -> Option<()> {
+            self.skip_space();
+            match self.peek()? {
+                b'"' => self.string().map(drop),
+                b'0'..=b'9' => self.integer().map(drop),
+                _ => self.literal(),
+            }
+        }
+    }
+
+    fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+        // A repeated field is an error serde_json words: let it.
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(value);
+        Some(())
+    }
+
+    /// The fields of a flat click object, or `None` to ask serde_json.
+    pub(super) fn read(payload: &[u8]) -> Option<Wire<'_>> {
+        let mut r = Reader {
+            bytes: payload,
+            at: 0,
+        };
+        let mut wire = Wire {
+            click_id: None,
+            ad_id: None,
+            ts: None,
+            user_id: None,
+            ip: None,
+            country: None,
+        };
+        r.eat(b'{')?;
+        r.skip_space();
+        if r.peek()? == b'}' {
+            r.at += 1;
+        } else {
+            loop {
+                let key = r.string()?;
+                r.eat(b':')?;
+                match key {
+                    "click_id" => set(&mut wire.click_id, r.text()?)?,
+                    "ad_id" => set(&mut wire.ad_id, r.text()?)?,
+                    "user_id" => set(&mut wire.user_id, r.text()?)?,
+                    "ip" => set(&mut wire.ip, r.text()?)?,
+                    "country" => set(&mut wire.country, r.text()?)?,
+                    "ts" => set(&mut wire.ts, serde_json::Number::from(r.integer()?))?,
+                    _ => r.ignored_value()?,
+                }
+                r.skip_space();
+                match r.peek()? {
+                    b',' => r.at += 1,
+                    b'}' => {
+                        r.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        r.skip_space();
+        (r.at == payload.len()).then_some(wire)
+    }
 }
 
 /// The ad id and partition of a stored subject `clicks.p.<partition>.<ad_id>`.
@@ -210,12 +382,84 @@ mod tests {
     }
 
     #[test]
+    fn flat_reader_reads_the_usual_payload_and_declines_the_unusual() {
+        let usual = br#" {"click_id":"c1", "ad_id":"ad-1","ts":1000,"user_id":"u","ip":"::1","country":"us","ok":true} "#;
+        let wire = flat::read(usual).unwrap();
+        assert_eq!(wire.click_id.as_deref(), Some("c1"));
+        assert_eq!(wire.ts.and_then(|t| t.as_i64()), Some(1000));
+        for unusual in [
+            r#"{"click_id":"c\u0031"}"#,
+            r#"{"ts":1.0}"#,
+            r#"{"ts":-1}"#,
+            r#"{"x":[1]}"#,
+            r#"{"ts":1,"ts":1}"#,
+            r#"{"ip":null}"#,
+            r#"{} x"#,
+        ] {
+            assert!(flat::read(unusual.as_bytes()).is_none(), "{unusual}");
+        }
+    }
+
+    #[test]
     fn subjects_split() {
         assert_eq!(split_subject("clicks.p.3.ad-1"), Some((3, "ad-1")));
         assert_eq!(split_subject("clicks.ad-1"), None);
     }
 
+    const KEYS: [&str; 9] = [
+        "click_id",
+        "ad_id",
+        "ts",
+        "user_id",
+        "ip",
+        "country",
+        "x",
+        "click\\u005fid",
+        "",
+    ];
+    const VALUES: [&str; 18] = [
+        "\"c1\"",
+        "\"\"",
+        "\"a\\\"b\"",
+        "12",
+        "0",
+        "01",
+        "-3",
+        "1.5",
+        "1e3",
+        "true",
+        "null",
+        "[1]",
+        "{}",
+        "\"é\"",
+        "99999999999999999999",
+        "\"\u{1}\"",
+        "nul",
+        "1E2",
+    ];
+
     proptest! {
+        /// The flat reader and serde_json agree on every payload the flat
+        /// reader accepts; it declines the rest (serde_json then decides).
+        #[test]
+        fn flat_reader_agrees_with_serde(
+            fields in prop::collection::vec((0..KEYS.len(), 0..VALUES.len(), any::<bool>()), 0..8),
+            cut in prop::option::of(0usize..200),
+            junk in prop::option::of((0usize..200, any::<u8>())),
+        ) {
+            let sp = |b: bool| if b { " \n" } else { "" };
+            let body: Vec<String> = fields.iter()
+                .map(|(k, v, w)| format!("{}\"{}\"{}:{}{}", sp(*w), KEYS[*k], sp(*w), sp(*w), VALUES[*v]))
+                .collect();
+            let mut bytes = format!("{{{}}}", body.join(",")).into_bytes();
+            if let Some((at, b)) = junk { let at = at % (bytes.len() + 1); bytes.insert(at, b); }
+            if let Some(cut) = cut { bytes.truncate(cut); }
+            if let Some(fast) = flat::read(&bytes) {
+                let slow: Wire = serde_json::from_slice(&bytes).unwrap();
+                prop_assert_eq!(fast, slow);
+            }
+        }
+
         /// Never panics, and accepts exactly what a naive reading of the rules accepts.
         #[test]
         fn decode_agrees_with_a_naive_validator(

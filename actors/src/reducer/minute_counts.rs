@@ -1,39 +1,181 @@
 //! Per-minute counts held in memory: the reducer's state and what queries read.
+//!
+//! The layout is built for the hot path, one increment per (ad, minute,
+//! filter) of each batch. Ads and filters are numbered once ([`AdSlots`],
+//! filter codes), so a counter is a 4-byte ad slot and an 8-byte count in a
+//! small-keyed map: 16 bytes instead of an 80-byte (ad id, count) entry, so
+//! four times more counters stay in cache. Minutes are a sorted vector, and
+//! the last minute and ad touched are remembered, because the window sends
+//! the increments of one ad and minute together.
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
-use std::collections::{BTreeMap, HashMap};
+use crate::reducer::counter_table::CounterTable;
+use std::collections::HashMap;
+
+/// Numbers the ads a partition has counted: slot → id and id → slot.
+#[derive(Default)]
+struct AdSlots {
+    ids: Vec<AdId>,
+    slots: FastMap<AdId, u32>,
+}
+
+impl AdSlots {
+    fn slot(&mut self, ad: &AdId) -> u32 {
+        if let Some(slot) = self.slots.get(ad) {
+            return *slot;
+        }
+        let slot = self.ids.len() as u32;
+        self.ids.push(*ad);
+        self.slots.insert(*ad, slot);
+        slot
+    }
+}
+
+/// One minute's counters: per filter code, ad slot → clicks.
+type MinuteTable = Vec<CounterTable>;
+
+/// How many increments ahead the reducer prefetches counters: enough to
+/// overlap the misses, few enough that the lines are still in cache when used.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Counts of recent minutes: minute → filter → ad → clicks.
 ///
 /// Memory holds every minute from [`MinuteCounts::floor`] on; minutes before
 /// it were evicted and are read from the partition's redb file instead.
-#[derive(Default)]
 pub struct MinuteCounts {
-    minutes: BTreeMap<i64, FastMap<Filter, FastMap<AdId, u64>>>,
+    ads: AdSlots,
+    filters: Vec<Filter>,
+    filter_codes: FastMap<Filter, u32>,
+    /// Sorted by minute.
+    minutes: Vec<(i64, MinuteTable)>,
     floor: i64,
+    /// The last (ad, slot) and minute index touched: consecutive increments
+    /// usually share both.
+    last_ad: Option<(AdId, u32)>,
+    last_minute: usize,
+    /// Reused between batches: each increment as (minute index, filter code, slot, n).
+    resolved: Vec<(u32, u32, u32, u64)>,
+}
+
+impl Default for MinuteCounts {
+    fn default() -> MinuteCounts {
+        MinuteCounts::new(i64::MIN)
+    }
 }
 
 impl MinuteCounts {
     /// Empty counts that are authoritative from `floor` on.
     pub fn new(floor: i64) -> MinuteCounts {
         MinuteCounts {
-            minutes: BTreeMap::new(),
+            ads: AdSlots::default(),
+            filters: Vec::new(),
+            filter_codes: FastMap::default(),
+            minutes: Vec::new(),
             floor,
+            last_ad: None,
+            last_minute: 0,
+            resolved: Vec::new(),
         }
     }
 
     /// Adds an increment.
     pub fn apply(&mut self, delta: &CountDelta) {
-        *self
-            .minutes
-            .entry(delta.minute)
-            .or_default()
-            .entry(delta.filter)
-            .or_default()
-            .entry(delta.ad)
-            .or_insert(0) += delta.count;
+        self.apply_all(std::slice::from_ref(delta));
+    }
+
+    /// Adds a batch's increments: first each is resolved to its counter
+    /// table and ad slot (creating what is missing), then the counters are
+    /// added with the buckets a few increments ahead prefetched.
+    pub fn apply_all(&mut self, deltas: &[CountDelta]) {
+        let mut resolved = std::mem::take(&mut self.resolved);
+        resolved.clear();
+        for delta in deltas {
+            let slot = self.slot_of(&delta.ad);
+            let code = self.filter_code(&delta.filter);
+            let table = self.minute_mut(delta.minute);
+            if table.len() <= code {
+                table.resize_with(code + 1, CounterTable::default);
+            }
+            // Minute indices shift while minutes are added: keep the minute for now.
+            resolved.push((0, code as u32, slot, delta.count));
+        }
+        // No minute is added from here on: indices are stable.
+        for (r, delta) in resolved.iter_mut().zip(deltas) {
+            r.0 = self.minute_index(delta.minute) as u32;
+        }
+        for i in 0..resolved.len() {
+            if let Some(&(m, code, slot, _)) = resolved.get(i + PREFETCH_AHEAD) {
+                self.minutes[m as usize].1[code as usize].prefetch(slot);
+            }
+            let (m, code, slot, n) = resolved[i];
+            self.minutes[m as usize].1[code as usize].add(slot, n);
+        }
+        self.resolved = resolved;
+    }
+
+    fn slot_of(&mut self, ad: &AdId) -> u32 {
+        match self.last_ad {
+            Some((last, slot)) if last == *ad => slot,
+            _ => {
+                let slot = self.ads.slot(ad);
+                self.last_ad = Some((*ad, slot));
+                slot
+            }
+        }
+    }
+
+    fn filter_code(&mut self, filter: &Filter) -> usize {
+        // The default filters are few: a scan beats hashing.
+        if let Some(code) = self.filters.iter().take(8).position(|f| f == filter) {
+            return code;
+        }
+        if let Some(code) = self.filter_codes.get(filter) {
+            return *code as usize;
+        }
+        let code = self.filters.len();
+        self.filters.push(*filter);
+        self.filter_codes.insert(*filter, code as u32);
+        code
+    }
+
+    fn minute_mut(&mut self, minute: i64) -> &mut MinuteTable {
+        let at = match self.minutes.get(self.last_minute) {
+            Some((m, _)) if *m == minute => self.last_minute,
+            _ => match self.minutes.binary_search_by_key(&minute, |(m, _)| *m) {
+                Ok(at) => at,
+                Err(at) => {
+                    self.minutes.insert(at, (minute, Vec::new()));
+                    at
+                }
+            },
+        };
+        self.last_minute = at;
+        &mut self.minutes[at].1
+    }
+
+    /// The index of a minute that is present.
+    fn minute_index(&mut self, minute: i64) -> usize {
+        if let Some((m, _)) = self.minutes.get(self.last_minute) {
+            if *m == minute {
+                return self.last_minute;
+            }
+        }
+        let at = self.minutes.partition_point(|(m, _)| *m < minute);
+        self.last_minute = at;
+        at
+    }
+
+    /// The in-memory minutes of `[from, to)`, at or after the floor.
+    fn range(&self, from: i64, to: i64) -> &[(i64, MinuteTable)] {
+        let from = from.max(self.floor);
+        if from >= to {
+            return &[];
+        }
+        let start = self.minutes.partition_point(|(m, _)| *m < from);
+        let end = self.minutes.partition_point(|(m, _)| *m < to);
+        &self.minutes[start..end.max(start)]
     }
 
     /// The first minute memory answers for.
@@ -43,28 +185,33 @@ impl MinuteCounts {
 
     /// Clicks of `ad` under `filter` in the minutes of `[from, to)` that are in memory.
     pub fn count(&self, ad: &AdId, filter: &Filter, from: i64, to: i64) -> u64 {
-        let from = from.max(self.floor);
-        if from >= to {
+        let (Some(slot), Some(code)) = (self.ads.slots.get(ad), self.filter_codes.get(filter))
+        else {
             return 0;
-        }
-        self.minutes
-            .range(from..to)
-            .filter_map(|(_, filters)| filters.get(filter)?.get(ad))
+        };
+        self.range(from, to)
+            .iter()
+            .filter_map(|(_, table)| table.get(*code as usize)?.get(*slot))
             .sum()
     }
 
     /// Adds each ad's clicks under `filter` in the in-memory minutes of `[from, to)` to `sums`.
     pub fn add_sums(&self, filter: &Filter, from: i64, to: i64, sums: &mut HashMap<AdId, u64>) {
-        let from = from.max(self.floor);
-        if from >= to {
+        let Some(code) = self.filter_codes.get(filter) else {
             return;
-        }
-        for (_, filters) in self.minutes.range(from..to) {
-            if let Some(ads) = filters.get(filter) {
-                for (ad, n) in ads {
-                    *sums.entry(*ad).or_insert(0) += n;
+        };
+        // Sum by slot first (cheap keys), then name the ads once.
+        let mut by_slot: FastMap<u32, u64> = FastMap::default();
+        for (_, table) in self.range(from, to) {
+            if let Some(ads) = table.get(*code as usize) {
+                for (slot, n) in ads.iter() {
+                    *by_slot.entry(slot).or_insert(0) += n;
                 }
             }
+        }
+        sums.reserve(by_slot.len());
+        for (slot, n) in by_slot {
+            *sums.entry(self.ads.ids[slot as usize]).or_insert(0) += n;
         }
     }
 
@@ -73,8 +220,54 @@ impl MinuteCounts {
         if minute <= self.floor {
             return;
         }
-        self.minutes = self.minutes.split_off(&minute);
+        let gone = self.minutes.partition_point(|(m, _)| *m < minute);
+        self.minutes.drain(..gone);
+        self.last_minute = 0;
         self.floor = minute;
+        self.forget_unused_ads();
+    }
+
+    /// Renumbers the ads when most slots belong to ads no longer in memory,
+    /// so ad churn over days does not grow memory without bound.
+    fn forget_unused_ads(&mut self) {
+        if self.ads.ids.len() < 4096 {
+            return;
+        }
+        let mut renumbered: FastMap<u32, u32> = FastMap::default();
+        for (_, table) in &self.minutes {
+            for ads in table {
+                for (slot, _) in ads.iter() {
+                    let next = renumbered.len() as u32;
+                    renumbered.entry(slot).or_insert(next);
+                }
+            }
+        }
+        if renumbered.len() * 2 > self.ads.ids.len() {
+            return;
+        }
+        let mut ads = AdSlots::default();
+        let mut old: Vec<(u32, u32)> = renumbered.into_iter().collect();
+        old.sort_unstable_by_key(|(_, new)| *new);
+        for (old_slot, _) in &old {
+            ads.slot(&self.ads.ids[*old_slot as usize]);
+        }
+        let map: FastMap<u32, u32> = old.into_iter().collect();
+        for (_, table) in &mut self.minutes {
+            for ads in table.iter_mut() {
+                let mut renamed = CounterTable::default();
+                for (slot, n) in ads.iter() {
+                    renamed.add(map[&slot], n);
+                }
+                *ads = renamed;
+            }
+        }
+        self.ads = ads;
+        self.last_ad = None;
+    }
+
+    /// Number of ads numbered (live or not yet renumbered away).
+    pub fn ads_numbered(&self) -> usize {
+        self.ads.ids.len()
     }
 }
 
@@ -124,6 +317,49 @@ mod tests {
             }
             prop_assert_eq!(sums, naive);
         }
+    }
+
+    #[test]
+    fn renumbers_ads_once_most_are_evicted() {
+        let mut counts = MinuteCounts::new(0);
+        let ads: Vec<AdId> = (0..5_000)
+            .map(|i| AdId::parse(&format!("ad-{i}")).unwrap())
+            .collect();
+        for ad in &ads {
+            counts.apply(&CountDelta {
+                minute: 0,
+                ad: *ad,
+                filter: Filter::ALL,
+                count: 1,
+            });
+        }
+        for ad in ads.iter().rev().take(10) {
+            counts.apply(&CountDelta {
+                minute: MINUTE_MS,
+                ad: *ad,
+                filter: Filter::ALL,
+                count: 2,
+            });
+        }
+        counts.evict_before(MINUTE_MS);
+        assert_eq!(counts.ads_numbered(), 10);
+        for (i, ad) in ads.iter().enumerate() {
+            let want = if i >= 4_990 { 2 } else { 0 };
+            assert_eq!(
+                counts.count(ad, &Filter::ALL, 0, 2 * MINUTE_MS),
+                want,
+                "{ad}"
+            );
+        }
+        // New ads after the renumbering get fresh slots.
+        counts.apply(&CountDelta {
+            minute: MINUTE_MS,
+            ad: ads[0],
+            filter: Filter::ALL,
+            count: 5,
+        });
+        assert_eq!(counts.count(&ads[0], &Filter::ALL, 0, 2 * MINUTE_MS), 5);
+        assert_eq!(counts.count(&ads[4_999], &Filter::ALL, 0, 2 * MINUTE_MS), 2);
     }
 
     #[test]
