@@ -45,15 +45,16 @@ fn main() {
         Filter::ALL,
         Filter {
             country: us,
-            ip_type: None,
+            ..Filter::ALL
         },
         Filter {
-            country: None,
             ip_type: Some(IpType::V4),
+            ..Filter::ALL
         },
         Filter {
             country: us,
             ip_type: Some(IpType::V4),
+            ..Filter::ALL
         },
     ];
     let ads: Vec<AdId> = (0..100_000)

@@ -4,6 +4,7 @@
 //!
 //! A bad value stops start-up with a message naming the key and the problem.
 
+use adclick_actors::dimension::{check_name, ExtraDimension, MAX_EXTRA_DIMENSIONS};
 use adclick_actors::{DimensionSet, PipelineSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,6 +83,9 @@ pub const KEYS: &[(&str, &str)] = &[
         "dimension_sets",
         "[], [country], [ip_type], [country, ip_type]",
     ),
+    ("extra_dimensions", ""),
+    ("dimension_cap", "1000"),
+    ("dimension_caps", ""),
     ("query_timeout", "5s"),
     ("shutdown_timeout", "10s"),
 ];
@@ -244,7 +248,115 @@ impl Builder {
         })
     }
 
-    fn dimension_sets(&self) -> Result<Vec<DimensionSet>, ConfigError> {
+    fn bad(&self, key: &'static str, problem: String) -> ConfigError {
+        ConfigError::Bad {
+            key: key.into(),
+            source_name: self.text(key).1,
+            problem,
+        }
+    }
+
+    /// `extra_dimensions` (a TOML array of names, or `device,placement`),
+    /// with their caps: `dimension_cap`, overridden per dimension by
+    /// `dimension_caps` (a TOML table, or `device=50,placement=20`).
+    fn extra_dimensions(&self) -> Result<Vec<ExtraDimension>, ConfigError> {
+        let key = "extra_dimensions";
+        let names: Vec<String> = match self.raw.get(key).map(|r| &r.value) {
+            None => Vec::new(),
+            Some(toml::Value::Array(names)) => names
+                .iter()
+                .map(|n| {
+                    n.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.bad(key, "dimension names must be strings".into()))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(toml::Value::String(text)) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Some(_) => {
+                return Err(self.bad(
+                    key,
+                    "must be an array of names, e.g. [\"device\", \"placement\"]".into(),
+                ))
+            }
+        };
+        if names.len() > MAX_EXTRA_DIMENSIONS {
+            return Err(self.bad(
+                key,
+                format!(
+                    "{} extra dimensions declared; at most {MAX_EXTRA_DIMENSIONS} are supported",
+                    names.len()
+                ),
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            check_name(name).map_err(|e| self.bad(key, e))?;
+            if names[..i].contains(name) {
+                return Err(self.bad(key, format!("`{name}` is declared twice")));
+            }
+        }
+        let cap = self.number("dimension_cap", 1usize, 1_000_000)?;
+        let mut dims: Vec<ExtraDimension> = names
+            .into_iter()
+            .map(|name| ExtraDimension { name, cap })
+            .collect();
+        let key = "dimension_caps";
+        let caps: Vec<(String, String)> = match self.raw.get(key).map(|r| &r.value) {
+            None => Vec::new(),
+            Some(toml::Value::Table(table)) => table
+                .iter()
+                .map(|(name, v)| {
+                    let text = match v {
+                        toml::Value::Integer(n) => n.to_string(),
+                        toml::Value::String(s) => s.clone(),
+                        other => format!("{other:?}"),
+                    };
+                    (name.clone(), text)
+                })
+                .collect(),
+            Some(toml::Value::String(text)) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((n, c)) => Ok((n.trim().to_string(), c.trim().to_string())),
+                    None => Err(self.bad(key, format!("`{p}` is not name=cap, e.g. device=50"))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(self.bad(
+                    key,
+                    "must be a table like { device = 50 } or text like device=50,placement=20"
+                        .into(),
+                ))
+            }
+        };
+        for (name, text) in caps {
+            let dim = dims.iter_mut().find(|d| d.name == name).ok_or_else(|| {
+                self.bad(
+                    key,
+                    format!("`{name}` is not a declared extra dimension (see extra_dimensions)"),
+                )
+            })?;
+            dim.cap = text
+                .parse::<usize>()
+                .ok()
+                .filter(|c| (1..=1_000_000).contains(c))
+                .ok_or_else(|| {
+                    self.bad(
+                        key,
+                        format!("the cap of `{name}` must be a whole number from 1 to 1000000, got `{text}`"),
+                    )
+                })?;
+        }
+        Ok(dims)
+    }
+
+    fn dimension_sets(&self, extras: &[ExtraDimension]) -> Result<Vec<DimensionSet>, ConfigError> {
         let key = "dimension_sets";
         let problem = |source_name: &str, problem: String| ConfigError::Bad {
             key: key.into(),
@@ -293,7 +405,8 @@ impl Builder {
         };
         let mut sets = Vec::new();
         for names in lists {
-            let set = DimensionSet::from_names(&names).map_err(|e| problem(&raw.source_name, e))?;
+            let set = DimensionSet::from_names(&names, extras)
+                .map_err(|e| problem(&raw.source_name, e))?;
             if !sets.contains(&set) {
                 sets.push(set);
             }
@@ -325,6 +438,7 @@ impl Builder {
                 problem: "must be at least allowed_lateness plus one minute: a minute that can still be corrected must not be pruned".into(),
             });
         }
+        let extra_dimensions = self.extra_dimensions()?;
         let pipeline = PipelineSettings {
             partitions,
             stream: self.parse("stream_name", nonempty)?,
@@ -337,7 +451,8 @@ impl Builder {
             max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
             memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
             history_retention_ms,
-            dimension_sets: self.dimension_sets()?,
+            dimension_sets: self.dimension_sets(&extra_dimensions)?,
+            extra_dimensions,
         };
         Ok(Config {
             nats_url: self.parse("nats_url", nonempty)?,
@@ -440,6 +555,98 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown dimension `contry`"), "{err}");
+    }
+
+    #[test]
+    fn extra_dimensions_are_declared_capped_and_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("ADCLICK_EXTRA_DIMENSIONS", "device, placement"),
+                ("ADCLICK_DIMENSION_CAP", "50"),
+                ("ADCLICK_DIMENSION_CAPS", "placement=3"),
+                (
+                    "ADCLICK_DIMENSION_SETS",
+                    ";device;country,device;device,placement",
+                ),
+            ]),
+        )
+        .unwrap();
+        let dims: Vec<(&str, usize)> = c
+            .pipeline
+            .extra_dimensions
+            .iter()
+            .map(|d| (d.name.as_str(), d.cap))
+            .collect();
+        assert_eq!(dims, vec![("device", 50), ("placement", 3)]);
+        let sets: Vec<Vec<String>> = c
+            .pipeline
+            .dimension_sets
+            .iter()
+            .map(|s| s.names(&c.pipeline.extra_dimensions))
+            .collect();
+        assert_eq!(
+            sets,
+            vec![
+                vec![],
+                vec!["device".to_string()],
+                vec!["country".into(), "device".into()],
+                vec!["device".into(), "placement".into()],
+            ]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "extra_dimensions = [\"device\"]\ndimension_caps = { device = 7 }\n\
+             dimension_sets = [[], [\"device\", \"ip_type\"]]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.pipeline.extra_dimensions[0].cap, 7);
+        assert_eq!(c.pipeline.dimension_sets.len(), 2);
+
+        for (pairs, want) in [
+            (
+                vec![("ADCLICK_EXTRA_DIMENSIONS", "device,from")],
+                "`from` cannot be",
+            ),
+            (
+                vec![("ADCLICK_EXTRA_DIMENSIONS", "country")],
+                "`country` cannot be",
+            ),
+            (
+                vec![("ADCLICK_EXTRA_DIMENSIONS", "a-b")],
+                "not a valid dimension name",
+            ),
+            (vec![("ADCLICK_EXTRA_DIMENSIONS", "a,b,c,d,e")], "at most 4"),
+            (vec![("ADCLICK_EXTRA_DIMENSIONS", "a,a")], "declared twice"),
+            (
+                vec![
+                    ("ADCLICK_EXTRA_DIMENSIONS", "a"),
+                    ("ADCLICK_DIMENSION_CAPS", "b=3"),
+                ],
+                "`b` is not a declared extra dimension",
+            ),
+            (
+                vec![
+                    ("ADCLICK_EXTRA_DIMENSIONS", "a"),
+                    ("ADCLICK_DIMENSION_CAPS", "a=0"),
+                ],
+                "from 1 to 1000000",
+            ),
+            (vec![("ADCLICK_DIMENSION_CAP", "0")], "dimension_cap"),
+            (
+                vec![("ADCLICK_DIMENSION_SETS", ";device")],
+                "unknown dimension `device` (known: country, ip_type; declare others",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

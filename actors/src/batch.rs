@@ -34,6 +34,9 @@ pub struct Batch {
     pub clicks: Vec<Click>,
     /// Messages that will not be counted, bound for the rejected stream.
     pub rejects: Vec<Rejected>,
+    /// Added by ingest: extra-dimension values admitted by this batch's
+    /// clicks, as (dimension, value), committed with its counts.
+    pub admitted: Vec<(String, String)>,
     /// Set when the partition was idle: the wall-clock time the watermark may follow.
     pub idle_tick: Option<i64>,
     /// Acknowledges every message up to `last_seq` (AckAll), after the commit.

@@ -1,6 +1,7 @@
 //! A click as the pipeline sees it after decoding: fixed-size, `Copy`-able
 //! fields, so the hot path never allocates per click.
 
+use crate::dimension::{self, ExtraCodes, MAX_EXTRA_DIMENSIONS};
 use bytes::Bytes;
 use std::fmt;
 
@@ -161,13 +162,51 @@ impl IpType {
 }
 
 /// A combination of dimension values a count is kept under: `{}` for all
-/// clicks, `{country: US}`, `{country: US, ip_type: v6}`, …
+/// clicks, `{country: US}`, `{country: US, ip_type: v6}`, `{device: ios}`, …
+///
+/// `Copy` and 24 bytes: extra-dimension values are codes of the process-wide
+/// table in [`crate::dimension`], turned into text only for storage keys and
+/// answers.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub struct Filter {
     /// The country, when the filter constrains it.
     pub country: Option<Country>,
     /// The ip type, when the filter constrains it.
     pub ip_type: Option<IpType>,
+    /// The extra-dimension values the filter constrains.
+    pub extras: ExtraCodes,
+}
+
+/// Escapes the characters that separate a filter key's parts (`&`, `=`) and
+/// the escape character itself, so any value round-trips. Built-in values
+/// never contain them, so keys written before extra dimensions are unchanged.
+fn escape_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '&' => out.push_str("%26"),
+            '=' => out.push_str("%3D"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn unescape_value(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let c = match rest.get(at + 1..at + 3)? {
+            "25" => '%',
+            "26" => '&',
+            "3D" => '=',
+            _ => return None,
+        };
+        out.push(c);
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 impl Filter {
@@ -175,43 +214,116 @@ impl Filter {
     pub const ALL: Filter = Filter {
         country: None,
         ip_type: None,
+        extras: ExtraCodes::NONE,
     };
 
-    /// The canonical text used as the storage key: dimension names in
-    /// alphabetical order, `name=value` joined by `&` (`""` for [`Filter::ALL`]).
-    pub fn key(&self) -> String {
-        let mut parts = Vec::with_capacity(2);
+    /// The filter's dimensions as (name, value), names in alphabetical order.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         if let Some(c) = self.country {
-            parts.push(format!("country={}", c.as_str()));
+            out.push(("country".to_string(), c.as_str().to_string()));
         }
         if let Some(t) = self.ip_type {
-            parts.push(format!("ip_type={}", t.as_str()));
+            out.push(("ip_type".to_string(), t.as_str().to_string()));
         }
-        parts.join("&")
+        for code in self.extras.iter() {
+            // Every code in a filter came from the table: it always resolves.
+            if let Some((name, value)) = dimension::resolve(code) {
+                out.push((name.to_string(), value.to_string()));
+            }
+        }
+        out.sort();
+        out
     }
 
-    /// The inverse of [`Filter::key`].
+    /// The canonical text used as the storage key: dimension names in
+    /// alphabetical order, `name=value` joined by `&` (`""` for
+    /// [`Filter::ALL`]); `%`, `&` and `=` in values are escaped as `%25`,
+    /// `%26`, `%3D`.
+    pub fn key(&self) -> String {
+        if self.extras.is_empty() {
+            // The hot common case, without the sort of `entries`.
+            let mut parts = Vec::with_capacity(2);
+            if let Some(c) = self.country {
+                parts.push(format!("country={}", c.as_str()));
+            }
+            if let Some(t) = self.ip_type {
+                parts.push(format!("ip_type={}", t.as_str()));
+            }
+            return parts.join("&");
+        }
+        let mut key = String::new();
+        for (name, value) in self.entries() {
+            if !key.is_empty() {
+                key.push('&');
+            }
+            key.push_str(&name);
+            key.push('=');
+            escape_value(&value, &mut key);
+        }
+        key
+    }
+
+    /// The inverse of [`Filter::key`]. Names other than the built-ins are
+    /// read as extra dimensions whether or not they are declared now, so a
+    /// file stays readable after a dimension is dropped from the configuration.
     pub fn from_key(key: &str) -> Option<Filter> {
         let mut filter = Filter::ALL;
+        let mut codes = Vec::new();
         for part in key.split('&').filter(|p| !p.is_empty()) {
             match part.split_once('=')? {
                 ("country", v) => filter.country = Some(Country::parse(v)?),
                 ("ip_type", v) => filter.ip_type = Some(IpType::parse(v)?),
-                _ => return None,
+                (name, v) => {
+                    dimension::check_name(name).ok()?;
+                    codes.push(dimension::intern(name, &unescape_value(v)?));
+                }
             }
         }
+        filter.extras = ExtraCodes::from_codes(codes)?;
         Some(filter)
     }
+}
 
-    /// The filter's dimensions as JSON object entries, for responses.
-    pub fn entries(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
+/// A filter as a query states it: extra-dimension values as text. The
+/// partition that answers resolves it to a [`Filter`] ([`FilterQuery::resolve`]),
+/// after its admitted values are loaded, so a query never adds codes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FilterQuery {
+    /// The country, when the query constrains it.
+    pub country: Option<Country>,
+    /// The ip type, when the query constrains it.
+    pub ip_type: Option<IpType>,
+    /// (dimension, value) of the extra dimensions the query constrains.
+    pub extras: Vec<(String, String)>,
+}
+
+impl FilterQuery {
+    /// The filter counted under, or `None` when some value was never stored
+    /// (so nothing can match: counts are 0).
+    pub fn resolve(&self) -> Option<Filter> {
+        let mut codes = Vec::with_capacity(self.extras.len());
+        for (name, value) in &self.extras {
+            codes.push(dimension::lookup(name, value)?);
+        }
+        Some(Filter {
+            country: self.country,
+            ip_type: self.ip_type,
+            extras: ExtraCodes::from_codes(codes)?,
+        })
+    }
+
+    /// The query's dimensions as (name, value), names in alphabetical order, for answers.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(2 + self.extras.len());
         if let Some(c) = self.country {
-            out.push(("country", c.as_str().to_string()));
+            out.push(("country".to_string(), c.as_str().to_string()));
         }
         if let Some(t) = self.ip_type {
-            out.push(("ip_type", t.as_str().to_string()));
+            out.push(("ip_type".to_string(), t.as_str().to_string()));
         }
+        out.extend(self.extras.iter().cloned());
+        out.sort();
         out
     }
 }
@@ -229,6 +341,9 @@ pub struct Click {
     pub country: Country,
     /// The `ip_type` dimension.
     pub ip_type: IpType,
+    /// Value codes of the declared extra dimensions, in configuration order
+    /// (0 where none is declared); set by ingest once the value is admitted.
+    pub extras: [u32; MAX_EXTRA_DIMENSIONS],
     /// Stream sequence of the message, for rejects and tracing.
     pub seq: u64,
     /// The original payload (shared, not copied), kept so a too-late click can
@@ -238,10 +353,16 @@ pub struct Click {
 
 impl Click {
     /// The click's values restricted to the dimensions a filter set keeps.
+    #[inline]
     pub fn project(&self, set: crate::DimensionSet) -> Filter {
         Filter {
             country: set.country.then_some(self.country),
             ip_type: set.ip_type.then_some(self.ip_type),
+            extras: if set.extra == 0 {
+                ExtraCodes::NONE
+            } else {
+                ExtraCodes::pick(&self.extras, set.extra)
+            },
         }
     }
 }
@@ -272,11 +393,75 @@ mod tests {
         let f = Filter {
             country: Country::parse("us"),
             ip_type: Some(IpType::V6),
+            ..Filter::ALL
         };
-        assert_eq!(f.key(), "country=US&ip_type=v6");
+        assert_eq!(
+            f.key(),
+            "country=US&ip_type=v6",
+            "as files before extras hold it"
+        );
         assert_eq!(Filter::from_key(&f.key()), Some(f));
         assert_eq!(Filter::from_key(""), Some(Filter::ALL));
-        assert_eq!(Filter::from_key("contry=US"), None);
+        assert_eq!(Filter::from_key("country=USA"), None);
+        assert_eq!(Filter::from_key("=US"), None);
+        assert_eq!(Filter::from_key("2x=US"), None);
+        assert_eq!(Filter::from_key("k_device=a%2"), None, "bad escape");
+    }
+
+    #[test]
+    fn filter_keys_with_extra_dimensions_round_trip() {
+        let odd = "a&b=c%d é";
+        let f = Filter {
+            country: Country::parse("DE"),
+            extras: ExtraCodes::from_codes([
+                dimension::intern("k_placement", "top"),
+                dimension::intern("k_device", odd),
+            ])
+            .unwrap(),
+            ..Filter::ALL
+        };
+        assert_eq!(
+            f.key(),
+            "country=DE&k_device=a%26b%3Dc%25d é&k_placement=top",
+            "names alphabetical, separators escaped"
+        );
+        assert_eq!(Filter::from_key(&f.key()), Some(f));
+        let asked = FilterQuery {
+            country: Country::parse("de"),
+            ip_type: None,
+            extras: vec![
+                ("k_placement".into(), "top".into()),
+                ("k_device".into(), odd.into()),
+            ],
+        };
+        assert_eq!(asked.resolve(), Some(f));
+        assert_eq!(
+            asked.entries(),
+            f.entries(),
+            "answers echo the same filter either way"
+        );
+        let unseen = FilterQuery {
+            extras: vec![("k_device".into(), "never-counted".into())],
+            ..FilterQuery::default()
+        };
+        assert_eq!(unseen.resolve(), None);
+        assert_eq!(
+            Filter::from_key("k_a=1&k_b=2&k_c=3&k_d=4&k_e=5"),
+            None,
+            "more extra dimensions than a filter holds"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any value text round-trips through the storage key.
+        #[test]
+        fn any_extra_value_round_trips(value in "\\PC{0,20}") {
+            let f = Filter {
+                extras: ExtraCodes::from_codes([dimension::intern("k_any", &value)]).unwrap(),
+                ..Filter::ALL
+            };
+            proptest::prop_assert_eq!(Filter::from_key(&f.key()), Some(f));
+        }
     }
 
     #[test]

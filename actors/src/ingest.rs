@@ -8,6 +8,7 @@ pub mod decode;
 
 use crate::batch::Batch;
 use crate::dedup::DedupMsg;
+use crate::dimension::DimensionValues;
 use crate::reject::{RejectReason, Rejected};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
@@ -53,6 +54,8 @@ pub struct IngestArgs {
     pub credits: Arc<Semaphore>,
     /// Metric handles.
     pub meters: PartitionMeters,
+    /// Extra-dimension values the checkpoint says were admitted.
+    pub admitted: Vec<(String, String)>,
 }
 
 /// The ingest actor.
@@ -72,6 +75,14 @@ pub struct IngestState {
     last_tick_at: Instant,
     last_pending_at: Instant,
     draining: bool,
+    /// Names of the declared extra fields, for the decoder.
+    extra_fields: Vec<String>,
+    /// Which extra-dimension values count as themselves (see [`crate::dimension`]).
+    /// Admission happens here, in stream order, so a replay from the
+    /// checkpoint admits exactly what the lost run did.
+    values: DimensionValues,
+    /// `adclick_dimension_overflow_total` per extra dimension.
+    overflow: Vec<metrics::Counter>,
 }
 
 /// Creates the partition's durable consumer afresh, starting right after the
@@ -140,7 +151,11 @@ impl Actor for IngestActor {
             .map_err(|e| format!("partition {}: cannot start pulling: {e}", args.partition))?
             .ready_chunks(args.settings.batch_size);
         let now = Instant::now();
+        let dims = &args.settings.extra_dimensions;
         Ok(IngestState {
+            extra_fields: dims.iter().map(|d| d.name.clone()).collect(),
+            values: DimensionValues::new(dims, &args.admitted),
+            overflow: PartitionMeters::overflow(args.partition, dims),
             last_seq: args.resume_after,
             next_delivery: 1,
             args,
@@ -294,18 +309,27 @@ impl IngestState {
             self.last_seq = seq;
             batch.last_seq = seq;
             let decoded = match decode::split_subject(&message.subject) {
-                Some((_, ad)) => decode::decode(ad, seq, &message.payload),
+                Some((_, ad)) => decode::decode_with(ad, seq, &message.payload, &self.extra_fields),
                 None => Err(format!(
                     "subject `{}` is not a click subject",
                     message.subject
                 )),
             };
             let reason = match decoded {
-                Ok(click) if click.ts > latest_allowed => {
+                Ok((click, _)) if click.ts > latest_allowed => {
                     future += 1;
                     RejectReason::Future
                 }
-                Ok(click) => {
+                Ok((mut click, raw)) => {
+                    // A valid click that is not from the future admits its
+                    // values (even if it later proves a repeat or too late).
+                    for (i, value) in raw.iter().enumerate().take(self.extra_fields.len()) {
+                        let mapped = self.values.map(i, value.as_deref(), &mut batch.admitted);
+                        click.extras[i] = mapped.code;
+                        if mapped.overflow {
+                            self.overflow[i].increment(1);
+                        }
+                    }
                     batch.clicks.push(click);
                     continue;
                 }

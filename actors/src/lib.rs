@@ -31,6 +31,7 @@ pub mod batch;
 pub mod click;
 pub mod core;
 pub mod dedup;
+pub mod dimension;
 pub mod fast_hash;
 pub mod fault;
 pub mod ingest;
@@ -43,5 +44,5 @@ pub mod time;
 pub mod window;
 pub mod writer;
 
-pub use click::{AdId, Click, Country, Filter, IpType};
+pub use click::{AdId, Click, Country, Filter, FilterQuery, IpType};
 pub use settings::{DimensionSet, PipelineSettings};

@@ -277,6 +277,7 @@ impl PartitionState {
                 resume_after: recovered.last_seq,
                 credits,
                 meters,
+                admitted: recovered.admitted,
             },
             supervisor,
         )

@@ -7,7 +7,7 @@ pub mod minute_counts;
 pub mod top_n;
 
 use crate::batch::Batch;
-use crate::click::{AdId, Filter};
+use crate::click::{AdId, FilterQuery};
 use crate::partition::directory::PartitionSlot;
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
@@ -26,8 +26,8 @@ use std::sync::Arc;
 pub struct CountQuery {
     /// The ad.
     pub ad: AdId,
-    /// The filter.
-    pub filter: Filter,
+    /// The filter, as asked (resolved by the partition).
+    pub filter: FilterQuery,
     /// First minute, epoch ms (inclusive).
     pub from: i64,
     /// End, epoch ms (exclusive).
@@ -37,8 +37,8 @@ pub struct CountQuery {
 /// The most clicked ads of a partition in a range of minutes.
 #[derive(Clone, Debug)]
 pub struct TopQuery {
-    /// The filter.
-    pub filter: Filter,
+    /// The filter, as asked (resolved by the partition).
+    pub filter: FilterQuery,
     /// First minute, epoch ms (inclusive).
     pub from: i64,
     /// End, epoch ms (exclusive).
@@ -170,25 +170,32 @@ impl ReducerState {
     }
 
     fn count(&self, q: &CountQuery) -> Result<u64, String> {
+        // A value no partition ever stored has no clicks here.
+        let Some(filter) = q.filter.resolve() else {
+            return Ok(0);
+        };
         let counts = &self.args.counts;
         let (stored, in_memory) = split_at_floor(q.from, q.to, counts.floor());
         let from_store = self
             .args
             .store
-            .read_count(&q.ad, &q.filter, stored.0, stored.1)
+            .read_count(&q.ad, &filter, stored.0, stored.1)
             .map_err(|e| e.to_string())?;
-        Ok(from_store + counts.count(&q.ad, &q.filter, in_memory.0, in_memory.1))
+        Ok(from_store + counts.count(&q.ad, &filter, in_memory.0, in_memory.1))
     }
 
     fn top(&self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
+        let Some(filter) = q.filter.resolve() else {
+            return Ok(Vec::new());
+        };
         let counts = &self.args.counts;
         let (stored, in_memory) = split_at_floor(q.from, q.to, counts.floor());
         let mut sums = HashMap::new();
         self.args
             .store
-            .add_sums(&q.filter, stored.0, stored.1, &mut sums)
+            .add_sums(&filter, stored.0, stored.1, &mut sums)
             .map_err(|e| e.to_string())?;
-        counts.add_sums(&q.filter, in_memory.0, in_memory.1, &mut sums);
+        counts.add_sums(&filter, in_memory.0, in_memory.1, &mut sums);
         Ok(top_n::top_n(sums.into_iter().collect(), q.n))
     }
 }

@@ -1,5 +1,7 @@
 //! What a partition needs to know from the service configuration.
 
+use crate::dimension::ExtraDimension;
+
 /// Which dimensions a counted filter keeps. The default sets are `[]`,
 /// `[country]`, `[ip_type]` and `[country, ip_type]`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -8,35 +10,54 @@ pub struct DimensionSet {
     pub country: bool,
     /// Keeps `ip_type`.
     pub ip_type: bool,
+    /// Keeps the declared extra dimensions whose bit is set (bit i: the i-th
+    /// of [`PipelineSettings::extra_dimensions`]).
+    pub extra: u8,
 }
 
 impl DimensionSet {
-    /// Builds a set from dimension names; an unknown name is an error naming it.
-    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<DimensionSet, String> {
+    /// Builds a set from dimension names, built-in or among `extras`; an
+    /// unknown name is an error naming it and the known ones.
+    pub fn from_names<S: AsRef<str>>(
+        names: &[S],
+        extras: &[ExtraDimension],
+    ) -> Result<DimensionSet, String> {
         let mut set = DimensionSet::default();
         for name in names {
             match name.as_ref() {
                 "country" => set.country = true,
                 "ip_type" => set.ip_type = true,
-                other => {
-                    return Err(format!(
-                        "unknown dimension `{other}` (known: country, ip_type)"
-                    ))
-                }
+                other => match extras.iter().position(|d| d.name == other) {
+                    Some(i) => set.extra |= 1 << i,
+                    None => {
+                        let mut known = vec!["country", "ip_type"];
+                        known.extend(extras.iter().map(|d| d.name.as_str()));
+                        return Err(format!(
+                            "unknown dimension `{other}` (known: {}; declare others in extra_dimensions)",
+                            known.join(", ")
+                        ));
+                    }
+                },
             }
         }
         Ok(set)
     }
 
-    /// The dimension names, alphabetical.
-    pub fn names(&self) -> Vec<&'static str> {
+    /// The dimension names, alphabetical (`extras` names the extra bits).
+    pub fn names(&self, extras: &[ExtraDimension]) -> Vec<String> {
         let mut names = Vec::new();
         if self.country {
-            names.push("country");
+            names.push("country".to_string());
         }
         if self.ip_type {
-            names.push("ip_type");
+            names.push("ip_type".to_string());
         }
+        for (i, d) in extras.iter().enumerate() {
+            if self.extra & (1 << i) != 0 {
+                names.push(d.name.clone());
+            }
+        }
+        names.sort();
         names
     }
 
@@ -46,15 +67,16 @@ impl DimensionSet {
             DimensionSet::default(),
             DimensionSet {
                 country: true,
-                ip_type: false,
+                ..DimensionSet::default()
             },
             DimensionSet {
-                country: false,
                 ip_type: true,
+                ..DimensionSet::default()
             },
             DimensionSet {
                 country: true,
                 ip_type: true,
+                ..DimensionSet::default()
             },
         ]
     }
@@ -87,6 +109,9 @@ pub struct PipelineSettings {
     pub history_retention_ms: i64,
     /// The filters counted.
     pub dimension_sets: Vec<DimensionSet>,
+    /// Declared extra dimensions, in configuration order (at most
+    /// [`crate::dimension::MAX_EXTRA_DIMENSIONS`]).
+    pub extra_dimensions: Vec<ExtraDimension>,
 }
 
 impl PipelineSettings {
@@ -105,6 +130,7 @@ impl PipelineSettings {
             memory_minutes: 1_440,
             history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),
+            extra_dimensions: Vec::new(),
         }
     }
 

@@ -33,6 +33,9 @@ pub const RESTARTS: &str = "adclick_actor_restarts_total";
 pub const DEDUP_IDS: &str = "adclick_dedup_ids";
 /// Batches between ingest and a finished commit (bounded by max_batches_in_flight).
 pub const BATCHES_IN_FLIGHT: &str = "adclick_batches_in_flight";
+/// Clicks whose extra-dimension value counted as `other` (past the
+/// dimension's cap, or too long), by dimension.
+pub const DIMENSION_OVERFLOW: &str = "adclick_dimension_overflow_total";
 /// REST request latency, seconds.
 pub const HTTP_SECONDS: &str = "adclick_http_request_duration_seconds";
 
@@ -72,6 +75,10 @@ pub fn describe() {
     describe_counter!(RESTARTS, "Partition pipelines rebuilt after a failure");
     describe_gauge!(DEDUP_IDS, "Click ids remembered for dedup");
     describe_histogram!(HTTP_SECONDS, "REST request latency, seconds");
+    describe_counter!(
+        DIMENSION_OVERFLOW,
+        "Clicks whose extra-dimension value counted as `other` (past the cap, or too long)"
+    );
     describe_gauge!(
         BATCHES_IN_FLIGHT,
         "Batches between ingest and a finished commit"
@@ -134,5 +141,14 @@ impl PartitionMeters {
             dedup_ids: gauge!(DEDUP_IDS, "partition" => p.clone()),
             batches_in_flight: gauge!(BATCHES_IN_FLIGHT, "partition" => p),
         }
+    }
+
+    /// The overflow counter of each extra dimension of `partition`, in configuration order.
+    pub fn overflow(partition: u32, dims: &[crate::dimension::ExtraDimension]) -> Vec<Counter> {
+        dims.iter()
+            .map(|d| {
+                counter!(DIMENSION_OVERFLOW, "dimension" => d.name.clone(), "partition" => partition.to_string())
+            })
+            .collect()
     }
 }

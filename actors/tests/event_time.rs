@@ -141,6 +141,7 @@ fn filter(c: Option<u8>, t: Option<u8>) -> Filter {
     Filter {
         country: c.and_then(|c| Country::parse(COUNTRIES[c as usize])),
         ip_type: t.and_then(|t| IpType::parse(IP_TYPES[t as usize])),
+        ..Filter::ALL
     }
 }
 
@@ -191,6 +192,7 @@ fn to_batch(events: &[(u64, Event)]) -> Batch {
                 ts,
                 country: Country::parse(COUNTRIES[country as usize]).unwrap(),
                 ip_type: IpType::parse(IP_TYPES[ip as usize]).unwrap(),
+                extras: [0; 4],
                 seq: *seq,
                 payload: bytes::Bytes::new(),
             }),

@@ -10,7 +10,7 @@ use adclick_actors::telemetry::HTTP_SECONDS;
 use adclick_actors::time::{format_rfc3339, minute_floor, now_ms, MINUTE_MS};
 use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMARK};
 use adclick_actors::writer::history_start;
-use adclick_actors::{AdId, Filter, PipelineSettings};
+use adclick_actors::{AdId, FilterQuery, PipelineSettings};
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -110,12 +110,12 @@ async fn record_latency(request: Request, next: Next) -> Response {
     response
 }
 
-fn filter_json(filter: &Filter) -> Value {
+fn filter_json(filter: &FilterQuery) -> Value {
     Value::Object(
         filter
             .entries()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .map(|(k, v)| (k, Value::String(v)))
             .collect::<Map<_, _>>(),
     )
 }
@@ -201,8 +201,8 @@ async fn aggregated_count(
             format!("ad id `{ad_id}` must match [A-Za-z0-9_-]{{1,64}}"),
         )
     })?;
-    let params = Params::parse(raw.as_deref(), &["from", "to", "minutes"])?;
-    let filter = params.filter(&gw.settings.dimension_sets)?;
+    let params = Params::parse(raw.as_deref(), &["from", "to", "minutes"], &gw.settings)?;
+    let filter = params.filter(&gw.settings)?;
     let partition = partition_of(ad.as_str(), gw.settings.partitions);
     let slot = gw.directory.slot(partition).ok_or_else(|| {
         ApiError::unavailable(
@@ -245,7 +245,7 @@ async fn aggregated_count(
     })?;
     let query = CountQuery {
         ad,
-        filter,
+        filter: filter.clone(),
         from,
         to,
     };
@@ -267,8 +267,8 @@ async fn popular(
     State(gw): State<Arc<Gateway>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let params = Params::parse(raw.as_deref(), &["count", "window", "at"])?;
-    let filter = params.filter(&gw.settings.dimension_sets)?;
+    let params = Params::parse(raw.as_deref(), &["count", "window", "at"], &gw.settings)?;
+    let filter = params.filter(&gw.settings)?;
     let n = params.int("count", 1, 1000, Some(100))?.unwrap_or(100) as usize;
     let window = params.int("window", 1, 1440, Some(1))?.unwrap_or(1);
     let at_param = params.minute("at")?;
@@ -307,7 +307,7 @@ async fn popular(
     gw.check_retained(from, newest.unwrap_or(NO_WATERMARK))?;
     let asks = reducers.iter().map(|(p, reducer)| {
         let query = TopQuery {
-            filter,
+            filter: filter.clone(),
             from,
             to: at,
             n,

@@ -1,7 +1,9 @@
 //! Payload → [`Click`]: the validation rules of SPEC §1, as a pure function.
 
 use crate::click::{AdId, Click, Country, IpType};
+use crate::dimension::MAX_EXTRA_DIMENSIONS;
 use bytes::Bytes;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -26,12 +28,142 @@ struct Wire<'a> {
     ip: Option<Cow<'a, str>>,
     #[serde(borrow)]
     country: Option<Cow<'a, str>>,
+    /// The declared extra dimensions' fields, in configuration order: the
+    /// text when the field is a string, `None` when absent or not a string.
+    /// Read by [`ExtrasSeed`] on the serde path (the field names are configuration).
+    #[serde(skip)]
+    extras: RawExtras<'a>,
+}
+
+/// The raw values of the declared extra dimensions of one click, in
+/// configuration order: the text when the field is a string, `None` when it
+/// is absent or not a string (a number, `null`, an array, …).
+pub type RawExtras<'a> = [Option<Cow<'a, str>>; MAX_EXTRA_DIMENSIONS];
+
+/// Reads the declared extra fields of a click object with serde: strings are
+/// kept (borrowed when unescaped), other values are skipped as `None`, and a
+/// declared field given twice is an error, as for the fields adclick always reads.
+struct ExtrasSeed<'f> {
+    fields: &'f [String],
+}
+
+/// One declared field's value: the text of a string, `None` for anything else.
+struct MaybeText<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for MaybeText<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeText(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MaybeText(Some(Cow::Owned(v))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeText(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeText(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ExtrasSeed<'_> {
+    type Value = RawExtras<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ExtrasSeed<'_> {
+    type Value = RawExtras<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a click object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = RawExtras::default();
+        let mut seen = [false; MAX_EXTRA_DIMENSIONS];
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.fields.iter().position(|f| *f == *key) {
+                Some(i) if i < MAX_EXTRA_DIMENSIONS => {
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    out[i] = map.next_value::<MaybeText<'de>>()?.0;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The serde_json reading of a payload: the fields adclick always reads, then
+/// the declared extra fields (a second pass, only on this rare path and only
+/// when extra dimensions are declared).
+fn read_slow<'a>(payload: &'a [u8], fields: &[String]) -> Result<Wire<'a>, serde_json::Error> {
+    let mut wire: Wire = serde_json::from_slice(payload)?;
+    if !fields.is_empty() {
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        wire.extras = ExtrasSeed { fields }.deserialize(&mut de)?;
+        de.end()?;
+    }
+    Ok(wire)
 }
 
 /// Decodes and validates one message. `subject_ad` is the last token of the
 /// message's subject; the payload's `ad_id` must equal it. The error is the
 /// human sentence that goes into the reject header.
 pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, String> {
+    decode_with(subject_ad, seq, payload, &[]).map(|(click, _)| click)
+}
+
+/// Like [`decode`], and also reads the declared extra fields `fields`
+/// (top-level, at most [`MAX_EXTRA_DIMENSIONS`]). Their values never make a
+/// click invalid (a non-string reads as `None`), except that a declared field
+/// given twice is, as for every field adclick reads. The click's
+/// `extras` codes are left 0: ingest sets them once the values are admitted.
+pub fn decode_with<'p>(
+    subject_ad: &str,
+    seq: u64,
+    payload: &'p Bytes,
+    fields: &[String],
+) -> Result<(Click, RawExtras<'p>), String> {
     if payload.len() > MAX_PAYLOAD {
         return Err(format!(
             "payload is {} bytes, more than the {MAX_PAYLOAD}-byte limit",
@@ -40,9 +172,9 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
     }
     // Publishers send flat objects: read those directly, and leave anything
     // unusual (escapes, nesting, floats) to serde_json, whose errors we quote.
-    let wire: Wire = match flat::read(payload) {
+    let wire: Wire = match flat::read(payload, fields) {
         Some(wire) => wire,
-        None => match serde_json::from_slice(payload) {
+        None => match read_slow(payload, fields) {
             Ok(wire) => wire,
             Err(e) => return Err(format!("payload is not a valid click JSON object: {e}")),
         },
@@ -74,7 +206,7 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
             return Err(format!("user_id is longer than {MAX_ID_CHARS} characters"));
         }
     }
-    Ok(Click {
+    let click = Click {
         id: click_key(ad.as_str(), &click_id),
         ad,
         ts,
@@ -84,9 +216,11 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
             .and_then(Country::parse)
             .unwrap_or(Country::UNKNOWN),
         ip_type: IpType::of(wire.ip.as_deref()),
+        extras: [0; MAX_EXTRA_DIMENSIONS],
         seq,
         payload: payload.clone(),
-    })
+    };
+    Ok((click, wire.extras))
 }
 
 /// The dedup key of a click: a 128-bit hash of its ad id and click id.
@@ -115,11 +249,12 @@ pub fn click_key(ad_id: &str, click_id: &str) -> u128 {
 ///
 /// It accepts a strict subset of JSON: one object whose values are strings
 /// without escapes, non-negative integers, `true`, `false` or `null` (the
-/// last three only in fields adclick ignores). On anything else it returns
-/// `None` and the caller asks serde_json, so the two paths accept, reject and
-/// read exactly the same payloads (a property test checks it).
+/// last three only in fields adclick ignores or declared extra fields). On
+/// anything else it returns `None` and the caller asks serde_json, so the two
+/// paths accept, reject and read exactly the same payloads (a property test
+/// checks it).
 mod flat {
-    use super::Wire;
+    use super::{RawExtras, Wire, MAX_EXTRA_DIMENSIONS};
     use std::borrow::Cow;
 
     struct Reader<'a> {
@@ -221,8 +356,21 @@ mod flat {
         Some(())
     }
 
-    /// The fields of a flat click object, or `None` to ask serde_json.
-    pub(super) fn read(payload: &[u8]) -> Option<Wire<'_>> {
+    /// A declared extra field's value: a string's text, `None` for a
+    /// non-negative integer, `true`, `false` or `null`; anything else
+    /// declines (the outer `None`).
+    fn extra_value<'a>(r: &mut Reader<'a>) -> Option<Option<Cow<'a, str>>> {
+        r.skip_space();
+        match r.peek()? {
+            b'"' => r.text().map(Some),
+            b'0'..=b'9' => r.integer().map(|_| None),
+            _ => r.literal().map(|()| None),
+        }
+    }
+
+    /// The fields of a flat click object, reading the declared extra
+    /// `fields` too, or `None` to ask serde_json.
+    pub(super) fn read<'a>(payload: &'a [u8], fields: &[String]) -> Option<Wire<'a>> {
         let mut r = Reader {
             bytes: payload,
             at: 0,
@@ -234,7 +382,9 @@ mod flat {
             user_id: None,
             ip: None,
             country: None,
+            extras: RawExtras::default(),
         };
+        let mut seen = [false; MAX_EXTRA_DIMENSIONS];
         r.eat(b'{')?;
         r.skip_space();
         if r.peek()? == b'}' {
@@ -250,7 +400,17 @@ mod flat {
                     "ip" => set(&mut wire.ip, r.text()?)?,
                     "country" => set(&mut wire.country, r.text()?)?,
                     "ts" => set(&mut wire.ts, serde_json::Number::from(r.integer()?))?,
-                    _ => r.ignored_value()?,
+                    // Declared extra fields (never empty when none is declared: one compare).
+                    key => match fields.iter().position(|f| f == key) {
+                        Some(i) if i < MAX_EXTRA_DIMENSIONS => {
+                            // A repeat is an error serde_json words: let it.
+                            if std::mem::replace(&mut seen[i], true) {
+                                return None;
+                            }
+                            wire.extras[i] = extra_value(&mut r)?;
+                        }
+                        _ => r.ignored_value()?,
+                    },
                 }
                 r.skip_space();
                 match r.peek()? {
@@ -384,7 +544,7 @@ mod tests {
     #[test]
     fn flat_reader_reads_the_usual_payload_and_declines_the_unusual() {
         let usual = br#" {"click_id":"c1", "ad_id":"ad-1","ts":1000,"user_id":"u","ip":"::1","country":"us","ok":true} "#;
-        let wire = flat::read(usual).unwrap();
+        let wire = flat::read(usual, &[]).unwrap();
         assert_eq!(wire.click_id.as_deref(), Some("c1"));
         assert_eq!(wire.ts.and_then(|t| t.as_i64()), Some(1000));
         for unusual in [
@@ -396,7 +556,63 @@ mod tests {
             r#"{"ip":null}"#,
             r#"{} x"#,
         ] {
-            assert!(flat::read(unusual.as_bytes()).is_none(), "{unusual}");
+            assert!(flat::read(unusual.as_bytes(), &[]).is_none(), "{unusual}");
+        }
+    }
+
+    fn extras_of(json: &str, fields: &[&str]) -> Result<Vec<Option<String>>, String> {
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        let payload = Bytes::copy_from_slice(json.as_bytes());
+        let (click, raw) = decode_with("a", 1, &payload, &fields)?;
+        assert_eq!(
+            click.extras, [0; MAX_EXTRA_DIMENSIONS],
+            "codes are set by ingest"
+        );
+        Ok(raw[..fields.len()]
+            .iter()
+            .map(|v| v.as_deref().map(str::to_string))
+            .collect())
+    }
+
+    #[test]
+    fn reads_declared_extra_fields_on_both_paths() {
+        let base = r#""click_id":"c","ad_id":"a","ts":1"#;
+        let fields = ["device", "placement"];
+        // Flat path: plain strings; a non-string is None and the click stays valid.
+        for (json, want) in [
+            (
+                format!(r#"{{{base},"device":"ios","placement":"top"}}"#),
+                [Some("ios"), Some("top")],
+            ),
+            (
+                format!(r#"{{{base},"device":7,"placement":null}}"#),
+                [None, None],
+            ),
+            (format!(r#"{{"placement":true,{base}}}"#), [None, None]),
+            // serde path (escapes, arrays, objects, floats), same reading.
+            (
+                format!(r#"{{{base},"device":"i\u006fs","placement":[1,{{"a":2}}]}}"#),
+                [Some("ios"), None],
+            ),
+            (
+                format!(r#"{{{base},"dev\u0069ce":"a\"b","placement":{{"x":"y"}}}}"#),
+                [Some("a\"b"), None],
+            ),
+            (format!(r#"{{{base},"device":1.5,"x":[2]}}"#), [None, None]),
+        ] {
+            let want: Vec<Option<String>> = want.iter().map(|w| w.map(str::to_string)).collect();
+            assert_eq!(extras_of(&json, &fields), Ok(want), "{json}");
+        }
+        // Undeclared, the same fields are ignored as before.
+        let json = format!(r#"{{{base},"device":"ios","device":"android"}}"#);
+        assert_eq!(extras_of(&json, &[]), Ok(vec![]));
+        // Declared, a repeat is invalid on both paths, like a repeated ts.
+        for json in [
+            format!(r#"{{{base},"device":"ios","device":"android"}}"#),
+            format!(r#"{{{base},"device":"ios","x":[1],"device":2}}"#),
+        ] {
+            let err = extras_of(&json, &fields).unwrap_err();
+            assert!(err.contains("duplicate field `device`"), "{err}");
         }
     }
 
@@ -406,7 +622,7 @@ mod tests {
         assert_eq!(split_subject("clicks.ad-1"), None);
     }
 
-    const KEYS: [&str; 9] = [
+    const KEYS: [&str; 12] = [
         "click_id",
         "ad_id",
         "ts",
@@ -416,6 +632,9 @@ mod tests {
         "x",
         "click\\u005fid",
         "",
+        "device",
+        "placement",
+        "dev\\u0069ce",
     ];
     const VALUES: [&str; 18] = [
         "\"c1\"",
@@ -446,7 +665,11 @@ mod tests {
             fields in prop::collection::vec((0..KEYS.len(), 0..VALUES.len(), any::<bool>()), 0..8),
             cut in prop::option::of(0usize..200),
             junk in prop::option::of((0usize..200, any::<u8>())),
+            declared in 0usize..3,
         ) {
+            // No extra dimension, `device`, or `device` and `placement`.
+            let declared: Vec<String> = ["device", "placement"][..declared]
+                .iter().map(|f| f.to_string()).collect();
             let sp = |b: bool| if b { " \n" } else { "" };
             let body: Vec<String> = fields.iter()
                 .map(|(k, v, w)| format!("{}\"{}\"{}:{}{}", sp(*w), KEYS[*k], sp(*w), sp(*w), VALUES[*v]))
@@ -454,8 +677,8 @@ mod tests {
             let mut bytes = format!("{{{}}}", body.join(",")).into_bytes();
             if let Some((at, b)) = junk { let at = at % (bytes.len() + 1); bytes.insert(at, b); }
             if let Some(cut) = cut { bytes.truncate(cut); }
-            if let Some(fast) = flat::read(&bytes) {
-                let slow: Wire = serde_json::from_slice(&bytes).unwrap();
+            if let Some(fast) = flat::read(&bytes, &declared) {
+                let slow: Wire = read_slow(&bytes, &declared).unwrap();
                 prop_assert_eq!(fast, slow);
             }
         }

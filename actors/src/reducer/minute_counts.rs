@@ -296,7 +296,7 @@ mod tests {
             deltas in prop::collection::vec((0u8..4, 0i64..10, any::<bool>(), 1u64..5), 0..80),
             from in 0i64..10, len in 0i64..10, evict in 0i64..10,
         ) {
-            let us = Filter { country: Country::parse("US"), ip_type: None };
+            let us = Filter { country: Country::parse("US"), ..Filter::ALL };
             let mut counts = MinuteCounts::new(0);
             let all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
                 minute: m * MINUTE_MS, ad: ad(*a), filter: if *f { us } else { Filter::ALL }, count: *n,

@@ -17,6 +17,8 @@ pub struct Checkpoint {
     pub new_ids: Vec<(i64, u128)>,
     /// Increments per (minute, ad, filter).
     pub counts: HashMap<(i64, AdId, Filter), u64>,
+    /// Extra-dimension values admitted, as (dimension, value).
+    pub admitted: Vec<(String, String)>,
     /// Messages to republish on the rejected stream: written to the outbox by
     /// the commit, published after it.
     pub rejects: Vec<Rejected>,
@@ -53,6 +55,7 @@ impl Checkpoint {
         {
             *self.counts.entry((minute, ad, filter)).or_insert(0) += count;
         }
+        self.admitted.append(&mut batch.admitted);
         self.rejects.append(&mut batch.rejects);
         self.batches += 1;
         self.credits += usize::from(batch.holds_credit);

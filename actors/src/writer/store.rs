@@ -7,8 +7,11 @@
 //! - `outbox`: stream sequence → a rejected message (subject, payload, reason)
 //!   decided by a committed batch and not yet confirmed stored on the rejected
 //!   stream.
+//! - `dimension_values`: `(dimension, value)` for every extra-dimension value
+//!   the partition admitted (see [`crate::dimension`]). Files written before
+//!   extra dimensions get the table, empty, when opened.
 //!
-//! One [`PartitionStore::commit`] writes all three in one transaction, so the
+//! One [`PartitionStore::commit`] writes all of them in one transaction, so the
 //! file always holds a state that some prefix of the stream produced.
 
 use crate::batch::CountDelta;
@@ -25,6 +28,9 @@ const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
 /// seq → (subject, payload, reason kind, reason text).
 const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
+/// (dimension, value) of admitted extra-dimension values.
+const DIMENSION_VALUES: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("dimension_values");
 
 /// A storage failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +80,8 @@ pub struct Recovered {
     pub counts_from: i64,
     /// Rejects committed but not yet confirmed published.
     pub outbox: Vec<crate::reject::Rejected>,
+    /// Extra-dimension values admitted so far, as (dimension, value).
+    pub admitted: Vec<(String, String)>,
 }
 
 /// Sizes of one commit, for metrics.
@@ -119,6 +127,8 @@ impl PartitionStore {
                 .map_err(|e| store.io("open counts", e))?;
             txn.open_table(OUTBOX)
                 .map_err(|e| store.io("open outbox", e))?;
+            txn.open_table(DIMENSION_VALUES)
+                .map_err(|e| store.io("open dimension_values", e))?;
         }
         txn.commit().map_err(|e| store.io("commit", e))?;
         Ok(store)
@@ -207,8 +217,20 @@ impl PartitionStore {
                 reason: crate::reject::RejectReason::from_stored(kind, text),
             });
         }
+        let mut admitted = Vec::new();
+        for row in txn
+            .open_table(DIMENSION_VALUES)
+            .map_err(|e| self.io("open dimension_values", e))?
+            .iter()
+            .map_err(|e| self.io("read dimension_values", e))?
+        {
+            let (key, _) = row.map_err(|e| self.io("read dimension_values", e))?;
+            let (dimension, value) = key.value();
+            admitted.push((dimension.to_string(), value.to_string()));
+        }
         Ok(Recovered {
             outbox,
+            admitted,
             generation: *generation,
             last_seq,
             watermark,
@@ -313,6 +335,16 @@ impl PartitionStore {
                 outbox
                     .insert(r.seq, row)
                     .map_err(|e| self.io("write outbox", e))?;
+            }
+            if !checkpoint.admitted.is_empty() {
+                let mut values = txn
+                    .open_table(DIMENSION_VALUES)
+                    .map_err(|e| self.io("open dimension_values", e))?;
+                for (dimension, value) in &checkpoint.admitted {
+                    values
+                        .insert((dimension.as_str(), value.as_str()), ())
+                        .map_err(|e| self.io("write dimension_values", e))?;
+                }
             }
             let mut meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
             meta.insert("last_seq", checkpoint.last_seq as i64)
@@ -545,6 +577,54 @@ mod tests {
             1,
             "newer minutes kept"
         );
+    }
+
+    #[test]
+    fn admitted_values_and_their_counts_commit_together_and_reload() {
+        use crate::dimension::{intern, DimensionValues, ExtraCodes, ExtraDimension};
+        let dir = tempfile::tempdir().unwrap();
+        let dims = [ExtraDimension {
+            name: "s_device".into(),
+            cap: 2,
+        }];
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let first = store.recover(60).unwrap();
+        assert!(first.admitted.is_empty());
+        let mut values = DimensionValues::new(&dims, &first.admitted);
+        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
+        cp.last_seq = 3;
+        let mut mapped = Vec::new();
+        for v in ["a&=%", "b", "c"] {
+            mapped.push(values.map(0, Some(v), &mut cp.admitted));
+        }
+        assert!(mapped[2].overflow);
+        for m in &mapped {
+            let filter = Filter {
+                extras: ExtraCodes::from_codes([m.code]).unwrap(),
+                ..Filter::ALL
+            };
+            *cp.counts.entry((0, ad("x"), filter)).or_insert(0) += 1;
+        }
+        store.commit(first.generation, &cp, NO_WATERMARK).unwrap();
+
+        drop(store);
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let again = store.recover(60).unwrap();
+        let mut reloaded = DimensionValues::new(&dims, &again.admitted);
+        let mut none = Vec::new();
+        for (v, before) in ["a&=%", "b", "c"].iter().zip(&mapped) {
+            assert_eq!(reloaded.map(0, Some(v), &mut none), *before, "{v}");
+        }
+        assert!(none.is_empty(), "nothing admitted twice");
+        let other = Filter {
+            extras: ExtraCodes::from_codes([intern("s_device", "other")]).unwrap(),
+            ..Filter::ALL
+        };
+        assert!(again
+            .counts
+            .iter()
+            .any(|d| d.filter == other && d.count == 1));
+        assert_eq!(store.read_count(&ad("x"), &other, 0, MINUTE_MS).unwrap(), 1);
     }
 
     #[test]
