@@ -2,6 +2,7 @@
 //! barrier: each actor adds the state delta the writer must commit with it.
 
 use crate::click::{AdId, Click, Filter};
+use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
 use async_nats::jetstream::message::Acker;
 use tokio::sync::oneshot;
@@ -46,6 +47,16 @@ pub struct Batch {
     pub deltas: Vec<CountDelta>,
     /// Added by window: the watermark after this batch.
     pub watermark: i64,
+    /// Added by reducer: output-feed messages this batch caused (minutes
+    /// closed, corrected or turned final).
+    pub feed: Vec<FeedMessage>,
+    /// Added by reducer: final top-N to store.
+    pub tops: Vec<StoredTop>,
+    /// When ingest received the batch's messages (or decided its idle tick):
+    /// the start of the freshness metrics.
+    pub fetched_at: Option<std::time::Instant>,
+    /// Set by window when the batch closed at least one minute.
+    pub closes_minute: bool,
     /// Set on the last batch of a drain: answered once it is committed.
     pub flush: Option<oneshot::Sender<()>>,
 }

@@ -237,6 +237,7 @@ impl IngestState {
         Some(Batch {
             holds_credit: true,
             idle_tick: Some(now_ms()),
+            fetched_at: Some(Instant::now()),
             ..Batch::default()
         })
     }
@@ -265,6 +266,7 @@ impl IngestState {
             holds_credit: true,
             consumed: chunk.len(),
             clicks: Vec::with_capacity(chunk.len()),
+            fetched_at: Some(Instant::now()),
             ..Batch::default()
         };
         let (mut invalid, mut future) = (0u64, 0u64);

@@ -44,4 +44,4 @@ pub mod window;
 pub mod writer;
 
 pub use click::{AdId, Click, Country, Filter, IpType};
-pub use settings::{DimensionSet, PipelineSettings};
+pub use settings::{DimensionSet, FeedSettings, PipelineSettings};

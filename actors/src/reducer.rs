@@ -2,6 +2,7 @@
 //! gateway's queries (counts and top-N over any range), and passes batches to
 //! the writer. Minutes older than the in-memory span are read from redb.
 
+pub mod aggregate_feed;
 pub mod counter_table;
 pub mod minute_counts;
 pub mod top_n;
@@ -15,6 +16,7 @@ use crate::time::{now_ms, MINUTE_MS};
 use crate::window::event_clock::{closed_until, final_until, NO_WATERMARK};
 use crate::writer::store::PartitionStore;
 use crate::writer::WriterMsg;
+use aggregate_feed::{AggregateFeed, Publication, StoredTop};
 use minute_counts::{split_at_floor, MinuteCounts};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
@@ -71,6 +73,10 @@ pub enum ReducerMsg {
 
 /// What the reducer starts from.
 pub struct ReducerArgs {
+    /// The partition number (for feed subjects).
+    pub partition: u32,
+    /// The last committed output-feed version.
+    pub feed_version: u64,
     /// Service settings.
     pub settings: Arc<PipelineSettings>,
     /// Where batches go.
@@ -96,6 +102,7 @@ pub struct ReducerActor;
 pub struct ReducerState {
     args: ReducerArgs,
     watermark: i64,
+    feed: AggregateFeed,
 }
 
 impl Actor for ReducerActor {
@@ -111,6 +118,11 @@ impl Actor for ReducerActor {
         args.slot.set_watermark(args.watermark);
         Ok(ReducerState {
             watermark: args.watermark,
+            feed: AggregateFeed::new(
+                args.partition,
+                args.feed_version,
+                args.settings.feed.max_payload,
+            ),
             args,
         })
     }
@@ -122,8 +134,15 @@ impl Actor for ReducerActor {
         state: &mut ReducerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ReducerMsg::Batch(batch) => {
-                state.apply(&batch);
+            ReducerMsg::Batch(mut batch) => {
+                state.apply(&mut batch)?;
+                if let Some(fetched) = batch.fetched_at {
+                    state
+                        .args
+                        .meters
+                        .consumed_to_queryable
+                        .record(fetched.elapsed().as_secs_f64());
+                }
                 state.args.next.cast(WriterMsg::Batch(batch))?;
             }
             ReducerMsg::Count(query, reply) => {
@@ -147,10 +166,12 @@ impl Actor for ReducerActor {
 }
 
 impl ReducerState {
-    fn apply(&mut self, batch: &Batch) {
-        let counts = &mut self.args.counts;
-        counts.apply_all(&batch.deltas);
+    fn apply(&mut self, batch: &mut Batch) -> Result<(), String> {
+        let before = self.watermark;
+        self.args.counts.apply_all(&batch.deltas);
         self.watermark = self.watermark.max(batch.watermark);
+        self.publish(batch, before)?;
+        let counts = &mut self.args.counts;
         self.args.slot.set_watermark(self.watermark);
         if self.watermark != NO_WATERMARK {
             self.args
@@ -167,6 +188,88 @@ impl ReducerState {
             let evict_before = keep_from.min(final_until(committed, settings.allowed_lateness_ms));
             counts.evict_before(evict_before);
         }
+        Ok(())
+    }
+
+    /// Adds to the batch the feed messages and stored top-N it causes: the
+    /// minutes it closed, the closed minutes its late clicks corrected, and
+    /// the minutes it made final (see [`aggregate_feed`]).
+    fn publish(&mut self, batch: &mut Batch, before: i64) -> Result<(), String> {
+        let after = self.watermark;
+        let lateness = self.args.settings.allowed_lateness_ms;
+        let feed_on = self.args.settings.feed.enabled;
+        let floor = |t: i64| if t == NO_WATERMARK { i64::MIN } else { t };
+        let (closed_before, closed_after) =
+            (floor(closed_until(before)), floor(closed_until(after)));
+        let (final_before, final_after) = (
+            floor(final_until(before, lateness)),
+            floor(final_until(after, lateness)),
+        );
+        let mut messages = Vec::new();
+        if feed_on {
+            // Corrections: counters of minutes closed before this batch.
+            let mut corrected: Vec<(i64, AdId, Filter)> = batch
+                .deltas
+                .iter()
+                .filter(|d| d.minute < closed_before)
+                .map(|d| (d.minute, d.ad, d.filter))
+                .collect();
+            corrected.sort_unstable();
+            corrected.dedup();
+            for group in corrected.chunk_by(|a, b| a.0 == b.0) {
+                let minute = group[0].0;
+                let counters: Vec<(AdId, Filter, u64)> = group
+                    .iter()
+                    .map(|(m, ad, f)| (*ad, *f, self.args.counts.count(ad, f, *m, m + MINUTE_MS)))
+                    .collect();
+                messages.extend(self.feed.counts(minute, Publication::Correction, &counters));
+            }
+        }
+        let counts = &self.args.counts;
+        let closed = counts.minutes_within(closed_before, closed_after);
+        let finals = counts.minutes_within(final_before, final_after);
+        let windows = self.args.settings.feed.top_windows.clone();
+        let n = self.args.settings.feed.top_n;
+        for minute in closed {
+            if !feed_on {
+                break;
+            }
+            let counters = self.args.counts.counters_of(minute);
+            messages.extend(self.feed.counts(minute, Publication::Close, &counters));
+            for &window in &windows {
+                let top = self.window_top(window, minute, n)?;
+                messages.push(self.feed.top(window, minute, Publication::Close, &top));
+            }
+        }
+        for minute in finals {
+            if feed_on {
+                let counters = self.args.counts.counters_of(minute);
+                messages.extend(self.feed.counts(minute, Publication::Final, &counters));
+            }
+            for &window in &windows {
+                let ads = self.window_top(window, minute, n)?;
+                if feed_on {
+                    messages.push(self.feed.top(window, minute, Publication::Final, &ads));
+                }
+                batch.tops.push(StoredTop {
+                    window,
+                    minute,
+                    ads,
+                });
+            }
+        }
+        batch.feed = messages;
+        Ok(())
+    }
+
+    /// The top `n` over all clicks of the `window` minutes ending with `minute`.
+    fn window_top(&self, window: i64, minute: i64, n: usize) -> Result<Vec<(AdId, u64)>, String> {
+        self.top_computed(&TopQuery {
+            filter: Filter::ALL,
+            from: minute - (window - 1) * MINUTE_MS,
+            to: minute + MINUTE_MS,
+            n,
+        })
     }
 
     fn count(&self, q: &CountQuery) -> Result<u64, String> {
@@ -181,6 +284,32 @@ impl ReducerState {
     }
 
     fn top(&self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
+        // A configured window whose last minute is final was stored when it
+        // turned final: one read instead of summing the window.
+        let feed = &self.args.settings.feed;
+        let window = (q.to - q.from) / MINUTE_MS;
+        let last = q.to - MINUTE_MS;
+        let lateness = self.args.settings.allowed_lateness_ms;
+        if q.filter == Filter::ALL
+            && q.n <= feed.top_n
+            && feed.top_windows.contains(&window)
+            && last < final_until(self.watermark, lateness)
+            && self.watermark != NO_WATERMARK
+        {
+            if let Some(mut ads) = self
+                .args
+                .store
+                .read_top(window, last)
+                .map_err(|e| e.to_string())?
+            {
+                ads.truncate(q.n);
+                return Ok(ads);
+            }
+        }
+        self.top_computed(q)
+    }
+
+    fn top_computed(&self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
         let counts = &self.args.counts;
         let (stored, in_memory) = split_at_floor(q.from, q.to, counts.floor());
         let mut sums = HashMap::new();

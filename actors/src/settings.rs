@@ -87,6 +87,33 @@ pub struct PipelineSettings {
     pub history_retention_ms: i64,
     /// The filters counted.
     pub dimension_sets: Vec<DimensionSet>,
+    /// The output feed and the stored top-N.
+    pub feed: FeedSettings,
+}
+
+/// What a partition publishes to the output feed when minutes close,
+/// change and turn final, and which top-N it stores.
+#[derive(Clone, Debug)]
+pub struct FeedSettings {
+    /// Whether the feed is published (the top-N are stored either way).
+    pub enabled: bool,
+    /// Top-N windows, in minutes, precomputed and stored per minute.
+    pub top_windows: Vec<i64>,
+    /// Ads in each precomputed top-N.
+    pub top_n: usize,
+    /// Largest message payload, bytes: larger publications are chunked.
+    pub max_payload: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> FeedSettings {
+        FeedSettings {
+            enabled: true,
+            top_windows: vec![1, 5, 60],
+            top_n: 100,
+            max_payload: 512 * 1024,
+        }
+    }
 }
 
 impl PipelineSettings {
@@ -105,6 +132,7 @@ impl PipelineSettings {
             memory_minutes: 1_440,
             history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),
+            feed: FeedSettings::default(),
         }
     }
 

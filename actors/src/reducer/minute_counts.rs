@@ -215,6 +215,26 @@ impl MinuteCounts {
         }
     }
 
+    /// The minutes in memory within `[from, to)`, ascending.
+    pub fn minutes_within(&self, from: i64, to: i64) -> Vec<i64> {
+        self.range(from, to).iter().map(|(m, _)| *m).collect()
+    }
+
+    /// Every counter of `minute`: (ad, filter, clicks), sorted by ad then filter.
+    pub fn counters_of(&self, minute: i64) -> Vec<(AdId, Filter, u64)> {
+        let mut out = Vec::new();
+        for (_, table) in self.range(minute, minute.saturating_add(1)) {
+            for (code, ads) in table.iter().enumerate() {
+                out.extend(
+                    ads.iter()
+                        .map(|(slot, n)| (self.ads.ids[slot as usize], self.filters[code], n)),
+                );
+            }
+        }
+        out.sort_unstable_by_key(|(ad, filter, _)| (*ad, *filter));
+        out
+    }
+
     /// Drops minutes before `minute` (they are committed and final) and moves the floor.
     pub fn evict_before(&mut self, minute: i64) {
         if minute <= self.floor {

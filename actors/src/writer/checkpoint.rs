@@ -3,6 +3,7 @@
 
 use crate::batch::{Batch, CountDelta};
 use crate::click::{AdId, Filter};
+use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
 use std::collections::HashMap;
 
@@ -23,6 +24,14 @@ pub struct Checkpoint {
     /// Outbox entries (by stream sequence) published since the last commit,
     /// to delete with the next one.
     pub published: Vec<u64>,
+    /// Output-feed messages: written to the feed outbox, published after the commit.
+    pub feed: Vec<FeedMessage>,
+    /// Feed outbox entries (by version) published since the last commit.
+    pub feed_published: Vec<u64>,
+    /// Final top-N to store.
+    pub tops: Vec<StoredTop>,
+    /// When the earliest absorbed batch that closed a minute was fetched.
+    pub first_close_fetched_at: Option<std::time::Instant>,
     /// Batches folded in.
     pub batches: usize,
     /// Of those, batches that hold an ingest credit.
@@ -54,6 +63,11 @@ impl Checkpoint {
             *self.counts.entry((minute, ad, filter)).or_insert(0) += count;
         }
         self.rejects.append(&mut batch.rejects);
+        self.feed.append(&mut batch.feed);
+        if batch.closes_minute && self.first_close_fetched_at.is_none() {
+            self.first_close_fetched_at = batch.fetched_at;
+        }
+        self.tops.append(&mut batch.tops);
         self.batches += 1;
         self.credits += usize::from(batch.holds_credit);
     }
@@ -72,5 +86,10 @@ impl Checkpoint {
     /// Notes outbox entries that JetStream has stored.
     pub fn mark_published(&mut self, seqs: impl IntoIterator<Item = u64>) {
         self.published.extend(seqs);
+    }
+
+    /// Notes feed outbox entries that JetStream has stored.
+    pub fn mark_feed_published(&mut self, versions: impl IntoIterator<Item = u64>) {
+        self.feed_published.extend(versions);
     }
 }

@@ -7,12 +7,18 @@
 //! - `outbox`: stream sequence → a rejected message (subject, payload, reason)
 //!   decided by a committed batch and not yet confirmed stored on the rejected
 //!   stream.
+//! - `feed_outbox`: feed version → an output-feed message (subject, payload)
+//!   not yet confirmed stored on the `ADCLICK_AGG` stream; `meta.feed_version`
+//!   is the last version handed out.
+//! - `tops`: `(last minute, window minutes)` → the partition's final top-N of
+//!   that window (`ad:count,…`), so `popular` over a past window is one read.
 //!
 //! One [`PartitionStore::commit`] writes all three in one transaction, so the
 //! file always holds a state that some prefix of the stream produced.
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
+use crate::reducer::aggregate_feed::{decode_top, encode_top, FeedMessage};
 use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::checkpoint::Checkpoint;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -25,6 +31,10 @@ const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
 /// seq → (subject, payload, reason kind, reason text).
 const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
+/// feed version → (subject, payload).
+const FEED_OUTBOX: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("feed_outbox");
+/// (last minute, window minutes) → `ad:count,…`; ordered by minute for pruning.
+const TOPS: TableDefinition<(i64, i64), &str> = TableDefinition::new("tops");
 
 /// A storage failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +84,10 @@ pub struct Recovered {
     pub counts_from: i64,
     /// Rejects committed but not yet confirmed published.
     pub outbox: Vec<crate::reject::Rejected>,
+    /// Feed messages committed but not yet confirmed published.
+    pub feed_outbox: Vec<FeedMessage>,
+    /// The last feed version handed out.
+    pub feed_version: u64,
 }
 
 /// Sizes of one commit, for metrics.
@@ -119,6 +133,9 @@ impl PartitionStore {
                 .map_err(|e| store.io("open counts", e))?;
             txn.open_table(OUTBOX)
                 .map_err(|e| store.io("open outbox", e))?;
+            txn.open_table(FEED_OUTBOX)
+                .map_err(|e| store.io("open feed outbox", e))?;
+            txn.open_table(TOPS).map_err(|e| store.io("open tops", e))?;
         }
         txn.commit().map_err(|e| store.io("commit", e))?;
         Ok(store)
@@ -207,7 +224,24 @@ impl PartitionStore {
                 reason: crate::reject::RejectReason::from_stored(kind, text),
             });
         }
+        let mut feed_outbox = Vec::new();
+        for row in txn
+            .open_table(FEED_OUTBOX)
+            .map_err(|e| self.io("open feed outbox", e))?
+            .iter()
+            .map_err(|e| self.io("read feed outbox", e))?
+        {
+            let (version, value) = row.map_err(|e| self.io("read feed outbox", e))?;
+            let (subject, payload) = value.value();
+            feed_outbox.push(FeedMessage {
+                version: version.value(),
+                subject: subject.to_string(),
+                payload: bytes::Bytes::copy_from_slice(payload),
+            });
+        }
         Ok(Recovered {
+            feed_outbox,
+            feed_version: get("feed_version")?.unwrap_or(0).max(0) as u64,
             outbox,
             generation: *generation,
             last_seq,
@@ -314,7 +348,39 @@ impl PartitionStore {
                     .insert(r.seq, row)
                     .map_err(|e| self.io("write outbox", e))?;
             }
+            let mut feed = txn
+                .open_table(FEED_OUTBOX)
+                .map_err(|e| self.io("open feed outbox", e))?;
+            for version in &checkpoint.feed_published {
+                feed.remove(*version)
+                    .map_err(|e| self.io("clear feed outbox", e))?;
+            }
+            for m in &checkpoint.feed {
+                feed.insert(m.version, (m.subject.as_str(), m.payload.as_ref()))
+                    .map_err(|e| self.io("write feed outbox", e))?;
+            }
+            let mut tops = txn.open_table(TOPS).map_err(|e| self.io("open tops", e))?;
+            for top in &checkpoint.tops {
+                tops.insert((top.minute, top.window), encode_top(&top.ads).as_str())
+                    .map_err(|e| self.io("write tops", e))?;
+            }
+            if prune_before != NO_WATERMARK {
+                let old: Vec<(i64, i64)> = tops
+                    .range(..(prune_before, i64::MIN))
+                    .map_err(|e| self.io("read old tops", e))?
+                    .take(PRUNE_ROWS_PER_COMMIT)
+                    .map(|row| row.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.io("read old tops", e))?;
+                for key in old {
+                    tops.remove(key).map_err(|e| self.io("prune tops", e))?;
+                }
+            }
             let mut meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
+            if let Some(last) = checkpoint.feed.last() {
+                meta.insert("feed_version", last.version as i64)
+                    .map_err(|e| self.io("write meta", e))?;
+            }
             meta.insert("last_seq", checkpoint.last_seq as i64)
                 .map_err(|e| self.io("write meta", e))?;
             meta.insert("watermark", checkpoint.watermark)
@@ -325,6 +391,25 @@ impl PartitionStore {
             count_rows: checkpoint.counts.len(),
             ids: checkpoint.new_ids.len(),
         })
+    }
+
+    /// The stored final top-N of the `window` minutes ending with `minute`, if any.
+    pub fn read_top(
+        &self,
+        window: i64,
+        minute: i64,
+    ) -> Result<Option<Vec<(AdId, u64)>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let tops = txn.open_table(TOPS).map_err(|e| self.io("open tops", e))?;
+        let Some(value) = tops
+            .get((minute, window))
+            .map_err(|e| self.io("read top", e))?
+        else {
+            return Ok(None);
+        };
+        decode_top(value.value())
+            .map(Some)
+            .ok_or_else(|| self.io("read top", format!("unreadable top ({window}, {minute})")))
     }
 
     /// Committed clicks of `ad` under `filter` in `[from, to)`.
