@@ -16,6 +16,7 @@ use adclick_actors::time::{format_rfc3339, minute_floor, now_ms, MINUTE_MS};
 use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMARK};
 use adclick_actors::writer::history_start;
 use adclick_actors::{AdId, PipelineSettings};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -207,7 +208,7 @@ impl Gateway {
 )]
 async fn aggregated_count(
     State(gw): State<Arc<Gateway>>,
-    Path(ad_id): Path<String>,
+    ad_id: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<AggregatedCount>, ApiError> {
     let invalid_ad_id = |shown: &str| {
@@ -216,6 +217,9 @@ async fn aggregated_count(
             format!("ad id `{shown}` must match [A-Za-z0-9_-]{{1,64}}"),
         )
     };
+    // A path segment that is not UTF-8 once percent-decoded never reaches
+    // `AdId::parse`: it is still a bad ad id, answered as JSON like the others.
+    let Path(ad_id) = ad_id.map_err(|_| invalid_ad_id("(not UTF-8)"))?;
     let ad = AdId::parse(&ad_id).ok_or_else(|| invalid_ad_id(&ad_id))?;
     let params = Params::parse(raw.as_deref(), AGGREGATED_COUNT_PARAMS)?;
     let filter = params.filter(&gw.settings.dimension_sets)?;

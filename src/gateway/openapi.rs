@@ -403,6 +403,8 @@ mod tests {
             ("ad.1", false),
             ("ad%20one", false),
             ("%C3%A9", false),
+            // Not UTF-8 once decoded: still a JSON 400, not axum's text/plain rejection.
+            ("%FF", false),
         ] {
             let (status, body) = call(
                 &router,
