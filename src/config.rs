@@ -80,6 +80,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("rejected_max_age", "7d"),
     ("batch_size", "1000"),
     ("max_batches_in_flight", "16"),
+    ("checkpoint_interval", "100ms"),
     ("memory_minutes", "1440"),
     ("history_retention", "30d"),
     (
@@ -380,6 +381,7 @@ impl Builder {
             max_future_skew_ms: self.ms("max_future_skew")?,
             batch_size: self.number("batch_size", 1usize, 100_000)?,
             max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
+            checkpoint_interval_ms: self.ms("checkpoint_interval")?,
             memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
             history_retention_ms,
             dimension_sets: self.dimension_sets()?,

@@ -18,6 +18,9 @@ pub struct CountDelta {
     pub filter: Filter,
     /// How many clicks to add.
     pub count: u64,
+    /// The counter's total once this increment is added: set by the reducer,
+    /// and what the writer stores (so a commit writes totals, never reads).
+    pub total: u64,
 }
 
 /// A run of consecutive messages of one partition, and what each stage made of it.

@@ -218,7 +218,7 @@ impl PartitionState {
         self.children.push(writer.get_cell());
 
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.apply_all(&recovered.counts);
+        counts.apply_all(&mut recovered.counts);
         let (reducer, _) = Actor::spawn_linked(
             None,
             ReducerActor,

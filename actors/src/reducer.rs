@@ -188,7 +188,7 @@ impl Actor for ReducerActor {
 impl ReducerState {
     fn apply(&mut self, batch: &mut Batch) -> Result<(), String> {
         let before = self.watermark;
-        self.args.counts.apply_all(&batch.deltas);
+        self.args.counts.apply_all(&mut batch.deltas);
         self.watermark = self.watermark.max(batch.watermark);
         self.move_windows(&batch.deltas, before);
         self.publish(batch, before)?;

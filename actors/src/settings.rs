@@ -81,6 +81,10 @@ pub struct PipelineSettings {
     pub batch_size: usize,
     /// Most batches between ingest and a finished commit (the backpressure bound).
     pub max_batches_in_flight: usize,
+    /// Least time between the starts of two commits of a partition (unless
+    /// half the in-flight batches wait, or a drain asks): fewer, larger
+    /// commits, each folding more increments of the same counters.
+    pub checkpoint_interval_ms: i64,
     /// Minutes of counts the reducer keeps in memory; older ones are read from redb.
     pub memory_minutes: i64,
     /// How long minute counts are kept (behind the watermark) before pruning.
@@ -129,6 +133,7 @@ impl PipelineSettings {
             max_future_skew_ms: 60_000,
             batch_size: 1_000,
             max_batches_in_flight: 16,
+            checkpoint_interval_ms: 100,
             memory_minutes: 1_440,
             history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),

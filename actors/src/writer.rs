@@ -26,7 +26,7 @@ use checkpoint::Checkpoint;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use store::{CommitStats, PartitionStore};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -36,6 +36,8 @@ pub enum WriterMsg {
     Batch(Box<Batch>),
     /// A commit finished (sent by the commit task to the writer).
     Committed(Result<Done, String>),
+    /// The checkpoint interval since the last commit passed.
+    Tick,
 }
 
 /// What a finished commit hands back.
@@ -86,6 +88,8 @@ pub struct WriterState {
     ack: Option<Acker>,
     flushes: Vec<oneshot::Sender<()>>,
     committing: bool,
+    last_commit_at: Instant,
+    tick_scheduled: bool,
 }
 
 impl Actor for WriterActor {
@@ -111,6 +115,8 @@ impl Actor for WriterActor {
             ack: None,
             flushes: Vec::new(),
             committing: false,
+            last_commit_at: Instant::now(),
+            tick_scheduled: false,
         })
     }
 
@@ -136,9 +142,21 @@ impl Actor for WriterActor {
                     result.map_err(|e| format!("partition {}: {e}", state.args.partition))?;
                 state.finish(done);
             }
+            WriterMsg::Tick => state.tick_scheduled = false,
         }
         if !state.committing && !state.pending.is_empty() {
-            state.start_commit(myself);
+            let settings = &state.args.settings;
+            let interval = Duration::from_millis(settings.checkpoint_interval_ms.max(0) as u64);
+            let since = state.last_commit_at.elapsed();
+            let due = since >= interval
+                || state.pending.credits * 2 >= settings.max_batches_in_flight
+                || !state.flushes.is_empty();
+            if due {
+                state.start_commit(myself);
+            } else if !state.tick_scheduled {
+                state.tick_scheduled = true;
+                myself.send_after(interval - since, || WriterMsg::Tick);
+            }
         }
         Ok(())
     }
@@ -171,6 +189,7 @@ impl WriterState {
 
     fn start_commit(&mut self, myself: ActorRef<WriterMsg>) {
         self.committing = true;
+        self.last_commit_at = Instant::now();
         let checkpoint = self.pending.take();
         let ack = self.ack.take();
         let flushes = std::mem::take(&mut self.flushes);

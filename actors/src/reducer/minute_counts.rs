@@ -82,16 +82,17 @@ impl MinuteCounts {
 
     /// Adds an increment.
     pub fn apply(&mut self, delta: &CountDelta) {
-        self.apply_all(std::slice::from_ref(delta));
+        self.apply_all(&mut [*delta]);
     }
 
-    /// Adds a batch's increments: first each is resolved to its counter
-    /// table and ad slot (creating what is missing), then the counters are
-    /// added with the buckets a few increments ahead prefetched.
-    pub fn apply_all(&mut self, deltas: &[CountDelta]) {
+    /// Adds a batch's increments and sets each one's `total`: first each is
+    /// resolved to its counter table and ad slot (creating what is missing),
+    /// then the counters are added with the buckets a few increments ahead
+    /// prefetched.
+    pub fn apply_all(&mut self, deltas: &mut [CountDelta]) {
         let mut resolved = std::mem::take(&mut self.resolved);
         resolved.clear();
-        for delta in deltas {
+        for delta in deltas.iter() {
             let slot = self.slot_of(&delta.ad);
             let code = self.filter_code(&delta.filter);
             let table = self.minute_mut(delta.minute);
@@ -102,7 +103,7 @@ impl MinuteCounts {
             resolved.push((0, code as u32, slot, delta.count));
         }
         // No minute is added from here on: indices are stable.
-        for (r, delta) in resolved.iter_mut().zip(deltas) {
+        for (r, delta) in resolved.iter_mut().zip(deltas.iter()) {
             r.0 = self.minute_index(delta.minute) as u32;
         }
         for i in 0..resolved.len() {
@@ -110,7 +111,7 @@ impl MinuteCounts {
                 self.minutes[m as usize].1[code as usize].prefetch(slot);
             }
             let (m, code, slot, n) = resolved[i];
-            self.minutes[m as usize].1[code as usize].add(slot, n);
+            deltas[i].total = self.minutes[m as usize].1[code as usize].add(slot, n);
         }
         self.resolved = resolved;
     }
@@ -340,7 +341,7 @@ mod tests {
             let us = Filter { country: Country::parse("US"), ip_type: None };
             let mut counts = MinuteCounts::new(0);
             let all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
-                minute: m * MINUTE_MS, ad: ad(*a), filter: if *f { us } else { Filter::ALL }, count: *n,
+                minute: m * MINUTE_MS, ad: ad(*a), filter: if *f { us } else { Filter::ALL }, count: *n, total: 0,
             }).collect();
             for d in &all { counts.apply(d); }
             counts.evict_before(evict * MINUTE_MS);
@@ -372,6 +373,7 @@ mod tests {
                 ad: *ad,
                 filter: Filter::ALL,
                 count: 1,
+                total: 0,
             });
         }
         for ad in ads.iter().rev().take(10) {
@@ -380,6 +382,7 @@ mod tests {
                 ad: *ad,
                 filter: Filter::ALL,
                 count: 2,
+                total: 0,
             });
         }
         counts.evict_before(MINUTE_MS);
@@ -398,6 +401,7 @@ mod tests {
             ad: ads[0],
             filter: Filter::ALL,
             count: 5,
+            total: 0,
         });
         assert_eq!(counts.count(&ads[0], &Filter::ALL, 0, 2 * MINUTE_MS), 5);
         assert_eq!(counts.count(&ads[4_999], &Filter::ALL, 0, 2 * MINUTE_MS), 2);

@@ -142,11 +142,11 @@ mod tests {
             let mut sums = WindowSums::new(window);
             let mut end = window - 1; // in minutes
             for (adds, forward) in steps {
-                let deltas: Vec<CountDelta> = adds.iter()
+                let mut deltas: Vec<CountDelta> = adds.iter()
                     .filter(|(_, m, _)| *m <= end + 1) // nothing far in the future
-                    .map(|(a, m, n)| CountDelta { minute: m * MINUTE_MS, ad: ad(*a), filter: Filter::ALL, count: *n })
+                    .map(|(a, m, n)| CountDelta { minute: m * MINUTE_MS, ad: ad(*a), filter: Filter::ALL, count: *n, total: 0 })
                     .collect();
-                counts.apply_all(&deltas);
+                counts.apply_all(&mut deltas);
                 sums.correct(&deltas);
                 end += forward;
                 sums.advance(&counts, end * MINUTE_MS);

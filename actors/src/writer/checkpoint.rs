@@ -3,9 +3,9 @@
 
 use crate::batch::{Batch, CountDelta};
 use crate::click::{AdId, Filter};
+use crate::fast_hash::FastMap;
 use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
-use std::collections::HashMap;
 
 /// The state delta of one or more batches, committed in one transaction.
 #[derive(Default)]
@@ -16,8 +16,8 @@ pub struct Checkpoint {
     pub watermark: i64,
     /// Click ids to remember, with their minute.
     pub new_ids: Vec<(i64, u128)>,
-    /// Increments per (minute, ad, filter).
-    pub counts: HashMap<(i64, AdId, Filter), u64>,
+    /// The latest total per (minute, ad, filter) the batches changed.
+    pub counts: FastMap<(i64, AdId, Filter), u64>,
     /// Messages to republish on the rejected stream: written to the outbox by
     /// the commit, published after it.
     pub rejects: Vec<Rejected>,
@@ -53,14 +53,16 @@ impl Checkpoint {
         self.last_seq = self.last_seq.max(batch.last_seq);
         self.watermark = self.watermark.max(batch.watermark);
         self.new_ids.append(&mut batch.new_ids);
+        // Batches arrive in order: a later total replaces an earlier one.
         for CountDelta {
             minute,
             ad,
             filter,
-            count,
+            total,
+            ..
         } in batch.deltas.drain(..)
         {
-            *self.counts.entry((minute, ad, filter)).or_insert(0) += count;
+            self.counts.insert((minute, ad, filter), total);
         }
         self.rejects.append(&mut batch.rejects);
         self.feed.append(&mut batch.feed);

@@ -2,7 +2,10 @@
 //!
 //! Tables:
 //! - `meta`: `last_seq` (last applied stream sequence), `watermark`.
-//! - `seen`: `(minute, click id hash)` for every id that may still repeat.
+//! - `seen_blocks`: `(minute, commit's last sequence)` → the 16-byte ids of
+//!   that minute first seen by that commit, packed: one row per minute per
+//!   commit instead of one per click. (`seen`, one row per id, is what older
+//!   files hold; it is still read and pruned.)
 //! - `counts`: `(minute, ad_id, filter key)` → clicks.
 //! - `outbox`: stream sequence → a rejected message (subject, payload, reason)
 //!   decided by a committed batch and not yet confirmed stored on the rejected
@@ -28,6 +31,7 @@ use std::sync::Mutex;
 
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
+const SEEN_BLOCKS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("seen_blocks");
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
 /// seq → (subject, payload, reason kind, reason text).
 const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
@@ -129,6 +133,8 @@ impl PartitionStore {
         {
             txn.open_table(META).map_err(|e| store.io("open meta", e))?;
             txn.open_table(SEEN).map_err(|e| store.io("open seen", e))?;
+            txn.open_table(SEEN_BLOCKS)
+                .map_err(|e| store.io("open seen", e))?;
             txn.open_table(COUNTS)
                 .map_err(|e| store.io("open counts", e))?;
             txn.open_table(OUTBOX)
@@ -181,6 +187,21 @@ impl PartitionStore {
             let (key, _) = row.map_err(|e| self.io("read seen", e))?;
             seen.push(key.value());
         }
+        for row in txn
+            .open_table(SEEN_BLOCKS)
+            .map_err(|e| self.io("open seen", e))?
+            .iter()
+            .map_err(|e| self.io("read seen", e))?
+        {
+            let (key, ids) = row.map_err(|e| self.io("read seen", e))?;
+            let (minute, _) = key.value();
+            seen.extend(ids.value().chunks_exact(16).map(|id| {
+                (
+                    minute,
+                    u128::from_le_bytes(id.try_into().unwrap_or([0; 16])),
+                )
+            }));
+        }
         let counts_from = crate::window::event_clock::closed_until(watermark)
             .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS));
         let mut counts = Vec::new();
@@ -199,6 +220,7 @@ impl PartitionStore {
                     ad,
                     filter,
                     count: value.value(),
+                    total: value.value(),
                 }),
                 _ => {
                     return Err(self.io(
@@ -288,16 +310,12 @@ impl PartitionStore {
             let mut counts = txn
                 .open_table(COUNTS)
                 .map_err(|e| self.io("open counts", e))?;
-            for ((minute, ad, filter), n) in &checkpoint.counts {
+            // Totals, not increments: nothing to read first, and writing the
+            // same checkpoint twice changes nothing.
+            for ((minute, ad, filter), total) in &checkpoint.counts {
                 let filter_key = filter.key();
-                let key = (*minute, ad.as_str(), filter_key.as_str());
-                let old = counts
-                    .get(key)
-                    .map_err(|e| self.io("read count", e))?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
                 counts
-                    .insert(key, old + n)
+                    .insert((*minute, ad.as_str(), filter_key.as_str()), *total)
                     .map_err(|e| self.io("write count", e))?;
             }
             if prune_before != NO_WATERMARK {
@@ -319,12 +337,26 @@ impl PartitionStore {
                         .map_err(|e| self.io("prune counts", e))?;
                 }
             }
-            let mut seen = txn.open_table(SEEN).map_err(|e| self.io("open seen", e))?;
-            for key in &checkpoint.new_ids {
-                seen.insert(*key, ())
+            let mut by_minute: std::collections::BTreeMap<i64, Vec<u8>> = Default::default();
+            for (minute, id) in &checkpoint.new_ids {
+                by_minute
+                    .entry(*minute)
+                    .or_default()
+                    .extend_from_slice(&id.to_le_bytes());
+            }
+            let mut blocks = txn
+                .open_table(SEEN_BLOCKS)
+                .map_err(|e| self.io("open seen", e))?;
+            for (minute, ids) in &by_minute {
+                blocks
+                    .insert((*minute, checkpoint.last_seq), ids.as_slice())
                     .map_err(|e| self.io("write seen", e))?;
             }
             if final_until != NO_WATERMARK {
+                blocks
+                    .retain_in(..(final_until, 0u64), |_, _| false)
+                    .map_err(|e| self.io("forget seen", e))?;
+                let mut seen = txn.open_table(SEEN).map_err(|e| self.io("open seen", e))?;
                 seen.retain_in(..(final_until, 0u128), |_, _| false)
                     .map_err(|e| self.io("forget seen", e))?;
             }
@@ -497,19 +529,20 @@ mod tests {
         cp.counts.insert((9 * MINUTE_MS, ad("a"), Filter::ALL), 3);
         cp.counts.insert((2 * MINUTE_MS, ad("b"), Filter::ALL), 1);
         store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
+        // Checkpoints carry totals: committing one again changes nothing.
         store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
 
         assert_eq!(
             store
                 .read_count(&ad("a"), &Filter::ALL, 0, 10 * MINUTE_MS)
                 .unwrap(),
-            6
+            3
         );
         let mut sums = HashMap::new();
         store
             .add_sums(&Filter::ALL, 0, 10 * MINUTE_MS, &mut sums)
             .unwrap();
-        assert_eq!(sums.get(&ad("b")), Some(&2));
+        assert_eq!(sums.get(&ad("b")), Some(&1));
 
         drop(store);
         let store = PartitionStore::open(dir.path(), 3).unwrap();
