@@ -69,6 +69,7 @@ fn main() {
                     ad: *ad,
                     filter: *filter,
                     count: 1,
+                    total: 0,
                 });
                 counters += 1;
                 if counters == n {

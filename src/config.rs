@@ -5,7 +5,7 @@
 //! A bad value stops start-up with a message naming the key and the problem.
 
 use adclick_actors::dimension::{check_name, ExtraDimension, MAX_EXTRA_DIMENSIONS};
-use adclick_actors::{DimensionSet, PipelineSettings};
+use adclick_actors::{DimensionSet, FeedSettings, PipelineSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,10 @@ pub struct Config {
     pub duplicate_window: Duration,
     /// Retention of the rejected stream by age.
     pub rejected_max_age: Duration,
+    /// The output feed's stream (`agg.>` subjects).
+    pub feed_stream: String,
+    /// Retention of the output feed by age.
+    pub feed_max_age: Duration,
     /// How long a query waits for a partition.
     pub query_timeout: Duration,
     /// How long a SIGTERM may take to commit and exit.
@@ -77,6 +81,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("rejected_max_age", "7d"),
     ("batch_size", "1000"),
     ("max_batches_in_flight", "16"),
+    ("checkpoint_interval", "100ms"),
     ("memory_minutes", "1440"),
     ("history_retention", "30d"),
     (
@@ -86,6 +91,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("extra_dimensions", ""),
     ("dimension_cap", "1000"),
     ("dimension_caps", ""),
+    ("feed", "true"),
+    ("feed_stream_name", "ADCLICK_AGG"),
+    ("feed_max_age", "7d"),
+    ("top_windows", "1, 5, 60"),
+    ("top_n", "100"),
     ("query_timeout", "5s"),
     ("shutdown_timeout", "10s"),
 ];
@@ -246,6 +256,42 @@ impl Builder {
             }
             Ok(n)
         })
+    }
+
+    /// `top_windows`: minutes, from a TOML array of integers or text `1, 5, 60`.
+    fn top_windows(&self) -> Result<Vec<i64>, ConfigError> {
+        let key = "top_windows";
+        let text = match self.raw.get(key).map(|r| &r.value) {
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Integer(n) => n.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => self.text(key).0,
+        };
+        let source_name = self.text(key).1;
+        let mut windows = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let n: i64 = part.parse().map_err(|_| ConfigError::Bad {
+                key: key.into(),
+                source_name: source_name.clone(),
+                problem: format!("`{part}` is not a whole number of minutes"),
+            })?;
+            if !(1..=1440).contains(&n) {
+                return Err(ConfigError::Bad {
+                    key: key.into(),
+                    source_name: source_name.clone(),
+                    problem: format!("{n} is outside 1..=1440 (the windows `popular` accepts)"),
+                });
+            }
+            if !windows.contains(&n) {
+                windows.push(n);
+            }
+        }
+        Ok(windows)
     }
 
     fn bad(&self, key: &'static str, problem: String) -> ConfigError {
@@ -449,10 +495,22 @@ impl Builder {
             max_future_skew_ms: self.ms("max_future_skew")?,
             batch_size: self.number("batch_size", 1usize, 100_000)?,
             max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
+            checkpoint_interval_ms: self.ms("checkpoint_interval")?,
             memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
             history_retention_ms,
             dimension_sets: self.dimension_sets(&extra_dimensions)?,
             extra_dimensions,
+            feed: FeedSettings {
+                enabled: self.parse("feed", |t| match t.trim() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    other => Err(format!("`{other}` is not true or false")),
+                })?,
+                top_windows: self.top_windows()?,
+                top_n: self.number("top_n", 1usize, 1_000)?,
+                // Set from the server's limit at start-up (`serve`).
+                max_payload: FeedSettings::default().max_payload,
+            },
         };
         Ok(Config {
             nats_url: self.parse("nats_url", nonempty)?,
@@ -465,6 +523,8 @@ impl Builder {
             stream_max_bytes: self.number("stream_max_bytes", -1i64, i64::MAX)?,
             duplicate_window: self.duration("duplicate_window")?,
             rejected_max_age: self.duration("rejected_max_age")?,
+            feed_stream: self.parse("feed_stream_name", nonempty)?,
+            feed_max_age: self.duration("feed_max_age")?,
             query_timeout: self.duration("query_timeout")?,
             shutdown_timeout: self.duration("shutdown_timeout")?,
             pipeline,
@@ -511,6 +571,40 @@ mod tests {
         let from_file = Config::load_from(Some(&path), env(&[])).unwrap();
         let built_in = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+    }
+
+    #[test]
+    fn feed_settings_parse_and_refuse_bad_values() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("ADCLICK_TOP_WINDOWS", "5, 60,5"),
+                ("ADCLICK_FEED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.feed.top_windows, vec![5, 60]);
+        assert!(!c.pipeline.feed.enabled);
+        assert_eq!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .pipeline
+                .feed
+                .top_windows,
+            vec![1, 5, 60]
+        );
+        for (key, value) in [
+            ("ADCLICK_TOP_WINDOWS", "0"),
+            ("ADCLICK_TOP_WINDOWS", "five"),
+            ("ADCLICK_FEED", "maybe"),
+            ("ADCLICK_TOP_N", "0"),
+        ] {
+            let err = Config::load_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            let name = key.trim_start_matches("ADCLICK_").to_ascii_lowercase();
+            assert!(err.contains(&format!("`{name}`")), "{key}={value}: {err}");
+        }
     }
 
     #[test]

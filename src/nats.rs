@@ -105,6 +105,20 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow:
             settings.rejected_stream
         )
     })?;
+    if settings.feed.enabled {
+        js.get_or_create_stream(stream::Config {
+            name: config.feed_stream.clone(),
+            subjects: vec!["agg.>".into()],
+            storage: stream::StorageType::File,
+            max_age: config.feed_max_age,
+            // A replay after a crash republishes committed feed messages
+            // with the same ids; this window drops them.
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create or open stream {}: {e}", config.feed_stream))?;
+    }
     Ok(())
 }
 

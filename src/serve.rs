@@ -25,6 +25,11 @@ pub struct Service {
     config: Config,
 }
 
+/// The largest payload the connected server accepts.
+fn js_max_payload(js: &async_nats::jetstream::Context) -> usize {
+    js.client().server_info().max_payload
+}
+
 /// Installs the Prometheus recorder (once per process).
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -76,7 +81,11 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let js = async_nats::jetstream::new(client);
     crate::nats::ensure_streams(&js, &config).await?;
 
-    let settings = Arc::new(config.pipeline.clone());
+    let mut pipeline = config.pipeline.clone();
+    // Feed chunks stay well under what this server accepts in one message.
+    let server_max = js_max_payload(&js);
+    pipeline.feed.max_payload = (server_max / 2).clamp(4096, 1 << 20);
+    let settings = Arc::new(pipeline);
     let directory = Arc::new(PartitionDirectory::new(settings.partitions));
     let mut supervisors = Vec::new();
     for partition in 0..settings.partitions {
@@ -92,7 +101,8 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         settings,
         query_timeout: config.query_timeout,
         metrics,
-    }));
+    }))
+    .context("cannot serialize the OpenAPI document")?;
     let (http_stop, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async {

@@ -3,14 +3,19 @@
 //! partition, in stream order), the overflow metric says how many, an
 //! undeclared combination is a 400 naming the supported ones, and the
 //! admitted values survive a restart. Every count is checked against an
-//! oracle that applies the documented rules on its own.
+//! oracle that applies the documented rules on its own, through the REST
+//! API and through the output feed (`ADCLICK_AGG`), whose `filter` objects
+//! carry the extra values as text.
 
 mod common;
 
 use adclick::loadgen::Rng;
 use adclick_actors::partition::directory::partition_of;
+use adclick_actors::time::parse_rfc3339;
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use common::*;
-use serde_json::json;
+use futures::StreamExt;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -70,6 +75,63 @@ fn payload(click_id: &str, ad: &str, ts: i64, country: &str, fields: &[(&str, &F
         }
     }
     v.to_string()
+}
+
+/// The latest count of each (ad, minute, filter key) on the output feed, in
+/// stream order: `{"device":"ios","country":"US"}` → `country=US&device=ios`.
+async fn feed_counts(
+    js: &jetstream::Context,
+) -> Result<HashMap<(String, i64, String), u64>, String> {
+    let stream = js
+        .get_stream("ADCLICK_AGG")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: "agg.counts.>".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending = consumer
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .num_pending as usize;
+    let mut messages = consumer
+        .fetch()
+        .max_messages(pending.max(1))
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    let mut read = 0;
+    while read < pending {
+        let Some(Ok(m)) = messages.next().await else {
+            break;
+        };
+        read += 1;
+        let v: Value = serde_json::from_slice(&m.payload).map_err(|e| e.to_string())?;
+        let minute = parse_rfc3339(v["minute"].as_str().unwrap_or_default())
+            .ok_or_else(|| format!("bad minute in {v}"))?;
+        for c in v["counts"].as_array().into_iter().flatten() {
+            let mut parts: Vec<String> = c["filter"]
+                .as_object()
+                .ok_or_else(|| format!("filter is not an object: {c}"))?
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("<not text>")))
+                .collect();
+            parts.sort();
+            let ad = c["ad_id"].as_str().unwrap_or_default().to_string();
+            out.insert(
+                (ad, minute, parts.join("&")),
+                c["count"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +285,27 @@ async fn extra_dimensions_count_exactly_with_a_cap() {
         service.metric("adclick_dimension_overflow_total").await,
         admission.overflow as f64
     );
+
+    // The output feed: once the minutes are closed, its latest count of
+    // every counter is the oracle's, filters rendered with the values' text.
+    eventually(Duration::from_secs(30), || async {
+        let feed = feed_counts(&js).await?;
+        for (counter, want) in &oracle.counts {
+            let got = feed.get(counter).copied().unwrap_or(0);
+            if got != *want {
+                return Err(format!("feed has {got} for {counter:?}, the oracle {want}"));
+            }
+        }
+        let extra = feed
+            .iter()
+            .filter(|(k, n)| **n != 0 && !oracle.counts.contains_key(*k))
+            .count();
+        if extra != 0 {
+            return Err(format!("{extra} feed counters the oracle does not know"));
+        }
+        Ok(())
+    })
+    .await;
 
     // Undeclared combinations and dimensions.
     for (query, code) in [

@@ -2,6 +2,7 @@
 //! barrier: each actor adds the state delta the writer must commit with it.
 
 use crate::click::{AdId, Click, Filter};
+use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
 use async_nats::jetstream::message::Acker;
 use tokio::sync::oneshot;
@@ -17,6 +18,9 @@ pub struct CountDelta {
     pub filter: Filter,
     /// How many clicks to add.
     pub count: u64,
+    /// The counter's total once this increment is added: set by the reducer,
+    /// and what the writer stores (so a commit writes totals, never reads).
+    pub total: u64,
 }
 
 /// A run of consecutive messages of one partition, and what each stage made of it.
@@ -49,6 +53,16 @@ pub struct Batch {
     pub deltas: Vec<CountDelta>,
     /// Added by window: the watermark after this batch.
     pub watermark: i64,
+    /// Added by reducer: output-feed messages this batch caused (minutes
+    /// closed, corrected or turned final).
+    pub feed: Vec<FeedMessage>,
+    /// Added by reducer: final top-N to store.
+    pub tops: Vec<StoredTop>,
+    /// When ingest received the batch's messages (or decided its idle tick):
+    /// the start of the freshness metrics.
+    pub fetched_at: Option<std::time::Instant>,
+    /// Set by window when the batch closed at least one minute.
+    pub closes_minute: bool,
     /// Set on the last batch of a drain: answered once it is committed.
     pub flush: Option<oneshot::Sender<()>>,
 }

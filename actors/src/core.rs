@@ -38,7 +38,7 @@ impl PartitionCore {
         recovered: Recovered,
     ) -> PartitionCore {
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.apply_all(&recovered.counts);
+        counts.apply_all(&mut recovered.counts.clone());
         PartitionCore::build(
             partition,
             settings,
@@ -73,7 +73,7 @@ impl PartitionCore {
     pub fn process(&mut self, batch: &mut Batch) -> Assigned {
         self.filter.apply(batch);
         let done = self.assigner.apply(batch);
-        self.counts.apply_all(&batch.deltas);
+        self.counts.apply_all(&mut batch.deltas);
         self.watermark = batch.watermark;
         done
     }

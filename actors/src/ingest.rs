@@ -252,6 +252,7 @@ impl IngestState {
         Some(Batch {
             holds_credit: true,
             idle_tick: Some(now_ms()),
+            fetched_at: Some(Instant::now()),
             ..Batch::default()
         })
     }
@@ -280,6 +281,7 @@ impl IngestState {
             holds_credit: true,
             consumed: chunk.len(),
             clicks: Vec::with_capacity(chunk.len()),
+            fetched_at: Some(Instant::now()),
             ..Batch::default()
         };
         let (mut invalid, mut future) = (0u64, 0u64);

@@ -45,4 +45,4 @@ pub mod window;
 pub mod writer;
 
 pub use click::{AdId, Click, Country, Filter, FilterQuery, IpType};
-pub use settings::{DimensionSet, PipelineSettings};
+pub use settings::{DimensionSet, FeedSettings, PipelineSettings};

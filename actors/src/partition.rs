@@ -207,6 +207,7 @@ impl PartitionState {
                 generation: recovered.generation,
                 last_seq: recovered.last_seq,
                 outbox: std::mem::take(&mut recovered.outbox),
+                feed_outbox: std::mem::take(&mut recovered.feed_outbox),
                 committed_watermark: committed_watermark.clone(),
                 credits: credits.clone(),
                 meters: meters.clone(),
@@ -217,7 +218,7 @@ impl PartitionState {
         self.children.push(writer.get_cell());
 
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.apply_all(&recovered.counts);
+        counts.apply_all(&mut recovered.counts);
         let (reducer, _) = Actor::spawn_linked(
             None,
             ReducerActor,
@@ -227,6 +228,8 @@ impl PartitionState {
                 store: args.store.clone(),
                 counts,
                 watermark: recovered.watermark,
+                feed_version: recovered.feed_version,
+                partition: args.partition,
                 committed_watermark,
                 slot: args.slot.clone(),
                 meters: meters.clone(),

@@ -2,12 +2,14 @@
 //! gateway's queries (counts and top-N over any range), and passes batches to
 //! the writer. Minutes older than the in-memory span are read from redb.
 
+pub mod aggregate_feed;
 pub mod counter_table;
 pub mod minute_counts;
 pub mod top_n;
+pub mod window_sums;
 
-use crate::batch::Batch;
-use crate::click::{AdId, FilterQuery};
+use crate::batch::{Batch, CountDelta};
+use crate::click::{AdId, Filter, FilterQuery};
 use crate::partition::directory::PartitionSlot;
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
@@ -15,11 +17,13 @@ use crate::time::{now_ms, MINUTE_MS};
 use crate::window::event_clock::{closed_until, final_until, NO_WATERMARK};
 use crate::writer::store::PartitionStore;
 use crate::writer::WriterMsg;
+use aggregate_feed::{AggregateFeed, Publication, StoredTop};
 use minute_counts::{split_at_floor, MinuteCounts};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use window_sums::WindowSums;
 
 /// Clicks of one ad in a range of minutes.
 #[derive(Clone, Debug)]
@@ -71,6 +75,10 @@ pub enum ReducerMsg {
 
 /// What the reducer starts from.
 pub struct ReducerArgs {
+    /// The partition number (for feed subjects).
+    pub partition: u32,
+    /// The last committed output-feed version.
+    pub feed_version: u64,
     /// Service settings.
     pub settings: Arc<PipelineSettings>,
     /// Where batches go.
@@ -96,6 +104,11 @@ pub struct ReducerActor;
 pub struct ReducerState {
     args: ReducerArgs,
     watermark: i64,
+    feed: AggregateFeed,
+    /// Totals of the configured windows ending with the latest closed minute,
+    /// and (`previous`) with the one before, for partitions a little behind.
+    latest: Vec<WindowSums>,
+    previous: Vec<WindowSums>,
 }
 
 impl Actor for ReducerActor {
@@ -109,8 +122,27 @@ impl Actor for ReducerActor {
         args: ReducerArgs,
     ) -> Result<ReducerState, ActorProcessingErr> {
         args.slot.set_watermark(args.watermark);
+        let mut latest: Vec<WindowSums> = args
+            .settings
+            .feed
+            .top_windows
+            .iter()
+            .map(|w| WindowSums::new(*w))
+            .collect();
+        if args.watermark != NO_WATERMARK {
+            for sums in &mut latest {
+                sums.advance(&args.counts, closed_until(args.watermark) - MINUTE_MS);
+            }
+        }
         Ok(ReducerState {
+            latest,
+            previous: Vec::new(),
             watermark: args.watermark,
+            feed: AggregateFeed::new(
+                args.partition,
+                args.feed_version,
+                args.settings.feed.max_payload,
+            ),
             args,
         })
     }
@@ -122,8 +154,15 @@ impl Actor for ReducerActor {
         state: &mut ReducerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ReducerMsg::Batch(batch) => {
-                state.apply(&batch);
+            ReducerMsg::Batch(mut batch) => {
+                state.apply(&mut batch)?;
+                if let Some(fetched) = batch.fetched_at {
+                    state
+                        .args
+                        .meters
+                        .consumed_to_queryable
+                        .record(fetched.elapsed().as_secs_f64());
+                }
                 state.args.next.cast(WriterMsg::Batch(batch))?;
             }
             ReducerMsg::Count(query, reply) => {
@@ -147,10 +186,13 @@ impl Actor for ReducerActor {
 }
 
 impl ReducerState {
-    fn apply(&mut self, batch: &Batch) {
-        let counts = &mut self.args.counts;
-        counts.apply_all(&batch.deltas);
+    fn apply(&mut self, batch: &mut Batch) -> Result<(), String> {
+        let before = self.watermark;
+        self.args.counts.apply_all(&mut batch.deltas);
         self.watermark = self.watermark.max(batch.watermark);
+        self.move_windows(&batch.deltas, before);
+        self.publish(batch, before)?;
+        let counts = &mut self.args.counts;
         self.args.slot.set_watermark(self.watermark);
         if self.watermark != NO_WATERMARK {
             self.args
@@ -167,6 +209,110 @@ impl ReducerState {
             let evict_before = keep_from.min(final_until(committed, settings.allowed_lateness_ms));
             counts.evict_before(evict_before);
         }
+        Ok(())
+    }
+
+    /// Keeps the running window totals current: late clicks first (against
+    /// the windows as they were), then the move to the newest closed minute.
+    fn move_windows(&mut self, deltas: &[CountDelta], before: i64) {
+        for sums in self.latest.iter_mut().chain(self.previous.iter_mut()) {
+            sums.correct(deltas);
+        }
+        let after = self.watermark;
+        if after == NO_WATERMARK || closed_until(after) == closed_until(before) {
+            return;
+        }
+        self.previous = self.latest.clone();
+        let end = closed_until(after) - MINUTE_MS;
+        for sums in &mut self.latest {
+            sums.advance(&self.args.counts, end);
+        }
+    }
+
+    /// Adds to the batch the feed messages and stored top-N it causes: the
+    /// minutes it closed, the closed minutes its late clicks corrected, and
+    /// the minutes it made final (see [`aggregate_feed`]).
+    fn publish(&mut self, batch: &mut Batch, before: i64) -> Result<(), String> {
+        let after = self.watermark;
+        let lateness = self.args.settings.allowed_lateness_ms;
+        let feed_on = self.args.settings.feed.enabled;
+        let floor = |t: i64| if t == NO_WATERMARK { i64::MIN } else { t };
+        let (closed_before, closed_after) =
+            (floor(closed_until(before)), floor(closed_until(after)));
+        let (final_before, final_after) = (
+            floor(final_until(before, lateness)),
+            floor(final_until(after, lateness)),
+        );
+        let mut messages = Vec::new();
+        if feed_on {
+            // Corrections: counters of minutes closed before this batch.
+            let mut corrected: Vec<(i64, AdId, Filter)> = batch
+                .deltas
+                .iter()
+                .filter(|d| d.minute < closed_before)
+                .map(|d| (d.minute, d.ad, d.filter))
+                .collect();
+            corrected.sort_unstable();
+            corrected.dedup();
+            for group in corrected.chunk_by(|a, b| a.0 == b.0) {
+                let minute = group[0].0;
+                let counters: Vec<(AdId, Filter, u64)> = group
+                    .iter()
+                    .map(|(m, ad, f)| (*ad, *f, self.args.counts.count(ad, f, *m, m + MINUTE_MS)))
+                    .collect();
+                messages.extend(self.feed.counts(minute, Publication::Correction, &counters));
+            }
+        }
+        let counts = &self.args.counts;
+        let closed = counts.minutes_within(closed_before, closed_after);
+        let finals = counts.minutes_within(final_before, final_after);
+        let windows = self.args.settings.feed.top_windows.clone();
+        let n = self.args.settings.feed.top_n;
+        for minute in closed {
+            if !feed_on {
+                break;
+            }
+            let counters = self.args.counts.counters_of(minute);
+            messages.extend(self.feed.counts(minute, Publication::Close, &counters));
+            for &window in &windows {
+                let top = self.window_top(window, minute, n)?;
+                messages.push(self.feed.top(window, minute, Publication::Close, &top));
+            }
+        }
+        for minute in finals {
+            if feed_on {
+                let counters = self.args.counts.counters_of(minute);
+                messages.extend(self.feed.counts(minute, Publication::Final, &counters));
+            }
+            for &window in &windows {
+                let ads = self.window_top(window, minute, n)?;
+                if feed_on {
+                    messages.push(self.feed.top(window, minute, Publication::Final, &ads));
+                }
+                batch.tops.push(StoredTop {
+                    window,
+                    minute,
+                    ads,
+                });
+            }
+        }
+        batch.feed = messages;
+        Ok(())
+    }
+
+    /// The top `n` over all clicks of the `window` minutes ending with `minute`.
+    fn window_top(
+        &mut self,
+        window: i64,
+        minute: i64,
+        n: usize,
+    ) -> Result<Vec<(AdId, u64)>, String> {
+        self.top_of(
+            Filter::ALL,
+            minute - (window - 1) * MINUTE_MS,
+            minute + MINUTE_MS,
+            n,
+        )
     }
 
     fn count(&self, q: &CountQuery) -> Result<u64, String> {
@@ -184,18 +330,76 @@ impl ReducerState {
         Ok(from_store + counts.count(&q.ad, &filter, in_memory.0, in_memory.1))
     }
 
-    fn top(&self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
+    fn top(&mut self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
+        // A value no partition ever stored has no clicks here. A query that
+        // names no dimension resolves to `Filter::ALL`, the filter the running
+        // window sums and the stored top-N serve.
         let Some(filter) = q.filter.resolve() else {
             return Ok(Vec::new());
         };
+        self.top_of(filter, q.from, q.to, q.n)
+    }
+
+    /// The top `n` ads of `filter` over [`from`, `to`): from the running
+    /// window sums or the stored top-N when they serve it (only
+    /// [`Filter::ALL`]), else summed over the minutes.
+    fn top_of(
+        &mut self,
+        filter: Filter,
+        from: i64,
+        to: i64,
+        n: usize,
+    ) -> Result<Vec<(AdId, u64)>, String> {
+        let window = (to - from) / MINUTE_MS;
+        let last = to - MINUTE_MS;
+        if filter == Filter::ALL {
+            let running = self
+                .latest
+                .iter_mut()
+                .chain(self.previous.iter_mut())
+                .find(|s| s.window() == window && s.end() == Some(last));
+            if let Some(sums) = running {
+                return Ok(sums.top(n));
+            }
+        }
+        // A configured window whose last minute is final was stored when it
+        // turned final: one read instead of summing the window.
+        let feed = &self.args.settings.feed;
+        let lateness = self.args.settings.allowed_lateness_ms;
+        if filter == Filter::ALL
+            && n <= feed.top_n
+            && feed.top_windows.contains(&window)
+            && last < final_until(self.watermark, lateness)
+            && self.watermark != NO_WATERMARK
+        {
+            if let Some(mut ads) = self
+                .args
+                .store
+                .read_top(window, last)
+                .map_err(|e| e.to_string())?
+            {
+                ads.truncate(n);
+                return Ok(ads);
+            }
+        }
+        self.top_computed(&filter, from, to, n)
+    }
+
+    fn top_computed(
+        &self,
+        filter: &Filter,
+        from: i64,
+        to: i64,
+        n: usize,
+    ) -> Result<Vec<(AdId, u64)>, String> {
         let counts = &self.args.counts;
-        let (stored, in_memory) = split_at_floor(q.from, q.to, counts.floor());
+        let (stored, in_memory) = split_at_floor(from, to, counts.floor());
         let mut sums = HashMap::new();
         self.args
             .store
-            .add_sums(&filter, stored.0, stored.1, &mut sums)
+            .add_sums(filter, stored.0, stored.1, &mut sums)
             .map_err(|e| e.to_string())?;
-        counts.add_sums(&filter, in_memory.0, in_memory.1, &mut sums);
-        Ok(top_n::top_n(sums.into_iter().collect(), q.n))
+        counts.add_sums(filter, in_memory.0, in_memory.1, &mut sums);
+        Ok(top_n::top_n(sums.into_iter().collect(), n))
     }
 }

@@ -103,6 +103,10 @@ pub struct PipelineSettings {
     pub batch_size: usize,
     /// Most batches between ingest and a finished commit (the backpressure bound).
     pub max_batches_in_flight: usize,
+    /// Least time between the starts of two commits of a partition (unless
+    /// half the in-flight batches wait, or a drain asks): fewer, larger
+    /// commits, each folding more increments of the same counters.
+    pub checkpoint_interval_ms: i64,
     /// Minutes of counts the reducer keeps in memory; older ones are read from redb.
     pub memory_minutes: i64,
     /// How long minute counts are kept (behind the watermark) before pruning.
@@ -112,6 +116,33 @@ pub struct PipelineSettings {
     /// Declared extra dimensions, in configuration order (at most
     /// [`crate::dimension::MAX_EXTRA_DIMENSIONS`]).
     pub extra_dimensions: Vec<ExtraDimension>,
+    /// The output feed and the stored top-N.
+    pub feed: FeedSettings,
+}
+
+/// What a partition publishes to the output feed when minutes close,
+/// change and turn final, and which top-N it stores.
+#[derive(Clone, Debug)]
+pub struct FeedSettings {
+    /// Whether the feed is published (the top-N are stored either way).
+    pub enabled: bool,
+    /// Top-N windows, in minutes, precomputed and stored per minute.
+    pub top_windows: Vec<i64>,
+    /// Ads in each precomputed top-N.
+    pub top_n: usize,
+    /// Largest message payload, bytes: larger publications are chunked.
+    pub max_payload: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> FeedSettings {
+        FeedSettings {
+            enabled: true,
+            top_windows: vec![1, 5, 60],
+            top_n: 100,
+            max_payload: 512 * 1024,
+        }
+    }
 }
 
 impl PipelineSettings {
@@ -127,10 +158,12 @@ impl PipelineSettings {
             max_future_skew_ms: 60_000,
             batch_size: 1_000,
             max_batches_in_flight: 16,
+            checkpoint_interval_ms: 100,
             memory_minutes: 1_440,
             history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),
             extra_dimensions: Vec::new(),
+            feed: FeedSettings::default(),
         }
     }
 

@@ -38,6 +38,12 @@ pub const BATCHES_IN_FLIGHT: &str = "adclick_batches_in_flight";
 pub const DIMENSION_OVERFLOW: &str = "adclick_dimension_overflow_total";
 /// REST request latency, seconds.
 pub const HTTP_SECONDS: &str = "adclick_http_request_duration_seconds";
+/// Histogram: seconds from ingest receiving a batch to its counts being in
+/// the reducer (queryable as part of the open minute).
+pub const CONSUMED_TO_QUERYABLE: &str = "adclick_consumed_to_queryable_seconds";
+/// Histogram: seconds from ingest receiving the batch that closed a minute
+/// to that minute's counts being committed.
+pub const CLOSE_TO_COMMITTED: &str = "adclick_close_to_committed_seconds";
 
 /// Registers help texts for every metric (call once at start-up).
 pub fn describe() {
@@ -79,6 +85,14 @@ pub fn describe() {
         DIMENSION_OVERFLOW,
         "Clicks whose extra-dimension value counted as `other` (past the cap, or too long)"
     );
+    describe_histogram!(
+        CONSUMED_TO_QUERYABLE,
+        "Seconds from consuming a batch to its counts being queryable"
+    );
+    describe_histogram!(
+        CLOSE_TO_COMMITTED,
+        "Seconds from consuming the batch that closed a minute to its commit"
+    );
     describe_gauge!(
         BATCHES_IN_FLIGHT,
         "Batches between ingest and a finished commit"
@@ -118,6 +132,10 @@ pub struct PartitionMeters {
     pub dedup_ids: Gauge,
     /// See [`BATCHES_IN_FLIGHT`].
     pub batches_in_flight: Gauge,
+    /// See [`CONSUMED_TO_QUERYABLE`].
+    pub consumed_to_queryable: Histogram,
+    /// See [`CLOSE_TO_COMMITTED`].
+    pub close_to_committed: Histogram,
 }
 
 impl PartitionMeters {
@@ -139,7 +157,9 @@ impl PartitionMeters {
             window_close_lag: histogram!(WINDOW_CLOSE_LAG, "partition" => p.clone()),
             restarts: counter!(RESTARTS, "partition" => p.clone()),
             dedup_ids: gauge!(DEDUP_IDS, "partition" => p.clone()),
-            batches_in_flight: gauge!(BATCHES_IN_FLIGHT, "partition" => p),
+            batches_in_flight: gauge!(BATCHES_IN_FLIGHT, "partition" => p.clone()),
+            consumed_to_queryable: histogram!(CONSUMED_TO_QUERYABLE, "partition" => p.clone()),
+            close_to_committed: histogram!(CLOSE_TO_COMMITTED, "partition" => p),
         }
     }
 

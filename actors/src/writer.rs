@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod store;
 
 use crate::batch::Batch;
+use crate::reducer::aggregate_feed::FeedMessage;
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
 use crate::window::event_clock::final_until;
@@ -25,7 +26,7 @@ use checkpoint::Checkpoint;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use store::{CommitStats, PartitionStore};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -35,16 +36,20 @@ pub enum WriterMsg {
     Batch(Box<Batch>),
     /// A commit finished (sent by the commit task to the writer).
     Committed(Result<Done, String>),
+    /// The checkpoint interval since the last commit passed.
+    Tick,
 }
 
 /// What a finished commit hands back.
 pub struct Done {
     published: Vec<u64>,
+    feed_published: Vec<u64>,
     credits: usize,
     watermark: i64,
     flushes: Vec<oneshot::Sender<()>>,
     stats: CommitStats,
     started: Instant,
+    first_close_fetched_at: Option<Instant>,
 }
 
 /// What the writer starts from.
@@ -63,6 +68,8 @@ pub struct WriterArgs {
     pub last_seq: u64,
     /// Rejects committed but not confirmed published before the last stop.
     pub outbox: Vec<crate::reject::Rejected>,
+    /// Feed messages committed but not confirmed published before the last stop.
+    pub feed_outbox: Vec<FeedMessage>,
     /// Last committed watermark; updated after each commit.
     pub committed_watermark: Arc<AtomicI64>,
     /// Ingest's credits, returned after each commit.
@@ -81,6 +88,8 @@ pub struct WriterState {
     ack: Option<Acker>,
     flushes: Vec<oneshot::Sender<()>>,
     committing: bool,
+    last_commit_at: Instant,
+    tick_scheduled: bool,
 }
 
 impl Actor for WriterActor {
@@ -98,12 +107,16 @@ impl Actor for WriterActor {
         // Finish what the last run committed but may not have published.
         publish_rejects(&args.js, args.partition, &args.outbox).await?;
         pending.mark_published(args.outbox.iter().map(|r| r.seq));
+        publish_feed(&args.js, args.partition, &args.feed_outbox).await?;
+        pending.mark_feed_published(args.feed_outbox.iter().map(|m| m.version));
         Ok(WriterState {
             pending,
             args,
             ack: None,
             flushes: Vec::new(),
             committing: false,
+            last_commit_at: Instant::now(),
+            tick_scheduled: false,
         })
     }
 
@@ -129,9 +142,21 @@ impl Actor for WriterActor {
                     result.map_err(|e| format!("partition {}: {e}", state.args.partition))?;
                 state.finish(done);
             }
+            WriterMsg::Tick => state.tick_scheduled = false,
         }
         if !state.committing && !state.pending.is_empty() {
-            state.start_commit(myself);
+            let settings = &state.args.settings;
+            let interval = Duration::from_millis(settings.checkpoint_interval_ms.max(0) as u64);
+            let since = state.last_commit_at.elapsed();
+            let due = since >= interval
+                || state.pending.credits * 2 >= settings.max_batches_in_flight
+                || !state.flushes.is_empty();
+            if due {
+                state.start_commit(myself);
+            } else if !state.tick_scheduled {
+                state.tick_scheduled = true;
+                myself.send_after(interval - since, || WriterMsg::Tick);
+            }
         }
         Ok(())
     }
@@ -146,11 +171,17 @@ impl WriterState {
         meters
             .checkpoint_rows
             .record((done.stats.count_rows + done.stats.ids) as f64);
+        if let Some(fetched) = done.first_close_fetched_at {
+            meters
+                .close_to_committed
+                .record(fetched.elapsed().as_secs_f64());
+        }
         self.args
             .committed_watermark
             .store(done.watermark, Ordering::Release);
         self.args.credits.add_permits(done.credits);
         self.pending.mark_published(done.published);
+        self.pending.mark_feed_published(done.feed_published);
         for flush in done.flushes {
             let _ = flush.send(());
         }
@@ -158,6 +189,7 @@ impl WriterState {
 
     fn start_commit(&mut self, myself: ActorRef<WriterMsg>) {
         self.committing = true;
+        self.last_commit_at = Instant::now();
         let checkpoint = self.pending.take();
         let ack = self.ack.take();
         let flushes = std::mem::take(&mut self.flushes);
@@ -170,6 +202,7 @@ impl WriterState {
             let started = Instant::now();
             let result = async {
                 let credits = checkpoint.credits;
+                let first_close_fetched_at = checkpoint.first_close_fetched_at;
                 let watermark = checkpoint.watermark;
                 crate::fault::hit("abort-before-commit", partition);
                 let (stats, checkpoint) = tokio::task::spawn_blocking(move || {
@@ -187,13 +220,16 @@ impl WriterState {
                         .map_err(|e| format!("ack after commit failed: {e}"))?;
                 }
                 publish_rejects(&js, partition, &checkpoint.rejects).await?;
+                publish_feed(&js, partition, &checkpoint.feed).await?;
                 Ok(Done {
                     published: checkpoint.rejects.iter().map(|r| r.seq).collect(),
+                    feed_published: checkpoint.feed.iter().map(|m| m.version).collect(),
                     credits,
                     watermark,
                     flushes,
                     stats,
                     started,
+                    first_close_fetched_at,
                 })
             }
             .await;
@@ -211,6 +247,34 @@ pub fn history_start(watermark: i64, retention_ms: i64) -> i64 {
         return watermark;
     }
     crate::time::minute_floor(watermark.saturating_sub(retention_ms))
+}
+
+/// Publishes output-feed messages to `ADCLICK_AGG` and waits for JetStream to
+/// store them; the message id (per partition and version) makes a second
+/// publication after a crash a no-op within the stream's duplicate window.
+async fn publish_feed(
+    js: &Context,
+    partition: u32,
+    messages: &[FeedMessage],
+) -> Result<(), String> {
+    let mut pending = std::collections::VecDeque::with_capacity(REJECT_ACKS_IN_FLIGHT);
+    for m in messages {
+        let message = PublishMessage::build()
+            .payload(Bytes::clone(&m.payload))
+            .message_id(m.msg_id(partition));
+        if pending.len() == REJECT_ACKS_IN_FLIGHT {
+            await_stored(pending.pop_front()).await?;
+        }
+        let ack = js
+            .send_publish(m.subject.clone(), message)
+            .await
+            .map_err(|e| format!("publishing to the output feed failed: {e}"))?;
+        pending.push_back(ack);
+    }
+    while let Some(ack) = pending.pop_front() {
+        await_stored(Some(ack)).await?;
+    }
+    Ok(())
 }
 
 /// Most reject publishes awaiting their ack per partition. async-nats holds a
@@ -261,7 +325,7 @@ async fn await_stored(
 ) -> Result<(), String> {
     if let Some(ack) = ack {
         ack.await
-            .map_err(|e| format!("the rejected stream did not store a reject: {e}"))?;
+            .map_err(|e| format!("JetStream did not store a published message: {e}"))?;
     }
     Ok(())
 }

@@ -28,8 +28,8 @@ impl CounterTable {
         (u64::from(slot).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
     }
 
-    /// Adds `n` clicks to `slot`.
-    pub fn add(&mut self, slot: u32, n: u64) {
+    /// Adds `n` clicks to `slot`; returns its new total.
+    pub fn add(&mut self, slot: u32, n: u64) -> u64 {
         if (self.len + 1) * 4 > self.entries.len() * 3 {
             self.grow();
         }
@@ -39,7 +39,7 @@ impl CounterTable {
             let entry = &mut self.entries[at];
             if entry.key == slot + 1 {
                 entry.count += n;
-                return;
+                return entry.count;
             }
             if entry.key == 0 {
                 *entry = Entry {
@@ -47,7 +47,7 @@ impl CounterTable {
                     count: n,
                 };
                 self.len += 1;
-                return;
+                return n;
             }
             at = (at + 1) & mask;
         }

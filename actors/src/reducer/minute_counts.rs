@@ -82,16 +82,17 @@ impl MinuteCounts {
 
     /// Adds an increment.
     pub fn apply(&mut self, delta: &CountDelta) {
-        self.apply_all(std::slice::from_ref(delta));
+        self.apply_all(&mut [*delta]);
     }
 
-    /// Adds a batch's increments: first each is resolved to its counter
-    /// table and ad slot (creating what is missing), then the counters are
-    /// added with the buckets a few increments ahead prefetched.
-    pub fn apply_all(&mut self, deltas: &[CountDelta]) {
+    /// Adds a batch's increments and sets each one's `total`: first each is
+    /// resolved to its counter table and ad slot (creating what is missing),
+    /// then the counters are added with the buckets a few increments ahead
+    /// prefetched.
+    pub fn apply_all(&mut self, deltas: &mut [CountDelta]) {
         let mut resolved = std::mem::take(&mut self.resolved);
         resolved.clear();
-        for delta in deltas {
+        for delta in deltas.iter() {
             let slot = self.slot_of(&delta.ad);
             let code = self.filter_code(&delta.filter);
             let table = self.minute_mut(delta.minute);
@@ -102,7 +103,7 @@ impl MinuteCounts {
             resolved.push((0, code as u32, slot, delta.count));
         }
         // No minute is added from here on: indices are stable.
-        for (r, delta) in resolved.iter_mut().zip(deltas) {
+        for (r, delta) in resolved.iter_mut().zip(deltas.iter()) {
             r.0 = self.minute_index(delta.minute) as u32;
         }
         for i in 0..resolved.len() {
@@ -110,7 +111,7 @@ impl MinuteCounts {
                 self.minutes[m as usize].1[code as usize].prefetch(slot);
             }
             let (m, code, slot, n) = resolved[i];
-            self.minutes[m as usize].1[code as usize].add(slot, n);
+            deltas[i].total = self.minutes[m as usize].1[code as usize].add(slot, n);
         }
         self.resolved = resolved;
     }
@@ -195,6 +196,27 @@ impl MinuteCounts {
             .sum()
     }
 
+    /// Calls `each(ad, clicks)` for every counter under `filter` in the
+    /// in-memory minutes of `[from, to)` (an ad once per minute it has clicks in).
+    pub fn for_each_counter(
+        &self,
+        filter: &Filter,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(AdId, u64),
+    ) {
+        let Some(code) = self.filter_codes.get(filter) else {
+            return;
+        };
+        for (_, table) in self.range(from, to) {
+            if let Some(ads) = table.get(*code as usize) {
+                for (slot, n) in ads.iter() {
+                    each(self.ads.ids[slot as usize], n);
+                }
+            }
+        }
+    }
+
     /// Adds each ad's clicks under `filter` in the in-memory minutes of `[from, to)` to `sums`.
     pub fn add_sums(&self, filter: &Filter, from: i64, to: i64, sums: &mut HashMap<AdId, u64>) {
         let Some(code) = self.filter_codes.get(filter) else {
@@ -213,6 +235,35 @@ impl MinuteCounts {
         for (slot, n) in by_slot {
             *sums.entry(self.ads.ids[slot as usize]).or_insert(0) += n;
         }
+    }
+
+    /// The minutes in memory within `[from, to)`, ascending.
+    pub fn minutes_within(&self, from: i64, to: i64) -> Vec<i64> {
+        self.range(from, to).iter().map(|(m, _)| *m).collect()
+    }
+
+    /// Every counter of `minute`: (ad, filter, clicks), sorted by ad then filter.
+    pub fn counters_of(&self, minute: i64) -> Vec<(AdId, Filter, u64)> {
+        let mut out = Vec::new();
+        for (_, table) in self.range(minute, minute.saturating_add(1)) {
+            for (code, ads) in table.iter().enumerate() {
+                out.extend(
+                    ads.iter()
+                        .map(|(slot, n)| (self.ads.ids[slot as usize], self.filters[code], n)),
+                );
+            }
+        }
+        out.sort_unstable_by_key(|(ad, filter, _)| (*ad, *filter));
+        if out.iter().any(|(_, filter, _)| !filter.extras.is_empty()) {
+            // Extra-dimension codes are numbered in the order values were
+            // first seen by the process: order those filters by their text,
+            // so the feed's order does not depend on it (built-in filters
+            // keep the order above).
+            out.sort_by_cached_key(|(ad, filter, _)| {
+                (*ad, filter.country, filter.ip_type, filter.entries())
+            });
+        }
+        out
     }
 
     /// Drops minutes before `minute` (they are committed and final) and moves the floor.
@@ -299,7 +350,7 @@ mod tests {
             let us = Filter { country: Country::parse("US"), ..Filter::ALL };
             let mut counts = MinuteCounts::new(0);
             let all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
-                minute: m * MINUTE_MS, ad: ad(*a), filter: if *f { us } else { Filter::ALL }, count: *n,
+                minute: m * MINUTE_MS, ad: ad(*a), filter: if *f { us } else { Filter::ALL }, count: *n, total: 0,
             }).collect();
             for d in &all { counts.apply(d); }
             counts.evict_before(evict * MINUTE_MS);
@@ -331,6 +382,7 @@ mod tests {
                 ad: *ad,
                 filter: Filter::ALL,
                 count: 1,
+                total: 0,
             });
         }
         for ad in ads.iter().rev().take(10) {
@@ -339,6 +391,7 @@ mod tests {
                 ad: *ad,
                 filter: Filter::ALL,
                 count: 2,
+                total: 0,
             });
         }
         counts.evict_before(MINUTE_MS);
@@ -357,6 +410,7 @@ mod tests {
             ad: ads[0],
             filter: Filter::ALL,
             count: 5,
+            total: 0,
         });
         assert_eq!(counts.count(&ads[0], &Filter::ALL, 0, 2 * MINUTE_MS), 5);
         assert_eq!(counts.count(&ads[4_999], &Filter::ALL, 0, 2 * MINUTE_MS), 2);

@@ -70,6 +70,7 @@ impl CountDeltas {
                 ad: group.ad,
                 filter: *filter,
                 count: *count,
+                total: 0,
             }));
         }
         self.index.clear();

@@ -3,8 +3,9 @@
 
 use crate::batch::{Batch, CountDelta};
 use crate::click::{AdId, Filter};
+use crate::fast_hash::FastMap;
+use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
-use std::collections::HashMap;
 
 /// The state delta of one or more batches, committed in one transaction.
 #[derive(Default)]
@@ -15,8 +16,8 @@ pub struct Checkpoint {
     pub watermark: i64,
     /// Click ids to remember, with their minute.
     pub new_ids: Vec<(i64, u128)>,
-    /// Increments per (minute, ad, filter).
-    pub counts: HashMap<(i64, AdId, Filter), u64>,
+    /// The latest total per (minute, ad, filter) the batches changed.
+    pub counts: FastMap<(i64, AdId, Filter), u64>,
     /// Extra-dimension values admitted, as (dimension, value).
     pub admitted: Vec<(String, String)>,
     /// Messages to republish on the rejected stream: written to the outbox by
@@ -25,6 +26,14 @@ pub struct Checkpoint {
     /// Outbox entries (by stream sequence) published since the last commit,
     /// to delete with the next one.
     pub published: Vec<u64>,
+    /// Output-feed messages: written to the feed outbox, published after the commit.
+    pub feed: Vec<FeedMessage>,
+    /// Feed outbox entries (by version) published since the last commit.
+    pub feed_published: Vec<u64>,
+    /// Final top-N to store.
+    pub tops: Vec<StoredTop>,
+    /// When the earliest absorbed batch that closed a minute was fetched.
+    pub first_close_fetched_at: Option<std::time::Instant>,
     /// Batches folded in.
     pub batches: usize,
     /// Of those, batches that hold an ingest credit.
@@ -46,17 +55,24 @@ impl Checkpoint {
         self.last_seq = self.last_seq.max(batch.last_seq);
         self.watermark = self.watermark.max(batch.watermark);
         self.new_ids.append(&mut batch.new_ids);
+        // Batches arrive in order: a later total replaces an earlier one.
         for CountDelta {
             minute,
             ad,
             filter,
-            count,
+            total,
+            ..
         } in batch.deltas.drain(..)
         {
-            *self.counts.entry((minute, ad, filter)).or_insert(0) += count;
+            self.counts.insert((minute, ad, filter), total);
         }
         self.admitted.append(&mut batch.admitted);
         self.rejects.append(&mut batch.rejects);
+        self.feed.append(&mut batch.feed);
+        if batch.closes_minute && self.first_close_fetched_at.is_none() {
+            self.first_close_fetched_at = batch.fetched_at;
+        }
+        self.tops.append(&mut batch.tops);
         self.batches += 1;
         self.credits += usize::from(batch.holds_credit);
     }
@@ -75,5 +91,10 @@ impl Checkpoint {
     /// Notes outbox entries that JetStream has stored.
     pub fn mark_published(&mut self, seqs: impl IntoIterator<Item = u64>) {
         self.published.extend(seqs);
+    }
+
+    /// Notes feed outbox entries that JetStream has stored.
+    pub fn mark_feed_published(&mut self, versions: impl IntoIterator<Item = u64>) {
+        self.feed_published.extend(versions);
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Tables:
 //! - `meta`: `last_seq` (last applied stream sequence), `watermark`.
-//! - `seen`: `(minute, click id hash)` for every id that may still repeat.
+//! - `seen_blocks`: `(minute, commit's last sequence)` → the 16-byte ids of
+//!   that minute first seen by that commit, packed: one row per minute per
+//!   commit instead of one per click. (`seen`, one row per id, is what older
+//!   files hold; it is still read and pruned.)
 //! - `counts`: `(minute, ad_id, filter key)` → clicks.
 //! - `outbox`: stream sequence → a rejected message (subject, payload, reason)
 //!   decided by a committed batch and not yet confirmed stored on the rejected
@@ -10,12 +13,18 @@
 //! - `dimension_values`: `(dimension, value)` for every extra-dimension value
 //!   the partition admitted (see [`crate::dimension`]). Files written before
 //!   extra dimensions get the table, empty, when opened.
+//! - `feed_outbox`: feed version → an output-feed message (subject, payload)
+//!   not yet confirmed stored on the `ADCLICK_AGG` stream; `meta.feed_version`
+//!   is the last version handed out.
+//! - `tops`: `(last minute, window minutes)` → the partition's final top-N of
+//!   that window (`ad:count,…`), so `popular` over a past window is one read.
 //!
 //! One [`PartitionStore::commit`] writes all of them in one transaction, so the
 //! file always holds a state that some prefix of the stream produced.
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
+use crate::reducer::aggregate_feed::{decode_top, encode_top, FeedMessage};
 use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::checkpoint::Checkpoint;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -25,12 +34,17 @@ use std::sync::Mutex;
 
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
+const SEEN_BLOCKS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("seen_blocks");
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
 /// seq → (subject, payload, reason kind, reason text).
 const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
 /// (dimension, value) of admitted extra-dimension values.
 const DIMENSION_VALUES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("dimension_values");
+/// feed version → (subject, payload).
+const FEED_OUTBOX: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("feed_outbox");
+/// (last minute, window minutes) → `ad:count,…`; ordered by minute for pruning.
+const TOPS: TableDefinition<(i64, i64), &str> = TableDefinition::new("tops");
 
 /// A storage failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +96,10 @@ pub struct Recovered {
     pub outbox: Vec<crate::reject::Rejected>,
     /// Extra-dimension values admitted so far, as (dimension, value).
     pub admitted: Vec<(String, String)>,
+    /// Feed messages committed but not yet confirmed published.
+    pub feed_outbox: Vec<FeedMessage>,
+    /// The last feed version handed out.
+    pub feed_version: u64,
 }
 
 /// Sizes of one commit, for metrics.
@@ -123,12 +141,17 @@ impl PartitionStore {
         {
             txn.open_table(META).map_err(|e| store.io("open meta", e))?;
             txn.open_table(SEEN).map_err(|e| store.io("open seen", e))?;
+            txn.open_table(SEEN_BLOCKS)
+                .map_err(|e| store.io("open seen", e))?;
             txn.open_table(COUNTS)
                 .map_err(|e| store.io("open counts", e))?;
             txn.open_table(OUTBOX)
                 .map_err(|e| store.io("open outbox", e))?;
             txn.open_table(DIMENSION_VALUES)
                 .map_err(|e| store.io("open dimension_values", e))?;
+            txn.open_table(FEED_OUTBOX)
+                .map_err(|e| store.io("open feed outbox", e))?;
+            txn.open_table(TOPS).map_err(|e| store.io("open tops", e))?;
         }
         txn.commit().map_err(|e| store.io("commit", e))?;
         Ok(store)
@@ -174,6 +197,21 @@ impl PartitionStore {
             let (key, _) = row.map_err(|e| self.io("read seen", e))?;
             seen.push(key.value());
         }
+        for row in txn
+            .open_table(SEEN_BLOCKS)
+            .map_err(|e| self.io("open seen", e))?
+            .iter()
+            .map_err(|e| self.io("read seen", e))?
+        {
+            let (key, ids) = row.map_err(|e| self.io("read seen", e))?;
+            let (minute, _) = key.value();
+            seen.extend(ids.value().chunks_exact(16).map(|id| {
+                (
+                    minute,
+                    u128::from_le_bytes(id.try_into().unwrap_or([0; 16])),
+                )
+            }));
+        }
         let counts_from = crate::window::event_clock::closed_until(watermark)
             .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS));
         let mut counts = Vec::new();
@@ -192,6 +230,7 @@ impl PartitionStore {
                     ad,
                     filter,
                     count: value.value(),
+                    total: value.value(),
                 }),
                 _ => {
                     return Err(self.io(
@@ -228,7 +267,24 @@ impl PartitionStore {
             let (dimension, value) = key.value();
             admitted.push((dimension.to_string(), value.to_string()));
         }
+        let mut feed_outbox = Vec::new();
+        for row in txn
+            .open_table(FEED_OUTBOX)
+            .map_err(|e| self.io("open feed outbox", e))?
+            .iter()
+            .map_err(|e| self.io("read feed outbox", e))?
+        {
+            let (version, value) = row.map_err(|e| self.io("read feed outbox", e))?;
+            let (subject, payload) = value.value();
+            feed_outbox.push(FeedMessage {
+                version: version.value(),
+                subject: subject.to_string(),
+                payload: bytes::Bytes::copy_from_slice(payload),
+            });
+        }
         Ok(Recovered {
+            feed_outbox,
+            feed_version: get("feed_version")?.unwrap_or(0).max(0) as u64,
             outbox,
             admitted,
             generation: *generation,
@@ -276,16 +332,12 @@ impl PartitionStore {
             let mut counts = txn
                 .open_table(COUNTS)
                 .map_err(|e| self.io("open counts", e))?;
-            for ((minute, ad, filter), n) in &checkpoint.counts {
+            // Totals, not increments: nothing to read first, and writing the
+            // same checkpoint twice changes nothing.
+            for ((minute, ad, filter), total) in &checkpoint.counts {
                 let filter_key = filter.key();
-                let key = (*minute, ad.as_str(), filter_key.as_str());
-                let old = counts
-                    .get(key)
-                    .map_err(|e| self.io("read count", e))?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
                 counts
-                    .insert(key, old + n)
+                    .insert((*minute, ad.as_str(), filter_key.as_str()), *total)
                     .map_err(|e| self.io("write count", e))?;
             }
             if prune_before != NO_WATERMARK {
@@ -307,12 +359,26 @@ impl PartitionStore {
                         .map_err(|e| self.io("prune counts", e))?;
                 }
             }
-            let mut seen = txn.open_table(SEEN).map_err(|e| self.io("open seen", e))?;
-            for key in &checkpoint.new_ids {
-                seen.insert(*key, ())
+            let mut by_minute: std::collections::BTreeMap<i64, Vec<u8>> = Default::default();
+            for (minute, id) in &checkpoint.new_ids {
+                by_minute
+                    .entry(*minute)
+                    .or_default()
+                    .extend_from_slice(&id.to_le_bytes());
+            }
+            let mut blocks = txn
+                .open_table(SEEN_BLOCKS)
+                .map_err(|e| self.io("open seen", e))?;
+            for (minute, ids) in &by_minute {
+                blocks
+                    .insert((*minute, checkpoint.last_seq), ids.as_slice())
                     .map_err(|e| self.io("write seen", e))?;
             }
             if final_until != NO_WATERMARK {
+                blocks
+                    .retain_in(..(final_until, 0u64), |_, _| false)
+                    .map_err(|e| self.io("forget seen", e))?;
+                let mut seen = txn.open_table(SEEN).map_err(|e| self.io("open seen", e))?;
                 seen.retain_in(..(final_until, 0u128), |_, _| false)
                     .map_err(|e| self.io("forget seen", e))?;
             }
@@ -346,7 +412,39 @@ impl PartitionStore {
                         .map_err(|e| self.io("write dimension_values", e))?;
                 }
             }
+            let mut feed = txn
+                .open_table(FEED_OUTBOX)
+                .map_err(|e| self.io("open feed outbox", e))?;
+            for version in &checkpoint.feed_published {
+                feed.remove(*version)
+                    .map_err(|e| self.io("clear feed outbox", e))?;
+            }
+            for m in &checkpoint.feed {
+                feed.insert(m.version, (m.subject.as_str(), m.payload.as_ref()))
+                    .map_err(|e| self.io("write feed outbox", e))?;
+            }
+            let mut tops = txn.open_table(TOPS).map_err(|e| self.io("open tops", e))?;
+            for top in &checkpoint.tops {
+                tops.insert((top.minute, top.window), encode_top(&top.ads).as_str())
+                    .map_err(|e| self.io("write tops", e))?;
+            }
+            if prune_before != NO_WATERMARK {
+                let old: Vec<(i64, i64)> = tops
+                    .range(..(prune_before, i64::MIN))
+                    .map_err(|e| self.io("read old tops", e))?
+                    .take(PRUNE_ROWS_PER_COMMIT)
+                    .map(|row| row.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.io("read old tops", e))?;
+                for key in old {
+                    tops.remove(key).map_err(|e| self.io("prune tops", e))?;
+                }
+            }
             let mut meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
+            if let Some(last) = checkpoint.feed.last() {
+                meta.insert("feed_version", last.version as i64)
+                    .map_err(|e| self.io("write meta", e))?;
+            }
             meta.insert("last_seq", checkpoint.last_seq as i64)
                 .map_err(|e| self.io("write meta", e))?;
             meta.insert("watermark", checkpoint.watermark)
@@ -357,6 +455,25 @@ impl PartitionStore {
             count_rows: checkpoint.counts.len(),
             ids: checkpoint.new_ids.len(),
         })
+    }
+
+    /// The stored final top-N of the `window` minutes ending with `minute`, if any.
+    pub fn read_top(
+        &self,
+        window: i64,
+        minute: i64,
+    ) -> Result<Option<Vec<(AdId, u64)>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let tops = txn.open_table(TOPS).map_err(|e| self.io("open tops", e))?;
+        let Some(value) = tops
+            .get((minute, window))
+            .map_err(|e| self.io("read top", e))?
+        else {
+            return Ok(None);
+        };
+        decode_top(value.value())
+            .map(Some)
+            .ok_or_else(|| self.io("read top", format!("unreadable top ({window}, {minute})")))
     }
 
     /// Committed clicks of `ad` under `filter` in `[from, to)`.
@@ -444,19 +561,20 @@ mod tests {
         cp.counts.insert((9 * MINUTE_MS, ad("a"), Filter::ALL), 3);
         cp.counts.insert((2 * MINUTE_MS, ad("b"), Filter::ALL), 1);
         store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
+        // Checkpoints carry totals: committing one again changes nothing.
         store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
 
         assert_eq!(
             store
                 .read_count(&ad("a"), &Filter::ALL, 0, 10 * MINUTE_MS)
                 .unwrap(),
-            6
+            3
         );
         let mut sums = HashMap::new();
         store
             .add_sums(&Filter::ALL, 0, 10 * MINUTE_MS, &mut sums)
             .unwrap();
-        assert_eq!(sums.get(&ad("b")), Some(&2));
+        assert_eq!(sums.get(&ad("b")), Some(&1));
 
         drop(store);
         let store = PartitionStore::open(dir.path(), 3).unwrap();
