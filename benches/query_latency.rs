@@ -420,7 +420,10 @@ async fn run_job(
             Err(e) => Err(e),
         }
     };
-    let result = tokio::time::timeout(args.timeout, attempt).await;
+    // The deadline counts from the scheduled time: time spent waiting for a
+    // connection is part of the budget, so a run ends at most `timeout` late.
+    let deadline = tokio::time::Instant::from_std(job.scheduled + args.timeout);
+    let result = tokio::time::timeout_at(deadline, attempt).await;
     let done = Instant::now();
     let (outcome, conn) = match result {
         Ok(Ok((status, body, conn))) => {
@@ -436,7 +439,13 @@ async fn run_job(
             (Ok(status), conn)
         }
         Ok(Err(e)) => (Err(format!("{e:#}")), None),
-        Err(_) => (Err(format!("no response within {:?}", args.timeout)), None),
+        Err(_) => (
+            Err(format!(
+                "no response within {:?} of the scheduled time",
+                args.timeout
+            )),
+            None,
+        ),
     };
     pool.give_back(conn);
     if job.recorded {
@@ -586,7 +595,30 @@ async fn run(args: Args, addr: SocketAddr) -> anyhow::Result<()> {
             pool.opened_total.fetch_add(1, Ordering::Relaxed);
             None
         } else {
-            pool.take(args.max_connections).await
+            let deadline = tokio::time::Instant::from_std(job.scheduled + args.timeout);
+            match tokio::time::timeout_at(deadline, pool.take(args.max_connections)).await {
+                Ok(conn) => conn,
+                Err(_) => {
+                    // Every connection stayed busy until the request's deadline:
+                    // the server is not keeping up. Count it, never send it late.
+                    if job.recorded {
+                        let waited = job.scheduled.elapsed();
+                        samples
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Sample {
+                                endpoint: job.endpoint,
+                                latency: waited,
+                                service: Duration::ZERO,
+                                outcome: Err(format!(
+                                    "not sent: all {} connections busy for {:?}",
+                                    args.max_connections, args.timeout
+                                )),
+                            });
+                    }
+                    continue;
+                }
+            }
         };
         tasks.spawn(run_job(
             job,
