@@ -17,7 +17,10 @@ use adclick_actors::ingest::decode::decode;
 use adclick_actors::reducer::minute_counts::MinuteCounts;
 use adclick_actors::settings::PipelineSettings;
 use adclick_actors::window::event_clock::{EventClock, NO_WATERMARK};
+use adclick_actors::window::event_clock::final_until;
 use adclick_actors::window::minute_assigner::MinuteAssigner;
+use adclick_actors::writer::checkpoint::Checkpoint;
+use adclick_actors::writer::store::PartitionStore;
 use bytes::Bytes;
 use clap::Parser;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -199,7 +202,48 @@ fn bench(c: &mut Criterion) {
             core.watermark()
         })
     });
+    // The whole core plus its checkpoints, committed on the same thread (the
+    // service commits on a blocking thread, beside the pipeline: this is the
+    // upper bound of what checkpointing costs). One commit per 16 batches:
+    // `max_batches_in_flight`, the most a group commit gathers under load.
+    let dir = tempfile::tempdir().expect("temp dir");
+    group.bench_function("whole_with_checkpoints", |b| {
+        b.iter_batched(
+            || {
+                let store = PartitionStore::open(dir.path(), rand_partition()).expect("store");
+                let generation = store.recover(settings.memory_minutes).expect("recover").generation;
+                (store, generation)
+            },
+            |(store, generation)| {
+                let mut core = PartitionCore::new(0, &settings);
+                let mut pending = Checkpoint::default();
+                for (i, chunk) in work.chunks(BATCH).enumerate() {
+                    let mut batch = Batch::default();
+                    batch.clicks.extend(
+                        chunk.iter().enumerate().filter_map(|(j, (ad, p))| {
+                            decode(ad, (i * BATCH + j) as u64, p).ok()
+                        }),
+                    );
+                    core.process(&mut batch);
+                    pending.absorb(&mut batch);
+                    if pending.batches == settings.max_batches_in_flight {
+                        let cp = pending.take();
+                        let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
+                        store.commit(generation, &cp, final_until).expect("commit");
+                    }
+                }
+                core.watermark()
+            },
+            BatchSize::PerIteration,
+        )
+    });
     group.finish();
+}
+
+/// A fresh partition number per iteration, so each starts with an empty file.
+fn rand_partition() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 criterion_group!(benches, bench);

@@ -75,8 +75,16 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => {
                 let report = adclick::loadgen::run(args, adclick::serve::stop_signal()).await?;
                 eprintln!(
-                    "sent {} ({:.0}/s), acked {}, duplicate acks {}, failed {}",
-                    report.sent, report.rate, report.acked, report.acked_duplicate, report.failed
+                    "sent {} ({:.0}/s), acked {}, duplicate acks {}, failed {}; \
+                     of {:.1} s, {:.1} s waiting for acks, {:.1} s for clicks",
+                    report.sent,
+                    report.rate,
+                    report.acked,
+                    report.acked_duplicate,
+                    report.failed,
+                    report.elapsed_seconds,
+                    report.ack_wait_seconds,
+                    report.generator_wait_seconds
                 );
                 Ok(())
             }

@@ -101,7 +101,8 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         settings,
         query_timeout: config.query_timeout,
         metrics,
-    }));
+    }))
+    .context("cannot serialize the OpenAPI document")?;
     let (http_stop, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async {

@@ -212,6 +212,22 @@ async fn the_feed_equals_the_rest_answers() {
     })
     .await;
 
+    // `popular` over a configured window ending with the latest closed minute
+    // (t0+3) reads the running window totals, late clicks included.
+    for window in [1i64, 3] {
+        let (status, v) = service
+            .get(&format!("/v1/ads/popular?count=3&window={window}"))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["to"],
+            adclick_actors::time::format_rfc3339(t0 + 4 * MINUTE),
+            "the latest closed minute is t0+3: {v}"
+        );
+        let want = oracle.top("", t0 + (4 - window) * MINUTE, t0 + 4 * MINUTE, 3);
+        assert_eq!(ranked(&v), want, "running top of window {window}");
+    }
+
     // Second pushers: everything up to t0+3 becomes final.
     let pushers: Vec<TestClick> = ads
         .iter()

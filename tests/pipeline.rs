@@ -356,6 +356,9 @@ async fn bad_requests_get_clear_errors() {
             "invalid_parameter",
         ),
         ("/v1/ads/ad.1/aggregated_count", 400, "invalid_ad_id"),
+        // Not UTF-8 once percent-decoded: was axum's text/plain 400, outside the
+        // documented JSON error body.
+        ("/v1/ads/%FF/aggregated_count", 400, "invalid_ad_id"),
         ("/v1/ads/popular?count=1001", 400, "invalid_parameter"),
         ("/v1/ads/popular?window=2000", 400, "invalid_parameter"),
         ("/v1/ads/popular?count=5&count=6", 400, "repeated_parameter"),

@@ -6,8 +6,9 @@ pub mod aggregate_feed;
 pub mod counter_table;
 pub mod minute_counts;
 pub mod top_n;
+pub mod window_sums;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, CountDelta};
 use crate::click::{AdId, Filter};
 use crate::partition::directory::PartitionSlot;
 use crate::settings::PipelineSettings;
@@ -22,6 +23,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use window_sums::WindowSums;
 
 /// Clicks of one ad in a range of minutes.
 #[derive(Clone, Debug)]
@@ -103,6 +105,10 @@ pub struct ReducerState {
     args: ReducerArgs,
     watermark: i64,
     feed: AggregateFeed,
+    /// Totals of the configured windows ending with the latest closed minute,
+    /// and (`previous`) with the one before, for partitions a little behind.
+    latest: Vec<WindowSums>,
+    previous: Vec<WindowSums>,
 }
 
 impl Actor for ReducerActor {
@@ -116,7 +122,21 @@ impl Actor for ReducerActor {
         args: ReducerArgs,
     ) -> Result<ReducerState, ActorProcessingErr> {
         args.slot.set_watermark(args.watermark);
+        let mut latest: Vec<WindowSums> = args
+            .settings
+            .feed
+            .top_windows
+            .iter()
+            .map(|w| WindowSums::new(*w))
+            .collect();
+        if args.watermark != NO_WATERMARK {
+            for sums in &mut latest {
+                sums.advance(&args.counts, closed_until(args.watermark) - MINUTE_MS);
+            }
+        }
         Ok(ReducerState {
+            latest,
+            previous: Vec::new(),
             watermark: args.watermark,
             feed: AggregateFeed::new(
                 args.partition,
@@ -170,6 +190,7 @@ impl ReducerState {
         let before = self.watermark;
         self.args.counts.apply_all(&batch.deltas);
         self.watermark = self.watermark.max(batch.watermark);
+        self.move_windows(&batch.deltas, before);
         self.publish(batch, before)?;
         let counts = &mut self.args.counts;
         self.args.slot.set_watermark(self.watermark);
@@ -189,6 +210,23 @@ impl ReducerState {
             counts.evict_before(evict_before);
         }
         Ok(())
+    }
+
+    /// Keeps the running window totals current: late clicks first (against
+    /// the windows as they were), then the move to the newest closed minute.
+    fn move_windows(&mut self, deltas: &[CountDelta], before: i64) {
+        for sums in self.latest.iter_mut().chain(self.previous.iter_mut()) {
+            sums.correct(deltas);
+        }
+        let after = self.watermark;
+        if after == NO_WATERMARK || closed_until(after) == closed_until(before) {
+            return;
+        }
+        self.previous = self.latest.clone();
+        let end = closed_until(after) - MINUTE_MS;
+        for sums in &mut self.latest {
+            sums.advance(&self.args.counts, end);
+        }
     }
 
     /// Adds to the batch the feed messages and stored top-N it causes: the
@@ -263,8 +301,13 @@ impl ReducerState {
     }
 
     /// The top `n` over all clicks of the `window` minutes ending with `minute`.
-    fn window_top(&self, window: i64, minute: i64, n: usize) -> Result<Vec<(AdId, u64)>, String> {
-        self.top_computed(&TopQuery {
+    fn window_top(
+        &mut self,
+        window: i64,
+        minute: i64,
+        n: usize,
+    ) -> Result<Vec<(AdId, u64)>, String> {
+        self.top(&TopQuery {
             filter: Filter::ALL,
             from: minute - (window - 1) * MINUTE_MS,
             to: minute + MINUTE_MS,
@@ -283,11 +326,22 @@ impl ReducerState {
         Ok(from_store + counts.count(&q.ad, &q.filter, in_memory.0, in_memory.1))
     }
 
-    fn top(&self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
+    fn top(&mut self, q: &TopQuery) -> Result<Vec<(AdId, u64)>, String> {
+        let window = (q.to - q.from) / MINUTE_MS;
+        if q.filter == Filter::ALL {
+            let last = q.to - MINUTE_MS;
+            let running = self
+                .latest
+                .iter_mut()
+                .chain(self.previous.iter_mut())
+                .find(|s| s.window() == window && s.end() == Some(last));
+            if let Some(sums) = running {
+                return Ok(sums.top(q.n));
+            }
+        }
         // A configured window whose last minute is final was stored when it
         // turned final: one read instead of summing the window.
         let feed = &self.args.settings.feed;
-        let window = (q.to - q.from) / MINUTE_MS;
         let last = q.to - MINUTE_MS;
         let lateness = self.args.settings.allowed_lateness_ms;
         if q.filter == Filter::ALL

@@ -195,6 +195,27 @@ impl MinuteCounts {
             .sum()
     }
 
+    /// Calls `each(ad, clicks)` for every counter under `filter` in the
+    /// in-memory minutes of `[from, to)` (an ad once per minute it has clicks in).
+    pub fn for_each_counter(
+        &self,
+        filter: &Filter,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(AdId, u64),
+    ) {
+        let Some(code) = self.filter_codes.get(filter) else {
+            return;
+        };
+        for (_, table) in self.range(from, to) {
+            if let Some(ads) = table.get(*code as usize) {
+                for (slot, n) in ads.iter() {
+                    each(self.ads.ids[slot as usize], n);
+                }
+            }
+        }
+    }
+
     /// Adds each ad's clicks under `filter` in the in-memory minutes of `[from, to)` to `sums`.
     pub fn add_sums(&self, filter: &Filter, from: i64, to: i64, sums: &mut HashMap<AdId, u64>) {
         let Some(code) = self.filter_codes.get(filter) else {

@@ -1,0 +1,446 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the
+//! code: operations from the handlers' `#[utoipa::path]`, bodies from the
+//! types in `body.rs`, query parameters from the tables the parser uses
+//! (`params.rs`), and error bodies from [`ErrorCode`], one schema per HTTP
+//! status listing exactly the codes that status carries.
+
+use super::params::{ErrorCode, Param, AGGREGATED_COUNT_PARAMS, LATEST_MS, POPULAR_PARAMS};
+use super::AD_ID_PATTERN;
+use axum::http::StatusCode;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::{ContentBuilder, Required};
+use utoipa::{IntoParams, OpenApi, ToResponse};
+
+/// The whole document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "adclick",
+        description = "Real-time, exactly-once ad-click counts per ad and minute, in event time. \
+            Ranges are half-open [from, to) and floored to minutes. Unknown or repeated query \
+            parameters are refused with 400. Every error is {\"code\": ..., \"error\": ...}."
+    ),
+    paths(
+        super::aggregated_count,
+        super::popular,
+        super::healthz,
+        super::readyz,
+        super::metrics,
+        super::openapi_json,
+        super::docs,
+    ),
+    components(responses(BadRequest, ServerError, Unavailable))
+)]
+pub struct ApiDoc;
+
+/// The document as served: pretty JSON.
+pub fn document() -> Result<String, serde_json::Error> {
+    ApiDoc::openapi().to_pretty_json()
+}
+
+/// The query parameters of `aggregated_count`, from [`AGGREGATED_COUNT_PARAMS`].
+pub struct AggregatedCountQuery;
+
+impl IntoParams for AggregatedCountQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        AGGREGATED_COUNT_PARAMS
+            .iter()
+            .map(query_parameter)
+            .collect()
+    }
+}
+
+/// The query parameters of `popular`, from [`POPULAR_PARAMS`].
+pub struct PopularQuery;
+
+impl IntoParams for PopularQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        POPULAR_PARAMS.iter().map(query_parameter).collect()
+    }
+}
+
+/// The path parameter `ad_id`.
+pub struct AdIdPath;
+
+impl IntoParams for AdIdPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(AD_ID_PATTERN));
+        vec![ParameterBuilder::new()
+            .name("ad_id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("The ad: 1 to 64 of A-Z, a-z, 0-9, _ and -."))
+            .schema(Some(schema))
+            .build()]
+    }
+}
+
+/// One query parameter as the document shows it: the same bounds the parser checks.
+fn query_parameter(param: &Param) -> Parameter {
+    let schema: Schema = match param {
+        Param::Int(p) => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(p.min))
+            .maximum(Some(p.max))
+            .default(Some(p.default.into()))
+            .into(),
+        Param::Time(_) => OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                    .description(Some("RFC 3339, 1970 to 9999")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(0))
+                    .maximum(Some(LATEST_MS))
+                    .description(Some("epoch milliseconds")),
+            )
+            .into(),
+        Param::Country(_) => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[A-Za-z]{2}$"))
+            .into(),
+        Param::IpType(_) => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["v4", "v6", "unknown"]))
+            .into(),
+    };
+    ParameterBuilder::new()
+        .name(param.name())
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(param.description()))
+        .schema(Some(schema))
+        .build()
+}
+
+/// An error response: `{"code", "error"}` where `code` is one of the codes of `status`.
+fn error_response(status: StatusCode, description: &str) -> Response {
+    let codes: Vec<&str> = ErrorCode::ALL
+        .iter()
+        .filter(|c| c.status() == status)
+        .map(|c| c.as_str())
+        .collect();
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "code",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(codes.clone()))
+                .description(Some("Machine-readable code.")),
+        )
+        .required("code")
+        .property(
+            "error",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("Human sentence.")),
+        )
+        .required("error")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    ResponseBuilder::new()
+        .description(format!("{description} (code: {})", codes.join(", ")))
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
+/// 400: a bad parameter, an unsupported filter, an unknown or repeated parameter.
+pub struct BadRequest;
+
+impl<'r> ToResponse<'r> for BadRequest {
+    fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
+        let r = error_response(
+            StatusCode::BAD_REQUEST,
+            "Bad parameters, an unsupported filter, or an unknown or repeated parameter",
+        );
+        ("BadRequest", r.into())
+    }
+}
+
+/// 500: a partition could not read its stored counts.
+pub struct ServerError;
+
+impl<'r> ToResponse<'r> for ServerError {
+    fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
+        let r = error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "A partition could not read its stored counts",
+        );
+        ("ServerError", r.into())
+    }
+}
+
+/// 503: a partition is recovering, restarting or slow; or no metrics recorder.
+pub struct Unavailable;
+
+impl<'r> ToResponse<'r> for Unavailable {
+    fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
+        let r = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cannot answer now: a partition is recovering or did not answer in time; retry shortly",
+        );
+        ("Unavailable", r.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The document must not drift from the code: every route is documented
+    //! with exactly the methods it answers, and every documented query
+    //! parameter is accepted by the handler within exactly its documented
+    //! bounds (and nothing undocumented is).
+    use super::super::{router, routes, Gateway};
+    use super::*;
+    use adclick_actors::partition::directory::PartitionDirectory;
+    use adclick_actors::PipelineSettings;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    /// A gateway whose partitions have not recovered: every request that
+    /// passes validation is a 503 `not_ready`, so a 400 always means the
+    /// parser refused something.
+    fn test_router() -> axum::Router {
+        let gateway = Gateway {
+            directory: Arc::new(PartitionDirectory::new(2)),
+            settings: Arc::new(PipelineSettings::with_defaults(2)),
+            query_timeout: Duration::from_millis(100),
+            metrics: None,
+        };
+        router(Arc::new(gateway)).unwrap()
+    }
+
+    fn doc() -> Value {
+        serde_json::from_str(&document().unwrap()).unwrap()
+    }
+
+    async fn call(router: &axum::Router, method: Method, uri: &str) -> (u16, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A concrete path for a documented template.
+    fn concrete(path: &str) -> String {
+        path.replace("{ad_id}", "ad-1")
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_lists_every_route() {
+        let doc = doc();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let documented: BTreeSet<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
+        let routed: BTreeSet<String> = routes().iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(documented, routed, "routes and documented paths differ");
+    }
+
+    #[tokio::test]
+    async fn every_route_answers_exactly_its_documented_methods() {
+        let router = test_router();
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::PATCH,
+                Method::OPTIONS,
+                Method::TRACE,
+            ] {
+                let documented = item.get(method.as_str().to_lowercase()).is_some();
+                let (status, body) = call(&router, method.clone(), &concrete(path)).await;
+                if documented {
+                    let responses = &item[method.as_str().to_lowercase()]["responses"];
+                    assert!(
+                        responses.get(status.to_string()).is_some(),
+                        "{method} {path} answered {status}, which is not documented: {body}"
+                    );
+                } else {
+                    assert_eq!(
+                        (status, body["code"].as_str()),
+                        (405, Some("method_not_allowed")),
+                        "{method} {path} is not documented, so it must be a 405"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The documented query parameters of an operation, by name.
+    fn query_params(doc: &Value, path: &str) -> Vec<(String, Value)> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["schema"].clone()))
+            .collect()
+    }
+
+    /// A value the document says is valid, for each kind of schema it uses.
+    fn valid_value(schema: &Value) -> String {
+        if let Some(default) = schema.get("default") {
+            return default.to_string();
+        }
+        if let Some(values) = schema["enum"].as_array() {
+            return values[0].as_str().unwrap().to_string();
+        }
+        if schema.get("oneOf").is_some() {
+            return "2026-11-29T10:00:00Z".into();
+        }
+        if schema["pattern"] == "^[A-Za-z]{2}$" {
+            return "us".into();
+        }
+        panic!("no sample for the schema {schema}");
+    }
+
+    #[tokio::test]
+    async fn documented_query_parameters_are_exactly_what_the_handlers_accept() {
+        let router = test_router();
+        let doc = doc();
+        for path in ["/v1/ads/{ad_id}/aggregated_count", "/v1/ads/popular"] {
+            let params = query_params(&doc, path);
+            let base = concrete(path);
+            // Nothing at all, and every parameter alone (time ranges as the
+            // pair they must be), pass validation: 503 not_ready here.
+            let mut queries = vec![String::new()];
+            for (name, schema) in &params {
+                queries.push(match name.as_str() {
+                    "from" | "to" => "from=2026-11-29T10:00:00Z&to=1795946460000".into(),
+                    _ => format!("{name}={}", valid_value(schema)),
+                });
+            }
+            for query in &queries {
+                let (status, body) = call(&router, Method::GET, &format!("{base}?{query}")).await;
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (503, Some("not_ready")),
+                    "{path}?{query} is valid by the document"
+                );
+            }
+            // Integers: accepted exactly within the documented bounds.
+            for (name, schema) in &params {
+                let (Some(min), Some(max)) =
+                    (schema["minimum"].as_i64(), schema["maximum"].as_i64())
+                else {
+                    continue;
+                };
+                if schema["type"] != "integer" {
+                    continue;
+                }
+                for (value, ok) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
+                    let uri = format!("{base}?{name}={value}");
+                    let (status, body) = call(&router, Method::GET, &uri).await;
+                    let want = if ok {
+                        (503, "not_ready")
+                    } else {
+                        (400, "invalid_parameter")
+                    };
+                    assert_eq!(
+                        (status, body["code"].as_str()),
+                        (want.0, Some(want.1)),
+                        "{uri}"
+                    );
+                }
+            }
+            // Anything undocumented is refused, never ignored.
+            let (status, body) = call(&router, Method::GET, &format!("{base}?contry=US")).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("unknown_parameter")),
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ad_id_pattern_is_what_the_handler_accepts() {
+        let router = test_router();
+        let doc = doc();
+        let pattern = doc["paths"]["/v1/ads/{ad_id}/aggregated_count"]["get"]["parameters"][0]
+            ["schema"]["pattern"]
+            .clone();
+        assert_eq!(pattern, AD_ID_PATTERN);
+        let longest = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        for (ad, ok) in [
+            ("ad-1", true),
+            ("A_z-09", true),
+            (longest.as_str(), true),
+            (too_long.as_str(), false),
+            ("ad.1", false),
+            ("ad%20one", false),
+            ("%C3%A9", false),
+            // Not UTF-8 once decoded: still a JSON 400, not axum's text/plain rejection.
+            ("%FF", false),
+        ] {
+            let (status, body) = call(
+                &router,
+                Method::GET,
+                &format!("/v1/ads/{ad}/aggregated_count"),
+            )
+            .await;
+            let want = if ok {
+                (503, "not_ready")
+            } else {
+                (400, "invalid_ad_id")
+            };
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (want.0, Some(want.1)),
+                "{ad}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_error_status_documents_exactly_its_codes() {
+        let doc = doc();
+        for (name, status) in [
+            ("BadRequest", StatusCode::BAD_REQUEST),
+            ("ServerError", StatusCode::INTERNAL_SERVER_ERROR),
+            ("Unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let codes = &doc["components"]["responses"][name]["content"]["application/json"]
+                ["schema"]["properties"]["code"]["enum"];
+            let want: Vec<&str> = ErrorCode::ALL
+                .iter()
+                .filter(|c| c.status() == status)
+                .map(|c| c.as_str())
+                .collect();
+            assert_eq!(codes, &serde_json::json!(want), "{name}");
+        }
+    }
+}
