@@ -132,6 +132,8 @@ struct Sample {
     service: Duration,
     /// HTTP status, or the transport error.
     outcome: Result<u16, String>,
+    /// Scheduled time, seconds since the first recorded request.
+    at: f64,
 }
 
 /// Parses `count=9,popular=1` into (count weight, popular weight).
@@ -391,8 +393,10 @@ impl Pool {
 }
 
 /// Runs one job on a pooled (or new) connection and records its sample.
+#[allow(clippy::too_many_arguments)]
 async fn run_job(
     job: Job,
+    recorded_from: Instant,
     conn: Option<Conn>,
     args: Arc<Args>,
     addr: SocketAddr,
@@ -457,6 +461,10 @@ async fn run_job(
                 latency: done.saturating_duration_since(job.scheduled),
                 service: done.saturating_duration_since(sent),
                 outcome,
+                at: job
+                    .scheduled
+                    .saturating_duration_since(recorded_from)
+                    .as_secs_f64(),
             });
     }
 }
@@ -535,6 +543,37 @@ fn report(args: &Args, samples: &[Sample], elapsed: Duration, pool: &Pool) {
     println!(
         "(sched: from the scheduled send time; serv: from the actual send; both to the last byte)"
     );
+    print_stalls(samples);
+}
+
+/// The seconds of the run with the most requests slower than 10 ms (from the
+/// scheduled time): periodic stalls (a minute closing every 60 s) show here.
+fn print_stalls(samples: &[Sample]) {
+    let mut per_second: std::collections::BTreeMap<u64, (usize, Duration)> = Default::default();
+    for s in samples
+        .iter()
+        .filter(|s| s.latency > Duration::from_millis(10))
+    {
+        let entry = per_second.entry(s.at as u64).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(s.latency);
+    }
+    if per_second.is_empty() {
+        println!("no request slower than 10 ms");
+        return;
+    }
+    let mut worst: Vec<(u64, (usize, Duration))> = per_second.into_iter().collect();
+    worst.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
+    worst.truncate(8);
+    worst.sort_by_key(|(second, _)| *second);
+    let shown: Vec<String> = worst
+        .iter()
+        .map(|(second, (n, max))| format!("{second}s: {n} (max {:.0} ms)", max.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "seconds with the most requests over 10 ms: {}",
+        shown.join(", ")
+    );
 }
 
 async fn run(args: Args, addr: SocketAddr) -> anyhow::Result<()> {
@@ -560,6 +599,7 @@ async fn run(args: Args, addr: SocketAddr) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let mut maker = RequestMaker::new(&args, mix);
     let start = Instant::now() + Duration::from_millis(20);
+    let recorded_from = start + period.mul_f64(warmup_jobs as f64);
     let scheduler = std::thread::spawn(move || {
         for i in 0..total_jobs {
             let scheduled = start + period.mul_f64(i as f64);
@@ -610,6 +650,10 @@ async fn run(args: Args, addr: SocketAddr) -> anyhow::Result<()> {
                                 endpoint: job.endpoint,
                                 latency: waited,
                                 service: Duration::ZERO,
+                                at: job
+                                    .scheduled
+                                    .saturating_duration_since(recorded_from)
+                                    .as_secs_f64(),
                                 outcome: Err(format!(
                                     "not sent: all {} connections busy for {:?}",
                                     args.max_connections, args.timeout
@@ -622,6 +666,7 @@ async fn run(args: Args, addr: SocketAddr) -> anyhow::Result<()> {
         };
         tasks.spawn(run_job(
             job,
+            recorded_from,
             conn,
             args.clone(),
             addr,
