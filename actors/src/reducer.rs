@@ -109,6 +109,9 @@ pub struct ReducerState {
     /// and (`previous`) with the one before, for partitions a little behind.
     latest: Vec<WindowSums>,
     previous: Vec<WindowSums>,
+    /// Totals of the same windows ending with the latest final minute: the
+    /// top-N stored and published when a minute turns final.
+    finals: Vec<WindowSums>,
 }
 
 impl Actor for ReducerActor {
@@ -122,19 +125,28 @@ impl Actor for ReducerActor {
         args: ReducerArgs,
     ) -> Result<ReducerState, ActorProcessingErr> {
         args.slot.set_watermark(args.watermark);
-        let mut latest: Vec<WindowSums> = args
+        let windows: Vec<WindowSums> = args
             .settings
             .feed
             .top_windows
             .iter()
             .map(|w| WindowSums::new(*w))
             .collect();
+        let (mut latest, mut finals) = (windows.clone(), windows);
         if args.watermark != NO_WATERMARK {
+            let lateness = args.settings.allowed_lateness_ms;
             for sums in &mut latest {
                 sums.advance(&args.counts, closed_until(args.watermark) - MINUTE_MS);
             }
+            for sums in &mut finals {
+                sums.advance(
+                    &args.counts,
+                    final_until(args.watermark, lateness) - MINUTE_MS,
+                );
+            }
         }
         Ok(ReducerState {
+            finals,
             latest,
             previous: Vec::new(),
             watermark: args.watermark,
@@ -219,7 +231,17 @@ impl ReducerState {
             sums.correct(deltas);
         }
         let after = self.watermark;
-        if after == NO_WATERMARK || closed_until(after) == closed_until(before) {
+        if after == NO_WATERMARK {
+            return;
+        }
+        let lateness = self.args.settings.allowed_lateness_ms;
+        if final_until(after, lateness) != final_until(before, lateness) {
+            let end = final_until(after, lateness) - MINUTE_MS;
+            for sums in &mut self.finals {
+                sums.advance(&self.args.counts, end);
+            }
+        }
+        if closed_until(after) == closed_until(before) {
             return;
         }
         self.previous = self.latest.clone();
@@ -357,6 +379,7 @@ impl ReducerState {
                 .latest
                 .iter_mut()
                 .chain(self.previous.iter_mut())
+                .chain(self.finals.iter_mut())
                 .find(|s| s.window() == window && s.end() == Some(last));
             if let Some(sums) = running {
                 return Ok(sums.top(n));

@@ -16,6 +16,7 @@
 //! ids and JetStream drops the repeats.
 
 use crate::click::{AdId, Filter};
+use crate::fast_hash::FastMap;
 use crate::time::{format_rfc3339, MINUTE_MS};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -101,11 +102,17 @@ impl AggregateFeed {
         publication: Publication,
         counters: &[(AdId, Filter, u64)],
     ) -> Vec<FeedMessage> {
+        // Each distinct filter is rendered once (a minute has tens of
+        // thousands of counters but few filters); ad ids need no escaping
+        // (`[A-Za-z0-9_-]`). This runs on the reducer's thread, between queries.
+        let mut filters: FastMap<Filter, String> = FastMap::default();
         let entries: Vec<String> = counters
             .iter()
             .map(|(ad, filter, count)| {
-                json!({"ad_id": ad.as_str(), "filter": filter_json(filter), "count": count})
-                    .to_string()
+                let filter_text = filters
+                    .entry(*filter)
+                    .or_insert_with(|| filter_json(filter).to_string());
+                format!(r#"{{"ad_id":"{ad}","filter":{filter_text},"count":{count}}}"#)
             })
             .collect();
         // Cut the entries into chunks whose JSON stays under the limit,

@@ -55,6 +55,8 @@ pub struct MinuteCounts {
     /// usually share both.
     last_ad: Option<(AdId, u32)>,
     last_minute: usize,
+    /// Ads numbered when unused ones were last looked for.
+    ads_at_last_look: usize,
     /// Reused between batches: each increment as (minute index, filter code, slot, n).
     resolved: Vec<(u32, u32, u32, u64)>,
 }
@@ -76,6 +78,7 @@ impl MinuteCounts {
             floor,
             last_ad: None,
             last_minute: 0,
+            ads_at_last_look: 0,
             resolved: Vec::new(),
         }
     }
@@ -280,10 +283,14 @@ impl MinuteCounts {
 
     /// Renumbers the ads when most slots belong to ads no longer in memory,
     /// so ad churn over days does not grow memory without bound.
+    ///
+    /// Looking costs a scan of every counter in memory, so it is done only
+    /// when the numbered ads have doubled since the last look.
     fn forget_unused_ads(&mut self) {
-        if self.ads.ids.len() < 4096 {
+        if self.ads.ids.len() < 4096 || self.ads.ids.len() < 2 * self.ads_at_last_look {
             return;
         }
+        self.ads_at_last_look = self.ads.ids.len();
         let mut renumbered: FastMap<u32, u32> = FastMap::default();
         for (_, table) in &self.minutes {
             for ads in table {
@@ -313,6 +320,7 @@ impl MinuteCounts {
             }
         }
         self.ads = ads;
+        self.ads_at_last_look = self.ads.ids.len();
         self.last_ad = None;
     }
 
