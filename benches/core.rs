@@ -190,13 +190,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut core = PartitionCore::new(0, &settings);
             for (i, chunk) in work.chunks(BATCH).enumerate() {
-                let mut batch = Batch::default();
-                batch.clicks.extend(
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, (ad, p))| decode(ad, (i * BATCH + j) as u64, p).ok()),
-                );
+                let mut batch = decoded_batch(i, chunk);
                 core.process(&mut batch);
             }
             core.watermark()
@@ -225,13 +219,7 @@ fn bench(c: &mut Criterion) {
                     std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
                 let mut last_commit = std::time::Instant::now();
                 for (i, chunk) in work.chunks(BATCH).enumerate() {
-                    let mut batch = Batch::default();
-                    batch.clicks.extend(
-                        chunk
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(j, (ad, p))| decode(ad, (i * BATCH + j) as u64, p).ok()),
-                    );
+                    let mut batch = decoded_batch(i, chunk);
                     core.process(&mut batch);
                     batch.holds_credit = true;
                     pending.absorb(&mut batch);
@@ -250,6 +238,18 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.finish();
+}
+
+/// Batch `i` of the workload, decoded as ingest does.
+fn decoded_batch(i: usize, chunk: &[(String, Bytes)]) -> Batch {
+    let mut batch = Batch::default();
+    batch.clicks.extend(
+        chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(j, (ad, p))| decode(ad, (i * BATCH + j) as u64, p).ok()),
+    );
+    batch
 }
 
 /// A fresh partition number per iteration, so each starts with an empty file.

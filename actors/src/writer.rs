@@ -49,7 +49,9 @@ pub struct Done {
     flushes: Vec<oneshot::Sender<()>>,
     stats: CommitStats,
     started: Instant,
-    first_close_fetched_at: Option<Instant>,
+    /// From consuming the batch that closed a minute to its commit (not
+    /// counting the ack and publications after it).
+    close_to_committed: Option<Duration>,
 }
 
 /// What the writer starts from.
@@ -171,10 +173,8 @@ impl WriterState {
         meters
             .checkpoint_rows
             .record((done.stats.count_rows + done.stats.ids) as f64);
-        if let Some(fetched) = done.first_close_fetched_at {
-            meters
-                .close_to_committed
-                .record(fetched.elapsed().as_secs_f64());
+        if let Some(took) = done.close_to_committed {
+            meters.close_to_committed.record(took.as_secs_f64());
         }
         self.args
             .committed_watermark
@@ -213,6 +213,7 @@ impl WriterState {
                 .await
                 .map_err(|e| format!("commit task failed: {e}"))?
                 .map_err(|e| e.to_string())?;
+                let close_to_committed = first_close_fetched_at.map(|t| t.elapsed());
                 crate::fault::hit("abort-after-commit", partition);
                 if let Some(ack) = ack {
                     ack.ack()
@@ -229,7 +230,7 @@ impl WriterState {
                     flushes,
                     stats,
                     started,
-                    first_close_fetched_at,
+                    close_to_committed,
                 })
             }
             .await;
@@ -257,30 +258,19 @@ async fn publish_feed(
     partition: u32,
     messages: &[FeedMessage],
 ) -> Result<(), String> {
-    let mut pending = std::collections::VecDeque::with_capacity(REJECT_ACKS_IN_FLIGHT);
-    for m in messages {
+    let each = messages.iter().map(|m| {
         let message = PublishMessage::build()
             .payload(Bytes::clone(&m.payload))
             .message_id(m.msg_id(partition));
-        if pending.len() == REJECT_ACKS_IN_FLIGHT {
-            await_stored(pending.pop_front()).await?;
-        }
-        let ack = js
-            .send_publish(m.subject.clone(), message)
-            .await
-            .map_err(|e| format!("publishing to the output feed failed: {e}"))?;
-        pending.push_back(ack);
-    }
-    while let Some(ack) = pending.pop_front() {
-        await_stored(Some(ack)).await?;
-    }
-    Ok(())
+        (m.subject.clone(), message)
+    });
+    publish_stored(js, each, "publishing to the output feed").await
 }
 
-/// Most reject publishes awaiting their ack per partition. async-nats holds a
+/// Most publishes awaiting their ack per partition. async-nats holds a
 /// permit (5,000 per connection, shared by all partitions) until each ack
 /// future is awaited, so unbounded sends before awaiting would deadlock.
-const REJECT_ACKS_IN_FLIGHT: usize = 128;
+const ACKS_IN_FLIGHT: usize = 128;
 
 /// Republishes rejects to `rejected.<kind>` and waits for JetStream to store
 /// them. The message id makes publishing an outbox entry again (after a crash
@@ -291,8 +281,7 @@ async fn publish_rejects(
     partition: u32,
     rejects: &[crate::reject::Rejected],
 ) -> Result<(), String> {
-    let mut pending = std::collections::VecDeque::with_capacity(REJECT_ACKS_IN_FLIGHT);
-    for reject in rejects {
+    let each = rejects.iter().map(|reject| {
         let reason: String = reject
             .reason
             .describe()
@@ -305,13 +294,27 @@ async fn publish_rejects(
             .header("Adclick-Reject-Reason", reason.as_str())
             .header("Adclick-Source-Subject", reject.subject.as_str())
             .header("Adclick-Source-Sequence", reject.seq.to_string().as_str());
-        if pending.len() == REJECT_ACKS_IN_FLIGHT {
+        (format!("rejected.{}", reject.reason.kind()), message)
+    });
+    publish_stored(js, each, "publishing a reject").await
+}
+
+/// Publishes each (subject, message) with at most [`ACKS_IN_FLIGHT`] acks
+/// pending, and returns once JetStream has stored every one.
+async fn publish_stored(
+    js: &Context,
+    messages: impl Iterator<Item = (String, PublishMessage)>,
+    what: &str,
+) -> Result<(), String> {
+    let mut pending = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
+    for (subject, message) in messages {
+        if pending.len() == ACKS_IN_FLIGHT {
             await_stored(pending.pop_front()).await?;
         }
         let ack = js
-            .send_publish(format!("rejected.{}", reject.reason.kind()), message)
+            .send_publish(subject, message)
             .await
-            .map_err(|e| format!("publishing a reject failed: {e}"))?;
+            .map_err(|e| format!("{what} failed: {e}"))?;
         pending.push_back(ack);
     }
     while let Some(ack) = pending.pop_front() {
