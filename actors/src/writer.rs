@@ -8,8 +8,10 @@
 //! stored leaves it in the outbox, published again at the next start.
 //!
 //! Commits never block the actor: one runs at a time on a blocking thread,
-//! and batches that arrive meanwhile join the next one (group commit), so
-//! the commit rate adapts to the load.
+//! at most every `checkpoint_interval`, and batches that arrive meanwhile join
+//! the next one (group commit), so the commit rate adapts to the load.
+//! Publishing (rejects, output feed) is a separate task fed in commit order:
+//! a minute's feed burst goes out while the next commits proceed.
 
 pub mod checkpoint;
 pub mod store;
@@ -38,15 +40,15 @@ pub enum WriterMsg {
     Committed(Result<Done, String>),
     /// The checkpoint interval since the last commit passed.
     Tick,
+    /// The publisher stored a commit's rejects and feed messages on
+    /// JetStream: (reject sequences, feed versions), for the outbox cleanup.
+    Published(Result<(Vec<u64>, Vec<u64>), String>),
 }
 
 /// What a finished commit hands back.
 pub struct Done {
-    published: Vec<u64>,
-    feed_published: Vec<u64>,
     credits: usize,
     watermark: i64,
-    flushes: Vec<oneshot::Sender<()>>,
     stats: CommitStats,
     started: Instant,
     /// From consuming the batch that closed a minute to its commit (not
@@ -83,8 +85,19 @@ pub struct WriterArgs {
 /// The writer actor.
 pub struct WriterActor;
 
+/// What a commit leaves to publish, handed to the publisher in commit order.
+struct ToPublish {
+    rejects: Vec<crate::reject::Rejected>,
+    feed: Vec<FeedMessage>,
+    /// Drains waiting for this commit: answered once it is published too.
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
 /// The writer's running state.
 pub struct WriterState {
+    /// To the publisher task: publications run beside the next commits (in
+    /// commit order), so a minute's feed burst never holds up a commit.
+    publisher: tokio::sync::mpsc::UnboundedSender<ToPublish>,
     args: WriterArgs,
     pending: Checkpoint,
     ack: Option<Acker>,
@@ -101,7 +114,7 @@ impl Actor for WriterActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<WriterMsg>,
+        myself: ActorRef<WriterMsg>,
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         let watermark = args.committed_watermark.load(Ordering::Acquire);
@@ -111,7 +124,33 @@ impl Actor for WriterActor {
         pending.mark_published(args.outbox.iter().map(|r| r.seq));
         publish_feed(&args.js, args.partition, &args.feed_outbox).await?;
         pending.mark_feed_published(args.feed_outbox.iter().map(|m| m.version));
+        let (publisher, mut queue) = tokio::sync::mpsc::unbounded_channel::<ToPublish>();
+        let (js, partition) = (args.js.clone(), args.partition);
+        // Ends when the writer is gone (its sender dropped, or casts refused).
+        tokio::spawn(async move {
+            while let Some(job) = queue.recv().await {
+                let result = async {
+                    publish_rejects(&js, partition, &job.rejects).await?;
+                    publish_feed(&js, partition, &job.feed).await
+                }
+                .await;
+                let ok = result.is_ok();
+                let done = result.map(|()| {
+                    (
+                        job.rejects.iter().map(|r| r.seq).collect(),
+                        job.feed.iter().map(|m| m.version).collect(),
+                    )
+                });
+                if myself.cast(WriterMsg::Published(done)).is_err() || !ok {
+                    break;
+                }
+                for flush in job.flushes {
+                    let _ = flush.send(());
+                }
+            }
+        });
         Ok(WriterState {
+            publisher,
             pending,
             args,
             ack: None,
@@ -145,6 +184,14 @@ impl Actor for WriterActor {
                 state.finish(done);
             }
             WriterMsg::Tick => state.tick_scheduled = false,
+            WriterMsg::Published(result) => {
+                // A failed publication fails the actor, as a failed commit does:
+                // the rebuild publishes the outbox again.
+                let (rejects, feed) =
+                    result.map_err(|e| format!("partition {}: {e}", state.args.partition))?;
+                state.pending.mark_published(rejects);
+                state.pending.mark_feed_published(feed);
+            }
         }
         if !state.committing && !state.pending.is_empty() {
             let settings = &state.args.settings;
@@ -180,11 +227,6 @@ impl WriterState {
             .committed_watermark
             .store(done.watermark, Ordering::Release);
         self.args.credits.add_permits(done.credits);
-        self.pending.mark_published(done.published);
-        self.pending.mark_feed_published(done.feed_published);
-        for flush in done.flushes {
-            let _ = flush.send(());
-        }
     }
 
     fn start_commit(&mut self, myself: ActorRef<WriterMsg>) {
@@ -194,10 +236,11 @@ impl WriterState {
         let ack = self.ack.take();
         let flushes = std::mem::take(&mut self.flushes);
         let args = &self.args;
-        let (js, store, generation) = (args.js.clone(), args.store.clone(), args.generation);
+        let (store, generation) = (args.store.clone(), args.generation);
         let final_until = final_until(checkpoint.watermark, args.settings.allowed_lateness_ms);
         let prune_before = history_start(checkpoint.watermark, args.settings.history_retention_ms);
         let partition = args.partition;
+        let publisher = self.publisher.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let result = async {
@@ -220,14 +263,16 @@ impl WriterState {
                         .await
                         .map_err(|e| format!("ack after commit failed: {e}"))?;
                 }
-                publish_rejects(&js, partition, &checkpoint.rejects).await?;
-                publish_feed(&js, partition, &checkpoint.feed).await?;
+                let checkpoint::Checkpoint { rejects, feed, .. } = checkpoint;
+                // Gone only with the writer; the outbox keeps the messages then.
+                let _ = publisher.send(ToPublish {
+                    rejects,
+                    feed,
+                    flushes,
+                });
                 Ok(Done {
-                    published: checkpoint.rejects.iter().map(|r| r.seq).collect(),
-                    feed_published: checkpoint.feed.iter().map(|m| m.version).collect(),
                     credits,
                     watermark,
-                    flushes,
                     stats,
                     started,
                     close_to_committed,
