@@ -32,7 +32,19 @@ fn js_max_payload(js: &async_nats::jetstream::Context) -> usize {
 
 /// Installs the Prometheus recorder (once per process).
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    use adclick_actors::telemetry::{CLOSE_TO_COMMITTED, CONSUMED_TO_QUERYABLE};
+    use metrics_exporter_prometheus::Matcher;
+    // The freshness metrics are cumulative histograms (buckets in seconds), so
+    // a p99 over a whole run can be read off them; the exporter's default
+    // summaries only cover the last minute or so.
+    let freshness = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5,
+    ];
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(CONSUMED_TO_QUERYABLE.into()), &freshness)
+        .context("freshness buckets")?
+        .set_buckets_for_metric(Matcher::Full(CLOSE_TO_COMMITTED.into()), &freshness)
+        .context("freshness buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     adclick_actors::telemetry::describe();

@@ -267,6 +267,22 @@ async fn the_feed_equals_the_rest_answers() {
     // the REST API's counts.
     let messages = feed_messages(&js).await;
     let state = replay_counts(&messages);
+    // Each `final` marker says how many counters its minute has.
+    for (_, v) in messages
+        .iter()
+        .filter(|(s, v)| s.starts_with("agg.counts.") && v["kind"] == "final")
+    {
+        let key = (
+            v["partition"].as_u64().unwrap(),
+            v["minute"].as_str().unwrap().to_string(),
+        );
+        assert_eq!(v["counts"], serde_json::json!([]), "{v}");
+        assert_eq!(
+            v["counters"].as_u64(),
+            state.get(&key).map(|(c, _)| c.len() as u64),
+            "{v}"
+        );
+    }
     for m in 0..4i64 {
         let minute = t0 + m * MINUTE;
         let text = adclick_actors::time::format_rfc3339(minute);

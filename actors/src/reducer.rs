@@ -303,8 +303,8 @@ impl ReducerState {
         }
         for minute in finals {
             if feed_on {
-                let counters = self.args.counts.counters_of(minute);
-                messages.extend(self.feed.counts(minute, Publication::Final, &counters));
+                let counters = self.args.counts.counters_in(minute);
+                messages.push(self.feed.final_marker(minute, counters));
             }
             for &window in &windows {
                 let ads = self.window_top(window, minute, n)?;

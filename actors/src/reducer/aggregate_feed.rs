@@ -154,6 +154,22 @@ impl AggregateFeed {
             .collect()
     }
 
+    /// The marker that `minute` is final: no counters, only how many it has
+    /// (their totals are those of the `close` and `correction` messages).
+    pub fn final_marker(&mut self, minute: i64, counters: usize) -> FeedMessage {
+        let version = self.take_version();
+        let payload = format!(
+            r#"{{"partition":{},"minute":"{}","kind":"final","final":true,"version":{version},"chunk":0,"chunks":1,"counters":{counters},"counts":[]}}"#,
+            self.partition,
+            format_rfc3339(minute),
+        );
+        FeedMessage {
+            version,
+            subject: format!("agg.counts.{}", self.partition),
+            payload: Bytes::from(payload),
+        }
+    }
+
     /// The top-N of the `window` minutes ending with `minute`.
     pub fn top(
         &mut self,

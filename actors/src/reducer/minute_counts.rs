@@ -245,6 +245,14 @@ impl MinuteCounts {
         self.range(from, to).iter().map(|(m, _)| *m).collect()
     }
 
+    /// How many counters `minute` has in memory (every filter).
+    pub fn counters_in(&self, minute: i64) -> usize {
+        self.range(minute, minute.saturating_add(1))
+            .iter()
+            .map(|(_, table)| table.iter().map(CounterTable::len).sum::<usize>())
+            .sum()
+    }
+
     /// Every counter of `minute`: (ad, filter, clicks), sorted by ad then filter.
     pub fn counters_of(&self, minute: i64) -> Vec<(AdId, Filter, u64)> {
         let mut out = Vec::new();
