@@ -29,7 +29,7 @@
 //! Without `--addr` and outside `cargo bench` (e.g. `cargo test --all-targets`)
 //! it does nothing and exits successfully.
 
-use adclick::loadgen::Rng;
+use adclick::loadgen::{zipf_cdf, zipf_rank, Rng};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use std::net::SocketAddr;
@@ -170,20 +170,10 @@ struct RequestMaker {
 
 impl RequestMaker {
     fn new(args: &Args, (count, popular): (u32, u32)) -> RequestMaker {
-        // The same Zipf population as `adclick loadgen`: rank r has weight 1/r^skew.
-        let ads = args.ads.max(1) as usize;
-        let mut cdf = Vec::with_capacity(ads);
-        let mut total = 0.0;
-        for rank in 1..=ads {
-            total += 1.0 / (rank as f64).powf(args.skew.max(0.0));
-            cdf.push(total);
-        }
-        for c in &mut cdf {
-            *c /= total;
-        }
+        // The same Zipf population as `adclick loadgen`.
         RequestMaker {
             rng: Rng::new(args.seed),
-            zipf_cdf: cdf,
+            zipf_cdf: zipf_cdf(args.ads, args.skew),
             count_weight: count,
             total_weight: count + popular,
             minutes: args.minutes,
@@ -196,7 +186,7 @@ impl RequestMaker {
             return (Endpoint::Popular, self.popular_path.clone());
         }
         let draw = self.rng.unit();
-        let rank = (self.zipf_cdf.partition_point(|c| *c < draw) + 1).min(self.zipf_cdf.len());
+        let rank = zipf_rank(&self.zipf_cdf, draw);
         let country = COUNTRIES[self.rng.below(COUNTRIES.len() as u64) as usize];
         let ip_type = IP_TYPES[self.rng.below(IP_TYPES.len() as u64) as usize];
         let filter = match self.rng.below(4) {

@@ -162,23 +162,34 @@ pub struct ClickGenerator {
     pub report: Report,
 }
 
+/// The cumulative distribution of `ads` ads ranked by a Zipf law: rank `r`
+/// has weight `1 / r^skew`.
+pub fn zipf_cdf(ads: u32, skew: f64) -> Vec<f64> {
+    let ads = ads.max(1) as usize;
+    let mut cdf = Vec::with_capacity(ads);
+    let mut total = 0.0;
+    for rank in 1..=ads {
+        total += 1.0 / (rank as f64).powf(skew.max(0.0));
+        cdf.push(total);
+    }
+    for c in &mut cdf {
+        *c /= total;
+    }
+    cdf
+}
+
+/// The rank (1-based) a uniform `draw` in [0, 1) picks from [`zipf_cdf`].
+pub fn zipf_rank(cdf: &[f64], draw: f64) -> usize {
+    (cdf.partition_point(|c| *c < draw) + 1).min(cdf.len())
+}
+
 impl ClickGenerator {
     /// A generator for these options.
     pub fn new(args: &LoadgenArgs) -> ClickGenerator {
-        let ads = args.ads.max(1) as usize;
-        let mut cdf = Vec::with_capacity(ads);
-        let mut total = 0.0;
-        for rank in 1..=ads {
-            total += 1.0 / (rank as f64).powf(args.skew.max(0.0));
-            cdf.push(total);
-        }
-        for c in &mut cdf {
-            *c /= total;
-        }
         ClickGenerator {
             args: args.clone(),
             rng: Rng::new(args.seed),
-            zipf_cdf: cdf,
+            zipf_cdf: zipf_cdf(args.ads, args.skew),
             recent: VecDeque::with_capacity(1024),
             next: 0,
             report: Report::default(),
@@ -203,8 +214,7 @@ impl ClickGenerator {
             }
         }
         let draw = self.rng.unit();
-        let rank = self.zipf_cdf.partition_point(|c| *c < draw) + 1;
-        let ad = Self::ad_name(rank.min(self.zipf_cdf.len()));
+        let ad = Self::ad_name(zipf_rank(&self.zipf_cdf, draw));
         let click_id = format!("{:x}-{i}", self.args.seed);
         let mut ts = match self.args.start_ts {
             Some(start) => {

@@ -12,10 +12,8 @@ mod common;
 use adclick::loadgen::Rng;
 use adclick_actors::partition::directory::partition_of;
 use adclick_actors::time::parse_rfc3339;
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use common::*;
-use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -80,53 +78,19 @@ fn payload(click_id: &str, ad: &str, ts: i64, country: &str, fields: &[(&str, &F
 /// The latest count of each (ad, minute, filter key) on the output feed, in
 /// stream order: `{"device":"ios","country":"US"}` → `country=US&device=ios`.
 async fn feed_counts(
-    js: &jetstream::Context,
+    js: &async_nats::jetstream::Context,
 ) -> Result<HashMap<(String, i64, String), u64>, String> {
-    let stream = js
-        .get_stream("ADCLICK_AGG")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            filter_subject: "agg.counts.>".into(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let pending = consumer
-        .info()
-        .await
-        .map_err(|e| e.to_string())?
-        .num_pending as usize;
-    let mut messages = consumer
-        .fetch()
-        .max_messages(pending.max(1))
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
     let mut out = HashMap::new();
-    let mut read = 0;
-    while read < pending {
-        let Some(Ok(m)) = messages.next().await else {
-            break;
-        };
-        read += 1;
-        let v: Value = serde_json::from_slice(&m.payload).map_err(|e| e.to_string())?;
+    for (subject, v) in feed_messages(js).await {
+        if !subject.starts_with("agg.counts.") {
+            continue;
+        }
         let minute = parse_rfc3339(v["minute"].as_str().unwrap_or_default())
             .ok_or_else(|| format!("bad minute in {v}"))?;
         for c in v["counts"].as_array().into_iter().flatten() {
-            let mut parts: Vec<String> = c["filter"]
-                .as_object()
-                .ok_or_else(|| format!("filter is not an object: {c}"))?
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("<not text>")))
-                .collect();
-            parts.sort();
             let ad = c["ad_id"].as_str().unwrap_or_default().to_string();
             out.insert(
-                (ad, minute, parts.join("&")),
+                (ad, minute, filter_key(&c["filter"])),
                 c["count"].as_u64().unwrap_or(0),
             );
         }

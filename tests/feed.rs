@@ -10,9 +10,7 @@
 mod common;
 
 use adclick_actors::partition::directory::partition_of;
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use common::*;
-use futures::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -27,36 +25,6 @@ const SETTINGS: &[(&str, &str)] = &[
     ("ADCLICK_TOP_WINDOWS", "1,3"),
     ("ADCLICK_TOP_N", "3"),
 ];
-
-/// Every message on the feed so far, parsed, in stream order.
-async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
-    let stream = js.get_stream("ADCLICK_AGG").await.expect("feed stream");
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .expect("feed consumer");
-    let mut consumer = consumer;
-    let pending = consumer.info().await.expect("consumer info").num_pending as usize;
-    let mut out = Vec::new();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(pending.max(1))
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .expect("fetch");
-    while out.len() < pending {
-        let Some(Ok(m)) = messages.next().await else {
-            break;
-        };
-        let v: Value = serde_json::from_slice(&m.payload).expect("feed payload is JSON");
-        out.push((m.subject.to_string(), v));
-    }
-    out
-}
 
 /// Per (partition, minute): the latest count of each (ad, filter key), and
 /// whether a `final` publication was seen.
@@ -89,18 +57,6 @@ fn replay_counts(messages: &[(String, Value)]) -> Replayed {
         entry.1 |= v["final"] == true;
     }
     state
-}
-
-/// `{"country":"US","ip_type":"v4"}` → `country=US&ip_type=v4` (the oracle's keys).
-fn filter_key(filter: &Value) -> String {
-    let mut parts: Vec<String> = filter
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
-        .collect();
-    parts.sort();
-    parts.join("&")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,10 +35,10 @@ impl PartitionCore {
     pub fn resume(
         partition: u32,
         settings: &PipelineSettings,
-        recovered: Recovered,
+        mut recovered: Recovered,
     ) -> PartitionCore {
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.apply_all(&mut recovered.counts.clone());
+        counts.apply_all(&mut recovered.counts);
         PartitionCore::build(
             partition,
             settings,

@@ -267,22 +267,25 @@ impl ReducerState {
         );
         let mut messages = Vec::new();
         if feed_on {
-            // Corrections: counters of minutes closed before this batch.
-            let mut corrected: Vec<(i64, AdId, Filter)> = batch
+            // Corrections: counters of minutes closed before this batch, with
+            // the totals the counts just set (a batch has one increment per
+            // counter: the window folds it).
+            let mut corrected: Vec<(i64, AdId, Filter, u64)> = batch
                 .deltas
                 .iter()
                 .filter(|d| d.minute < closed_before)
-                .map(|d| (d.minute, d.ad, d.filter))
+                .map(|d| (d.minute, d.ad, d.filter, d.total))
                 .collect();
-            corrected.sort_unstable();
-            corrected.dedup();
+            corrected.sort_unstable_by_key(|c| (c.0, c.1, c.2));
             for group in corrected.chunk_by(|a, b| a.0 == b.0) {
-                let minute = group[0].0;
                 let counters: Vec<(AdId, Filter, u64)> = group
                     .iter()
-                    .map(|(m, ad, f)| (*ad, *f, self.args.counts.count(ad, f, *m, m + MINUTE_MS)))
+                    .map(|(_, ad, f, total)| (*ad, *f, *total))
                     .collect();
-                messages.extend(self.feed.counts(minute, Publication::Correction, &counters));
+                messages.extend(
+                    self.feed
+                        .counts(group[0].0, Publication::Correction, &counters),
+                );
             }
         }
         let counts = &self.args.counts;

@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::message::PublishMessage;
+use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -498,4 +500,46 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// Every message on the feed so far, parsed, in stream order.
+pub async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
+    let stream = js.get_stream("ADCLICK_AGG").await.expect("feed stream");
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("feed consumer");
+    let mut consumer = consumer;
+    let pending = consumer.info().await.expect("consumer info").num_pending as usize;
+    let mut out = Vec::new();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(pending.max(1))
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    while out.len() < pending {
+        let Some(Ok(m)) = messages.next().await else {
+            break;
+        };
+        let v: Value = serde_json::from_slice(&m.payload).expect("feed payload is JSON");
+        out.push((m.subject.to_string(), v));
+    }
+    out
+}
+
+/// `{"country":"US","ip_type":"v4"}` → `country=US&ip_type=v4` (the oracle's keys).
+pub fn filter_key(filter: &Value) -> String {
+    let mut parts: Vec<String> = filter
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
+    parts.sort();
+    parts.join("&")
 }
