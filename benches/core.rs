@@ -24,6 +24,7 @@ use adclick_actors::writer::store::PartitionStore;
 use bytes::Bytes;
 use clap::Parser;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const BATCH: usize = 1_000;
 
@@ -186,9 +187,14 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // Snapshots are checkpoint work: measured in whole_with_checkpoints only.
+    let no_snapshots = PipelineSettings {
+        snapshot_log_floor: usize::MAX,
+        ..settings.clone()
+    };
     group.bench_function("whole", |b| {
         b.iter(|| {
-            let mut core = PartitionCore::new(0, &settings);
+            let mut core = PartitionCore::new(0, &no_snapshots);
             for (i, chunk) in work.chunks(BATCH).enumerate() {
                 let mut batch = decoded_batch(i, chunk);
                 core.process(&mut batch);
@@ -202,6 +208,7 @@ fn bench(c: &mut Criterion) {
     // `checkpoint_interval` (100 ms) or when `max_batches_in_flight` / 2
     // batches wait, whichever comes first, as the writer does.
     let dir = tempfile::tempdir().expect("temp dir");
+    let split = CpuSplit::default();
     group.bench_function("whole_with_checkpoints", |b| {
         b.iter_batched(
             || {
@@ -213,6 +220,7 @@ fn bench(c: &mut Criterion) {
                 (store, generation)
             },
             |(store, generation)| {
+                let started = thread_cpu_ns();
                 let mut core = PartitionCore::new(0, &settings);
                 let mut pending = Checkpoint::default();
                 let interval =
@@ -222,22 +230,68 @@ fn bench(c: &mut Criterion) {
                     let mut batch = decoded_batch(i, chunk);
                     core.process(&mut batch);
                     batch.holds_credit = true;
+                    let t = thread_cpu_ns();
                     pending.absorb(&mut batch);
+                    split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
                     if last_commit.elapsed() >= interval
                         || pending.credits * 2 >= settings.max_batches_in_flight
                     {
                         last_commit = std::time::Instant::now();
                         let cp = pending.take();
                         let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
+                        let t = thread_cpu_ns();
                         store.commit(generation, &cp, final_until).expect("commit");
+                        split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
                     }
                 }
+                split.all.fetch_add(thread_cpu_ns() - started, Relaxed);
+                split.clicks.fetch_add(work.len() as u64, Relaxed);
                 core.watermark()
             },
             BatchSize::PerIteration,
         )
     });
     group.finish();
+    split.report();
+}
+
+/// Where whole_with_checkpoints spends its thread's CPU time (fsync waits
+/// are not CPU time, and in the service they overlap the pipeline).
+#[derive(Default)]
+struct CpuSplit {
+    all: AtomicU64,
+    absorb: AtomicU64,
+    commit: AtomicU64,
+    clicks: AtomicU64,
+}
+
+impl CpuSplit {
+    fn report(&self) {
+        let clicks = self.clicks.load(Relaxed).max(1) as f64;
+        let per_click = |n: &AtomicU64| n.load(Relaxed) as f64 / clicks;
+        eprintln!(
+            "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
+             {:.0} ns committing",
+            per_click(&self.all),
+            per_click(&self.absorb),
+            per_click(&self.commit)
+        );
+    }
+}
+
+/// CPU time of the calling thread, in ns, exact to the call (unlike
+/// /proc's schedstat, which a running thread updates only at ticks).
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    if !ok {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Batch `i` of the workload, decoded as ingest does.

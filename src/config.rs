@@ -497,6 +497,7 @@ impl Builder {
             max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
             checkpoint_interval_ms: self.ms("checkpoint_interval")?,
             memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
+            snapshot_log_floor: adclick_actors::reducer::snapshots::LOG_FLOOR,
             history_retention_ms,
             dimension_sets: self.dimension_sets(&extra_dimensions)?,
             extra_dimensions,

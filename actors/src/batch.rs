@@ -4,6 +4,7 @@
 use crate::click::{AdId, Click, Filter};
 use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
+use crate::writer::packed_counts::PackedCounts;
 use async_nats::jetstream::message::Acker;
 use tokio::sync::oneshot;
 
@@ -21,6 +22,16 @@ pub struct CountDelta {
     /// The counter's total once this increment is added: set by the reducer,
     /// and what the writer stores (so a commit writes totals, never reads).
     pub total: u64,
+}
+
+/// Every counter of one minute, packed (see [`crate::writer::packed_counts`]):
+/// written whole, it makes the count log's older totals of that minute moot.
+#[derive(Debug, Clone)]
+pub struct MinuteSnapshot {
+    /// Start of the minute, epoch ms.
+    pub minute: i64,
+    /// The minute's counters.
+    pub packed: PackedCounts,
 }
 
 /// A run of consecutive messages of one partition, and what each stage made of it.
@@ -58,6 +69,12 @@ pub struct Batch {
     pub feed: Vec<FeedMessage>,
     /// Added by reducer: final top-N to store.
     pub tops: Vec<StoredTop>,
+    /// Added by reducer: snapshots of minutes whose counters the count log
+    /// holds (see [`crate::reducer::snapshots`]).
+    pub snapshots: Vec<MinuteSnapshot>,
+    /// Set by reducer when `snapshots` covers every minute the count log
+    /// holds: older log records can go.
+    pub full_snapshot: bool,
     /// When ingest received the batch's messages (or decided its idle tick):
     /// the start of the freshness metrics.
     pub fetched_at: Option<std::time::Instant>,

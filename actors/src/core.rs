@@ -1,12 +1,14 @@
-//! A partition's chain without actors or NATS: dedup → window → counts, run
+//! A partition's chain without actors or NATS: dedup → window → counts (and
+//! the snapshots the counts make due), run
 //! synchronously on batches. The actors run exactly these pieces; tests
 //! (the event-time reference model) and benchmarks drive this directly.
 
 use crate::batch::Batch;
 use crate::dedup::repeat_filter::RepeatFilter;
 use crate::reducer::minute_counts::MinuteCounts;
+use crate::reducer::snapshots::MinuteSnapshots;
 use crate::settings::PipelineSettings;
-use crate::window::event_clock::{EventClock, NO_WATERMARK};
+use crate::window::event_clock::{final_until, EventClock, NO_WATERMARK};
 use crate::window::minute_assigner::{Assigned, MinuteAssigner};
 use crate::writer::store::Recovered;
 
@@ -16,6 +18,8 @@ pub struct PartitionCore {
     assigner: MinuteAssigner,
     /// The counts, as the reducer holds them.
     pub counts: MinuteCounts,
+    snapshots: MinuteSnapshots,
+    allowed_lateness_ms: i64,
     watermark: i64,
 }
 
@@ -28,6 +32,7 @@ impl PartitionCore {
             NO_WATERMARK,
             Vec::new(),
             MinuteCounts::new(i64::MIN),
+            MinuteSnapshots::new(settings.snapshot_log_floor),
         )
     }
 
@@ -45,6 +50,11 @@ impl PartitionCore {
             recovered.watermark,
             recovered.seen,
             counts,
+            MinuteSnapshots::resumed(
+                settings.snapshot_log_floor,
+                recovered.logged_minutes,
+                recovered.logged_totals,
+            ),
         )
     }
 
@@ -54,6 +64,7 @@ impl PartitionCore {
         watermark: i64,
         seen: Vec<(i64, u128)>,
         counts: MinuteCounts,
+        snapshots: MinuteSnapshots,
     ) -> PartitionCore {
         let clock = EventClock::new(
             settings.watermark_delay_ms,
@@ -64,17 +75,26 @@ impl PartitionCore {
             filter: RepeatFilter::new(clock.clone(), seen),
             assigner: MinuteAssigner::new(partition, clock, settings.dimension_sets.clone()),
             counts,
+            snapshots,
+            allowed_lateness_ms: settings.allowed_lateness_ms,
             watermark,
         }
     }
 
     /// Runs one batch through dedup, window and counts. The batch keeps what
-    /// the writer needs (ids, deltas, rejects, watermark).
+    /// the writer needs (ids, deltas, rejects, watermark, snapshots).
     pub fn process(&mut self, batch: &mut Batch) -> Assigned {
         self.filter.apply(batch);
         let done = self.assigner.apply(batch);
         self.counts.apply_all(&mut batch.deltas);
-        self.watermark = batch.watermark;
+        let before = self.watermark;
+        self.watermark = self.watermark.max(batch.watermark);
+        self.snapshots.after_batch(
+            &self.counts,
+            batch,
+            final_until(before, self.allowed_lateness_ms),
+            final_until(self.watermark, self.allowed_lateness_ms),
+        );
         done
     }
 

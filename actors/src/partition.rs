@@ -227,6 +227,8 @@ impl PartitionState {
                 next: writer,
                 store: args.store.clone(),
                 counts,
+                logged_minutes: std::mem::take(&mut recovered.logged_minutes),
+                logged_totals: recovered.logged_totals,
                 watermark: recovered.watermark,
                 feed_version: recovered.feed_version,
                 partition: args.partition,

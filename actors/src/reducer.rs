@@ -5,6 +5,7 @@
 pub mod aggregate_feed;
 pub mod counter_table;
 pub mod minute_counts;
+pub mod snapshots;
 pub mod top_n;
 pub mod window_sums;
 
@@ -20,6 +21,7 @@ use crate::writer::WriterMsg;
 use aggregate_feed::{AggregateFeed, Publication, StoredTop};
 use minute_counts::{split_at_floor, MinuteCounts};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use snapshots::MinuteSnapshots;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -87,6 +89,10 @@ pub struct ReducerArgs {
     pub store: Arc<PartitionStore>,
     /// Counts recovered from the checkpoint.
     pub counts: MinuteCounts,
+    /// Minutes whose totals recovery read from the count log.
+    pub logged_minutes: Vec<i64>,
+    /// How many totals recovery replayed from the count log.
+    pub logged_totals: usize,
     /// Watermark at the last checkpoint.
     pub watermark: i64,
     /// Watermark of the last finished commit (written by the writer).
@@ -112,6 +118,8 @@ pub struct ReducerState {
     /// Totals of the same windows ending with the latest final minute: the
     /// top-N stored and published when a minute turns final.
     finals: Vec<WindowSums>,
+    /// Which minutes the count log holds, and when to snapshot them.
+    snapshots: MinuteSnapshots,
 }
 
 impl Actor for ReducerActor {
@@ -122,7 +130,7 @@ impl Actor for ReducerActor {
     async fn pre_start(
         &self,
         _myself: ActorRef<ReducerMsg>,
-        args: ReducerArgs,
+        mut args: ReducerArgs,
     ) -> Result<ReducerState, ActorProcessingErr> {
         args.slot.set_watermark(args.watermark);
         let windows: Vec<WindowSums> = args
@@ -146,6 +154,11 @@ impl Actor for ReducerActor {
             }
         }
         Ok(ReducerState {
+            snapshots: MinuteSnapshots::resumed(
+                args.settings.snapshot_log_floor,
+                std::mem::take(&mut args.logged_minutes),
+                args.logged_totals,
+            ),
             finals,
             latest,
             previous: Vec::new(),
@@ -204,6 +217,13 @@ impl ReducerState {
         self.watermark = self.watermark.max(batch.watermark);
         self.move_windows(&batch.deltas, before);
         self.publish(batch, before)?;
+        let lateness = self.args.settings.allowed_lateness_ms;
+        self.snapshots.after_batch(
+            &self.args.counts,
+            batch,
+            final_until(before, lateness),
+            final_until(self.watermark, lateness),
+        );
         let counts = &mut self.args.counts;
         self.args.slot.set_watermark(self.watermark);
         if self.watermark != NO_WATERMARK {

@@ -109,6 +109,9 @@ pub struct PipelineSettings {
     pub checkpoint_interval_ms: i64,
     /// Minutes of counts the reducer keeps in memory; older ones are read from redb.
     pub memory_minutes: i64,
+    /// Fewest count-log totals that make a full snapshot due (see
+    /// [`crate::reducer::snapshots`]); tests lower it to snapshot often.
+    pub snapshot_log_floor: usize,
     /// How long minute counts are kept (behind the watermark) before pruning.
     pub history_retention_ms: i64,
     /// The filters counted.
@@ -160,6 +163,7 @@ impl PipelineSettings {
             max_batches_in_flight: 16,
             checkpoint_interval_ms: 100,
             memory_minutes: 1_440,
+            snapshot_log_floor: crate::reducer::snapshots::LOG_FLOOR,
             history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),
             extra_dimensions: Vec::new(),

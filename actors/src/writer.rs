@@ -8,12 +8,15 @@
 //! stored leaves it in the outbox, published again at the next start.
 //!
 //! Commits never block the actor: one runs at a time on a blocking thread,
-//! at most every `checkpoint_interval`, and batches that arrive meanwhile join
-//! the next one (group commit), so the commit rate adapts to the load.
+//! at most every `checkpoint_interval` (sooner when half the in-flight
+//! batches wait, or a batch closed a minute), and batches that arrive
+//! meanwhile join the next one (group commit), so the commit rate adapts to
+//! the load.
 //! Publishing (rejects, output feed) is a separate task fed in commit order:
 //! a minute's feed burst goes out while the next commits proceed.
 
 pub mod checkpoint;
+pub mod packed_counts;
 pub mod store;
 
 use crate::batch::Batch;
@@ -197,8 +200,11 @@ impl Actor for WriterActor {
             let settings = &state.args.settings;
             let interval = Duration::from_millis(settings.checkpoint_interval_ms.max(0) as u64);
             let since = state.last_commit_at.elapsed();
+            // A closed minute is what readers of the feed and the history
+            // wait for: it does not wait for the interval.
             let due = since >= interval
                 || state.pending.credits * 2 >= settings.max_batches_in_flight
+                || state.pending.first_close_fetched_at.is_some()
                 || !state.flushes.is_empty();
             if due {
                 state.start_commit(myself);

@@ -134,6 +134,8 @@ fn settings() -> PipelineSettings {
     s.watermark_delay_ms = DELAY;
     s.allowed_lateness_ms = LATENESS;
     s.memory_minutes = 60;
+    // Snapshot often, so restarts meet every mix of snapshots and log records.
+    s.snapshot_log_floor = 16;
     s
 }
 

@@ -253,6 +253,19 @@ impl MinuteCounts {
             .sum()
     }
 
+    /// Calls `each(ad, filter, clicks)` for every counter of `minute`, in no
+    /// particular order.
+    pub fn for_each_counter_of(&self, minute: i64, mut each: impl FnMut(&AdId, &Filter, u64)) {
+        for (_, table) in self.range(minute, minute.saturating_add(1)) {
+            for (code, ads) in table.iter().enumerate() {
+                let filter = &self.filters[code];
+                for (slot, n) in ads.iter() {
+                    each(&self.ads.ids[slot as usize], filter, n);
+                }
+            }
+        }
+    }
+
     /// Every counter of `minute`: (ad, filter, clicks), sorted by ad then filter.
     pub fn counters_of(&self, minute: i64) -> Vec<(AdId, Filter, u64)> {
         let mut out = Vec::new();

@@ -1,11 +1,11 @@
 //! What the next redb commit of a partition will write: everything the
 //! batches since the last commit carried.
 
-use crate::batch::{Batch, CountDelta};
+use crate::batch::{Batch, MinuteSnapshot};
 use crate::click::{AdId, Filter};
-use crate::fast_hash::FastMap;
 use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
+use crate::writer::packed_counts::PackedCounts;
 
 /// The state delta of one or more batches, committed in one transaction.
 #[derive(Default)]
@@ -16,8 +16,14 @@ pub struct Checkpoint {
     pub watermark: i64,
     /// Click ids to remember, with their minute.
     pub new_ids: Vec<(i64, u128)>,
-    /// The latest total per (minute, ad, filter) the batches changed.
-    pub counts: FastMap<(i64, AdId, Filter), u64>,
+    /// The totals the batches set, in order, packed as one count-log record
+    /// (a counter changed twice appears twice: replaying in order leaves the
+    /// later total, and appending costs less than merging).
+    pub log: PackedCounts,
+    /// Whole minutes to write (see [`crate::reducer::snapshots`]).
+    pub snapshots: Vec<MinuteSnapshot>,
+    /// Whether a full snapshot was taken: log records of earlier commits can go.
+    pub full_snapshot: bool,
     /// Extra-dimension values admitted, as (dimension, value).
     pub admitted: Vec<(String, String)>,
     /// Messages to republish on the rejected stream: written to the outbox by
@@ -55,17 +61,11 @@ impl Checkpoint {
         self.last_seq = self.last_seq.max(batch.last_seq);
         self.watermark = self.watermark.max(batch.watermark);
         self.new_ids.append(&mut batch.new_ids);
-        // Batches arrive in order: a later total replaces an earlier one.
-        for CountDelta {
-            minute,
-            ad,
-            filter,
-            total,
-            ..
-        } in batch.deltas.drain(..)
-        {
-            self.counts.insert((minute, ad, filter), total);
+        for d in &batch.deltas {
+            self.log_total(d.minute, &d.ad, &d.filter, d.total);
         }
+        self.snapshots.append(&mut batch.snapshots);
+        self.full_snapshot |= batch.full_snapshot;
         self.admitted.append(&mut batch.admitted);
         self.rejects.append(&mut batch.rejects);
         self.feed.append(&mut batch.feed);
@@ -77,6 +77,11 @@ impl Checkpoint {
         self.credits += usize::from(batch.holds_credit);
     }
 
+    /// Appends a counter's new total to the log record.
+    pub fn log_total(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
+        self.log.push(minute, ad, filter, total);
+    }
+
     /// Whether no batch was folded in since the last commit.
     pub fn is_empty(&self) -> bool {
         self.batches == 0
@@ -84,7 +89,9 @@ impl Checkpoint {
 
     /// Starts the next checkpoint, keeping the sequence and watermark reached.
     pub fn take(&mut self) -> Checkpoint {
-        let next = Checkpoint::resume(self.last_seq, self.watermark);
+        let mut next = Checkpoint::resume(self.last_seq, self.watermark);
+        // Commits at a steady rate log similar amounts: start at the last size.
+        next.log = PackedCounts::with_capacity(self.log.as_bytes().len());
         std::mem::replace(self, next)
     }
 

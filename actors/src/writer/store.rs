@@ -6,7 +6,15 @@
 //!   that minute first seen by that commit, packed: one row per minute per
 //!   commit instead of one per click. (`seen`, one row per id, is what older
 //!   files hold; it is still read and pruned.)
-//! - `counts`: `(minute, ad_id, filter key)` → clicks.
+//! - `count_log`: commit's last sequence → the counter totals that commit
+//!   set, in order, packed (see [`crate::writer::packed_counts`]). Records
+//!   older than the last full snapshot are deleted.
+//! - `minute_counts`: minute → the sequence of the commit that wrote it, then
+//!   every counter of the minute, packed: a snapshot (see
+//!   [`crate::reducer::snapshots`]). The minute's history once it is final.
+//! - `counts`: `(minute, ad_id, filter key)` → clicks: how files of earlier
+//!   versions stored counts, one row per counter. Still read (a minute's
+//!   snapshot wins over its rows) and pruned, no longer written.
 //! - `outbox`: stream sequence → a rejected message (subject, payload, reason)
 //!   decided by a committed batch and not yet confirmed stored on the rejected
 //!   stream.
@@ -24,10 +32,12 @@
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
+use crate::fast_hash::FastMap;
 use crate::reducer::aggregate_feed::{decode_top, encode_top, FeedMessage};
 use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::checkpoint::Checkpoint;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use crate::writer::packed_counts;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,6 +46,10 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const SEEN: TableDefinition<(i64, u128), ()> = TableDefinition::new("seen");
 const SEEN_BLOCKS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("seen_blocks");
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
+/// commit's last sequence → packed totals.
+const COUNT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("count_log");
+/// minute → writing commit's last sequence (8 bytes LE), packed counters.
+const MINUTE_COUNTS: TableDefinition<i64, &[u8]> = TableDefinition::new("minute_counts");
 /// seq → (subject, payload, reason kind, reason text).
 const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
 /// (dimension, value) of admitted extra-dimension values.
@@ -92,6 +106,10 @@ pub struct Recovered {
     pub counts: Vec<CountDelta>,
     /// First minute whose counts were loaded.
     pub counts_from: i64,
+    /// Minutes whose totals came from the count log (no snapshot covers them).
+    pub logged_minutes: Vec<i64>,
+    /// How many totals were replayed from the count log.
+    pub logged_totals: usize,
     /// Rejects committed but not yet confirmed published.
     pub outbox: Vec<crate::reject::Rejected>,
     /// Extra-dimension values admitted so far, as (dimension, value).
@@ -105,7 +123,7 @@ pub struct Recovered {
 /// Sizes of one commit, for metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommitStats {
-    /// Count rows written.
+    /// Counter totals written: logged, and in snapshots.
     pub count_rows: usize,
     /// Ids written.
     pub ids: usize,
@@ -145,6 +163,10 @@ impl PartitionStore {
                 .map_err(|e| store.io("open seen", e))?;
             txn.open_table(COUNTS)
                 .map_err(|e| store.io("open counts", e))?;
+            txn.open_table(COUNT_LOG)
+                .map_err(|e| store.io("open count log", e))?;
+            txn.open_table(MINUTE_COUNTS)
+                .map_err(|e| store.io("open minute counts", e))?;
             txn.open_table(OUTBOX)
                 .map_err(|e| store.io("open outbox", e))?;
             txn.open_table(DIMENSION_VALUES)
@@ -214,7 +236,26 @@ impl PartitionStore {
         }
         let counts_from = crate::window::event_clock::closed_until(watermark)
             .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS));
+        // Snapshots first, then rows of minutes without one (older files),
+        // then the log's newer totals, in commit order, the last one winning.
         let mut counts = Vec::new();
+        let mut snapshot_seq: FastMap<i64, u64> = FastMap::default();
+        for row in txn
+            .open_table(MINUTE_COUNTS)
+            .map_err(|e| self.io("open minute counts", e))?
+            .range(counts_from..)
+            .map_err(|e| self.io("read minute counts", e))?
+        {
+            let (minute, value) = row.map_err(|e| self.io("read minute counts", e))?;
+            let (seq, deltas) = read_snapshot(value.value()).ok_or_else(|| {
+                self.io(
+                    "read minute counts",
+                    format!("unreadable minute {}", minute.value()),
+                )
+            })?;
+            snapshot_seq.insert(minute.value(), seq);
+            counts.extend(deltas);
+        }
         let table = txn
             .open_table(COUNTS)
             .map_err(|e| self.io("open counts", e))?;
@@ -224,6 +265,9 @@ impl PartitionStore {
         {
             let (key, value) = row.map_err(|e| self.io("read counts", e))?;
             let (minute, ad, filter) = key.value();
+            if snapshot_seq.contains_key(&minute) {
+                continue;
+            }
             match (AdId::parse(ad), Filter::from_key(filter)) {
                 (Some(ad), Some(filter)) => counts.push(CountDelta {
                     minute,
@@ -237,6 +281,43 @@ impl PartitionStore {
                         "read counts",
                         format!("unreadable row ({minute}, {ad:?}, {filter:?})"),
                     ))
+                }
+            }
+        }
+        let mut at: FastMap<(i64, AdId, Filter), usize> = FastMap::default();
+        let mut logged_minutes = std::collections::BTreeSet::new();
+        let mut logged_totals = 0;
+        for row in txn
+            .open_table(COUNT_LOG)
+            .map_err(|e| self.io("open count log", e))?
+            .iter()
+            .map_err(|e| self.io("read count log", e))?
+        {
+            let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
+            let seq = seq.value();
+            let deltas = packed_counts::read(record.value())
+                .ok_or_else(|| self.io("read count log", format!("unreadable record {seq}")))?;
+            if at.is_empty() && !deltas.is_empty() {
+                at = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| ((d.minute, d.ad, d.filter), i))
+                    .collect();
+            }
+            for delta in deltas {
+                // A snapshot from a later commit already holds a newer total.
+                let superseded = snapshot_seq.get(&delta.minute).is_some_and(|s| *s > seq);
+                if delta.minute < counts_from || superseded {
+                    continue;
+                }
+                logged_totals += 1;
+                logged_minutes.insert(delta.minute);
+                match at.entry((delta.minute, delta.ad, delta.filter)) {
+                    std::collections::hash_map::Entry::Occupied(i) => counts[*i.get()] = delta,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(counts.len());
+                        counts.push(delta);
+                    }
                 }
             }
         }
@@ -293,6 +374,8 @@ impl PartitionStore {
             seen,
             counts,
             counts_from,
+            logged_minutes: logged_minutes.into_iter().collect(),
+            logged_totals,
         })
     }
 
@@ -334,11 +417,34 @@ impl PartitionStore {
                 .map_err(|e| self.io("open counts", e))?;
             // Totals, not increments: nothing to read first, and writing the
             // same checkpoint twice changes nothing.
-            for ((minute, ad, filter), total) in &checkpoint.counts {
-                let filter_key = filter.key();
-                counts
-                    .insert((*minute, ad.as_str(), filter_key.as_str()), *total)
-                    .map_err(|e| self.io("write count", e))?;
+            let mut log = txn
+                .open_table(COUNT_LOG)
+                .map_err(|e| self.io("open count log", e))?;
+            if !checkpoint.log.is_empty() {
+                log.insert(checkpoint.last_seq, checkpoint.log.as_bytes())
+                    .map_err(|e| self.io("write count log", e))?;
+            }
+            if checkpoint.full_snapshot {
+                log.retain_in(..checkpoint.last_seq, |_, _| false)
+                    .map_err(|e| self.io("trim count log", e))?;
+            }
+            let mut snapshots = txn
+                .open_table(MINUTE_COUNTS)
+                .map_err(|e| self.io("open minute counts", e))?;
+            let mut value = Vec::new();
+            for snapshot in &checkpoint.snapshots {
+                value.clear();
+                value.extend_from_slice(&checkpoint.last_seq.to_le_bytes());
+                value.extend_from_slice(snapshot.packed.as_bytes());
+                snapshots
+                    .insert(snapshot.minute, value.as_slice())
+                    .map_err(|e| self.io("write minute counts", e))?;
+            }
+            if prune_before != NO_WATERMARK {
+                // One row a minute: few to delete at a time.
+                snapshots
+                    .retain_in(..prune_before, |_, _| false)
+                    .map_err(|e| self.io("prune minute counts", e))?;
             }
             if prune_before != NO_WATERMARK {
                 let old: Vec<(i64, String, String)> = counts
@@ -452,9 +558,23 @@ impl PartitionStore {
         }
         txn.commit().map_err(|e| self.io("commit", e))?;
         Ok(CommitStats {
-            count_rows: checkpoint.counts.len(),
+            count_rows: checkpoint.log.counters()
+                + checkpoint
+                    .snapshots
+                    .iter()
+                    .map(|s| s.packed.counters())
+                    .sum::<usize>(),
             ids: checkpoint.new_ids.len(),
         })
+    }
+
+    /// How many count-log records the file holds.
+    pub fn count_log_records(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let log = txn
+            .open_table(COUNT_LOG)
+            .map_err(|e| self.io("open count log", e))?;
+        log.len().map_err(|e| self.io("read count log", e))
     }
 
     /// The stored final top-N of the `window` minutes ending with `minute`, if any.
@@ -476,7 +596,9 @@ impl PartitionStore {
             .ok_or_else(|| self.io("read top", format!("unreadable top ({window}, {minute})")))
     }
 
-    /// Committed clicks of `ad` under `filter` in `[from, to)`.
+    /// Committed clicks of `ad` under `filter` in `[from, to)`, as the
+    /// minutes' snapshots (or older files' rows) hold them: final minutes are
+    /// exact; open ones are in memory, where queries read them.
     pub fn read_count(
         &self,
         ad: &AdId,
@@ -484,29 +606,17 @@ impl PartitionStore {
         from: i64,
         to: i64,
     ) -> Result<u64, StoreError> {
-        if from >= to {
-            return Ok(0);
-        }
-        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
-        let table = txn
-            .open_table(COUNTS)
-            .map_err(|e| self.io("open counts", e))?;
-        let filter_key = filter.key();
         let mut total = 0;
-        let mut minute = from;
-        while minute < to {
-            if let Some(v) = table
-                .get((minute, ad.as_str(), filter_key.as_str()))
-                .map_err(|e| self.io("read count", e))?
-            {
-                total += v.value();
+        self.for_each_stored(filter, from, to, |a, n| {
+            if a == ad {
+                total += n;
             }
-            minute += crate::time::MINUTE_MS;
-        }
+        })?;
         Ok(total)
     }
 
-    /// Adds each ad's committed clicks under `filter` in `[from, to)` to `sums`.
+    /// Adds each ad's committed clicks under `filter` in `[from, to)` to
+    /// `sums` (see [`PartitionStore::read_count`]).
     pub fn add_sums(
         &self,
         filter: &Filter,
@@ -514,10 +624,44 @@ impl PartitionStore {
         to: i64,
         sums: &mut HashMap<AdId, u64>,
     ) -> Result<(), StoreError> {
+        self.for_each_stored(filter, from, to, |ad, n| {
+            *sums.entry(*ad).or_insert(0) += n;
+        })
+    }
+
+    /// Calls `each(ad, clicks)` for every stored counter under `filter` in
+    /// `[from, to)`: from the minutes' snapshots, and for minutes without one,
+    /// from rows.
+    fn for_each_stored(
+        &self,
+        filter: &Filter,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(&AdId, u64),
+    ) -> Result<(), StoreError> {
         if from >= to {
             return Ok(());
         }
         let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let mut snapshot_minutes = Vec::new();
+        for row in txn
+            .open_table(MINUTE_COUNTS)
+            .map_err(|e| self.io("open minute counts", e))?
+            .range(from..to)
+            .map_err(|e| self.io("read minute counts", e))?
+        {
+            let (minute, value) = row.map_err(|e| self.io("read minute counts", e))?;
+            let (_, deltas) = read_snapshot(value.value()).ok_or_else(|| {
+                self.io(
+                    "read minute counts",
+                    format!("unreadable minute {}", minute.value()),
+                )
+            })?;
+            snapshot_minutes.push(minute.value());
+            for d in deltas.iter().filter(|d| d.filter == *filter) {
+                each(&d.ad, d.total);
+            }
+        }
         let table = txn
             .open_table(COUNTS)
             .map_err(|e| self.io("open counts", e))?;
@@ -527,24 +671,48 @@ impl PartitionStore {
             .map_err(|e| self.io("read counts", e))?
         {
             let (key, value) = row.map_err(|e| self.io("read counts", e))?;
-            let (_, ad, filter) = key.value();
-            if filter == filter_key {
-                if let Some(ad) = AdId::parse(ad) {
-                    *sums.entry(ad).or_insert(0) += value.value();
-                }
+            let (minute, ad, row_filter) = key.value();
+            if row_filter != filter_key || snapshot_minutes.binary_search(&minute).is_ok() {
+                continue;
+            }
+            if let Some(ad) = AdId::parse(ad) {
+                each(&ad, value.value());
             }
         }
         Ok(())
     }
 }
 
+/// Splits a `minute_counts` value into the writing commit's sequence and
+/// the minute's counters.
+fn read_snapshot(value: &[u8]) -> Option<(u64, Vec<CountDelta>)> {
+    let (seq, packed) = value.split_at_checked(8)?;
+    Some((
+        u64::from_le_bytes(seq.try_into().ok()?),
+        packed_counts::read(packed)?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::MinuteSnapshot;
     use crate::time::MINUTE_MS;
 
     fn ad(s: &str) -> AdId {
         AdId::parse(s).unwrap()
+    }
+
+    /// A snapshot of minute `minute` (in minutes) holding `counters`.
+    fn snapshot(minute: i64, counters: &[(&str, Filter, u64)]) -> MinuteSnapshot {
+        let mut packed = packed_counts::PackedCounts::default();
+        for (a, filter, n) in counters {
+            packed.push(minute * MINUTE_MS, &ad(a), filter, *n);
+        }
+        MinuteSnapshot {
+            minute: minute * MINUTE_MS,
+            packed,
+        }
     }
 
     #[test]
@@ -558,17 +726,20 @@ mod tests {
         cp.last_seq = 42;
         cp.watermark = 10 * MINUTE_MS;
         cp.new_ids = vec![(MINUTE_MS, 7), (9 * MINUTE_MS, 8)];
-        cp.counts.insert((9 * MINUTE_MS, ad("a"), Filter::ALL), 3);
-        cp.counts.insert((2 * MINUTE_MS, ad("b"), Filter::ALL), 1);
+        cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 3);
+        cp.log_total(2 * MINUTE_MS, &ad("b"), &Filter::ALL, 1);
+        cp.snapshots.push(snapshot(2, &[("b", Filter::ALL, 1)]));
         store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
         // Checkpoints carry totals: committing one again changes nothing.
         store.commit(first.generation, &cp, 5 * MINUTE_MS).unwrap();
 
+        // Minute 2 has its snapshot: stored history. Minute 9 is only in the
+        // log, which recovery reads (below).
         assert_eq!(
             store
-                .read_count(&ad("a"), &Filter::ALL, 0, 10 * MINUTE_MS)
+                .read_count(&ad("b"), &Filter::ALL, 0, 10 * MINUTE_MS)
                 .unwrap(),
-            3
+            1
         );
         let mut sums = HashMap::new();
         store
@@ -660,14 +831,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PartitionStore::open(dir.path(), 0).unwrap();
         let generation = store.recover(60).unwrap().generation;
-        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
-        for i in 0..(PRUNE_ROWS_PER_COMMIT + 500) {
-            let ad = AdId::parse(&format!("ad-{i}")).unwrap();
-            cp.counts.insert((0, ad, Filter::ALL), 1);
-            cp.counts.insert((MINUTE_MS, ad, Filter::ALL), 1);
+        // Rows as files of earlier versions hold them.
+        let ads: Vec<String> = (0..(PRUNE_ROWS_PER_COMMIT + 500))
+            .map(|i| format!("ad-{i}"))
+            .collect();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut counts = txn.open_table(COUNTS).unwrap();
+            for a in &ads {
+                counts.insert((0, a.as_str(), ""), 1).unwrap();
+                counts.insert((MINUTE_MS, a.as_str(), ""), 1).unwrap();
+            }
         }
+        txn.commit().unwrap();
+        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
+        cp.snapshots.push(snapshot(0, &[("snap", Filter::ALL, 5)]));
+        cp.snapshots.push(snapshot(2, &[("snap", Filter::ALL, 7)]));
         store.commit(generation, &cp, NO_WATERMARK).unwrap();
-        let empty = Checkpoint::resume(0, NO_WATERMARK);
         let remaining = |store: &PartitionStore| {
             let mut sums = HashMap::new();
             store
@@ -675,25 +855,52 @@ mod tests {
                 .unwrap();
             sums.len()
         };
+        assert_eq!(
+            remaining(&store),
+            1,
+            "a minute's snapshot wins over its rows"
+        );
+        let empty = Checkpoint::resume(0, NO_WATERMARK);
         store
             .commit_and_prune(generation, &empty, NO_WATERMARK, MINUTE_MS)
             .unwrap();
+        let rows = |store: &PartitionStore, minute: i64| {
+            let txn = store.db.begin_read().unwrap();
+            let counts = txn.open_table(COUNTS).unwrap();
+            counts
+                .range((minute, "", "")..(minute + 1, "", ""))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(rows(&store, 0), 500, "one commit prunes at most the bound");
         assert_eq!(
             remaining(&store),
             500,
-            "one commit prunes at most the bound"
+            "the snapshot of minute 0 is pruned, its last rows are read"
         );
         store
             .commit_and_prune(generation, &empty, NO_WATERMARK, MINUTE_MS)
             .unwrap();
-        assert_eq!(remaining(&store), 0);
+        assert_eq!(rows(&store, 0), 0);
+        assert_eq!(rows(&store, MINUTE_MS), ads.len(), "newer minutes kept");
         let ad = AdId::parse("ad-7").unwrap();
         assert_eq!(
             store
                 .read_count(&ad, &Filter::ALL, MINUTE_MS, 2 * MINUTE_MS)
                 .unwrap(),
             1,
-            "newer minutes kept"
+            "rows of a minute without a snapshot are read"
+        );
+        assert_eq!(
+            store
+                .read_count(
+                    &AdId::parse("snap").unwrap(),
+                    &Filter::ALL,
+                    0,
+                    3 * MINUTE_MS
+                )
+                .unwrap(),
+            7
         );
     }
 
@@ -721,7 +928,7 @@ mod tests {
                 extras: ExtraCodes::from_codes([m.code]).unwrap(),
                 ..Filter::ALL
             };
-            *cp.counts.entry((0, ad("x"), filter)).or_insert(0) += 1;
+            cp.log_total(0, &ad("x"), &filter, 1);
         }
         store.commit(first.generation, &cp, NO_WATERMARK).unwrap();
 
@@ -742,7 +949,88 @@ mod tests {
             .counts
             .iter()
             .any(|d| d.filter == other && d.count == 1));
-        assert_eq!(store.read_count(&ad("x"), &other, 0, MINUTE_MS).unwrap(), 1);
+    }
+
+    #[test]
+    fn recovery_replays_the_log_over_snapshots_by_commit_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let generation = std::cell::Cell::new(store.recover(60).unwrap().generation);
+        let recover = || {
+            let recovered = store.recover(60).unwrap();
+            generation.set(recovered.generation);
+            recovered
+        };
+        let ca = Filter {
+            country: crate::click::Country::parse("CA"),
+            ..Filter::ALL
+        };
+        let sorted = |mut counts: Vec<CountDelta>| {
+            counts.sort_by_key(|d| (d.minute, d.ad, d.filter));
+            counts
+                .iter()
+                .map(|d| (d.minute / MINUTE_MS, d.ad.to_string(), d.filter, d.total))
+                .collect::<Vec<_>>()
+        };
+        let commit = |seq: u64, fill: &dyn Fn(&mut Checkpoint)| {
+            let mut cp = Checkpoint::resume(seq, 9 * MINUTE_MS);
+            fill(&mut cp);
+            store.commit(generation.get(), &cp, 5 * MINUTE_MS).unwrap();
+        };
+        commit(1, &|cp| {
+            cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 3);
+            cp.log_total(9 * MINUTE_MS, &ad("a"), &ca, 1);
+        });
+        commit(2, &|cp| {
+            cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 4);
+            cp.log_total(8 * MINUTE_MS, &ad("c"), &Filter::ALL, 1);
+            cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 5);
+        });
+        let recovered = recover();
+        assert_eq!(
+            sorted(recovered.counts),
+            vec![
+                (8, "c".into(), Filter::ALL, 1),
+                (9, "a".into(), Filter::ALL, 5),
+                (9, "a".into(), ca, 1),
+            ],
+            "the later total wins"
+        );
+        assert_eq!(recovered.logged_minutes, vec![8 * MINUTE_MS, 9 * MINUTE_MS]);
+        assert_eq!(recovered.logged_totals, 5);
+
+        // Minute 8 turns final with more clicks than the log's record 2 says:
+        // that older record must not undo the snapshot.
+        commit(3, &|cp| {
+            cp.snapshots.push(snapshot(8, &[("c", Filter::ALL, 4)]));
+            cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 6);
+        });
+        let recovered = recover();
+        let expected = vec![
+            (8, "c".to_string(), Filter::ALL, 4),
+            (9, "a".to_string(), Filter::ALL, 6),
+            (9, "a".to_string(), ca, 1),
+        ];
+        assert_eq!(sorted(recovered.counts), expected);
+        assert_eq!(recovered.logged_minutes, vec![9 * MINUTE_MS]);
+        assert_eq!(store.count_log_records().unwrap(), 3);
+
+        // A full snapshot: earlier records go, nothing changes.
+        commit(4, &|cp| {
+            cp.snapshots
+                .push(snapshot(9, &[("a", Filter::ALL, 6), ("a", ca, 1)]));
+            cp.full_snapshot = true;
+        });
+        assert_eq!(store.count_log_records().unwrap(), 0);
+        let recovered = recover();
+        assert_eq!(sorted(recovered.counts), expected);
+        assert!(recovered.logged_minutes.is_empty());
+        assert_eq!(
+            store
+                .read_count(&ad("a"), &ca, 9 * MINUTE_MS, 10 * MINUTE_MS)
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! When the reducer snapshots whole minutes, so the count log stays short.
+//!
+//! Each commit appends the totals its batches changed to the count log (see
+//! [`crate::writer::packed_counts`]): cheap per commit, but the log grows
+//! with the click rate, and recovery replays it. A snapshot writes every
+//! counter of a minute at once; the log's older totals of that minute are
+//! then moot. Two moments call for one:
+//!
+//! - **Full snapshot**, when the totals logged since the last full snapshot
+//!   reach twice the counters of the minutes they touched (and at least a
+//!   floor, [`LOG_FLOOR`] by default): every such minute is written, and the writer deletes the
+//!   older log records. Snapshots then cost at most one packed counter per two
+//!   logged ones, and recovery replays at most about twice the live state.
+//! - **Final snapshot**, when a minute turns final and the log still holds
+//!   totals of it: its history must not depend on the log, which the next
+//!   full snapshot trims without it.
+
+use crate::batch::{Batch, CountDelta, MinuteSnapshot};
+use crate::reducer::minute_counts::MinuteCounts;
+use crate::window::event_clock::NO_WATERMARK;
+use crate::writer::packed_counts::PackedCounts;
+use std::collections::BTreeSet;
+
+/// The default fewest logged totals that make a full snapshot due: below it
+/// the log is cheap to replay whatever the state, and tiny states are not
+/// rewritten on every batch.
+pub const LOG_FLOOR: usize = 100_000;
+
+/// The minutes the count log holds totals of since their last snapshot.
+#[derive(Debug)]
+pub struct MinuteSnapshots {
+    logged_minutes: BTreeSet<i64>,
+    /// Totals logged since the last full snapshot.
+    logged: usize,
+    floor: usize,
+}
+
+impl MinuteSnapshots {
+    /// Nothing logged yet; full snapshots once `floor` totals are logged (and
+    /// twice the counters they touched).
+    pub fn new(floor: usize) -> MinuteSnapshots {
+        MinuteSnapshots::resumed(floor, Vec::new(), 0)
+    }
+
+    /// Resumes with what recovery replayed from the log.
+    pub fn resumed(floor: usize, logged_minutes: Vec<i64>, logged: usize) -> MinuteSnapshots {
+        MinuteSnapshots {
+            logged_minutes: logged_minutes.into_iter().collect(),
+            logged,
+            floor,
+        }
+    }
+
+    /// Notes the totals a batch logs (its deltas, as `counts` just applied
+    /// them) and adds to it the snapshots that are due. `final_before` and
+    /// `final_after` are the first non-final minute before and after the batch.
+    pub fn after_batch(
+        &mut self,
+        counts: &MinuteCounts,
+        batch: &mut Batch,
+        final_before: i64,
+        final_after: i64,
+    ) {
+        self.note(&batch.deltas);
+        if self.logged >= self.floor {
+            let counters: usize = self
+                .logged_minutes
+                .iter()
+                .map(|m| counts.counters_in(*m))
+                .sum();
+            if self.logged >= 2 * counters {
+                self.logged = 0;
+                for minute in std::mem::take(&mut self.logged_minutes) {
+                    batch.snapshots.push(snapshot(counts, minute));
+                }
+                batch.full_snapshot = true;
+                return;
+            }
+        }
+        if final_after != final_before && final_after != NO_WATERMARK {
+            let still_open = self.logged_minutes.split_off(&final_after);
+            for minute in std::mem::replace(&mut self.logged_minutes, still_open) {
+                batch.snapshots.push(snapshot(counts, minute));
+            }
+        }
+    }
+
+    fn note(&mut self, deltas: &[CountDelta]) {
+        self.logged += deltas.len();
+        let mut last = None;
+        for d in deltas {
+            // The window sends an ad's increments together: minutes repeat in runs.
+            if last != Some(d.minute) {
+                self.logged_minutes.insert(d.minute);
+                last = Some(d.minute);
+            }
+        }
+    }
+
+    /// Minutes the log holds totals of that no snapshot covers yet.
+    pub fn logged_minutes(&self) -> impl Iterator<Item = i64> + '_ {
+        self.logged_minutes.iter().copied()
+    }
+}
+
+/// Every counter of `minute`, packed.
+fn snapshot(counts: &MinuteCounts, minute: i64) -> MinuteSnapshot {
+    let mut packed = PackedCounts::default();
+    counts.for_each_counter_of(minute, |ad, filter, total| {
+        packed.push(minute, ad, filter, total);
+    });
+    MinuteSnapshot { minute, packed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::click::{AdId, Filter};
+    use crate::time::MINUTE_MS;
+
+    fn delta(minute: i64, ad: &str) -> CountDelta {
+        CountDelta {
+            minute: minute * MINUTE_MS,
+            ad: AdId::parse(ad).unwrap(),
+            filter: Filter::ALL,
+            count: 1,
+            total: 0,
+        }
+    }
+
+    fn run(
+        counts: &mut MinuteCounts,
+        snapshots: &mut MinuteSnapshots,
+        deltas: Vec<CountDelta>,
+        finals: (i64, i64),
+    ) -> Batch {
+        let mut batch = Batch {
+            deltas,
+            ..Batch::default()
+        };
+        counts.apply_all(&mut batch.deltas);
+        snapshots.after_batch(
+            counts,
+            &mut batch,
+            finals.0 * MINUTE_MS,
+            finals.1 * MINUTE_MS,
+        );
+        batch
+    }
+
+    #[test]
+    fn a_minute_turning_final_is_snapshot_only_if_the_log_holds_it() {
+        let mut counts = MinuteCounts::default();
+        let mut snapshots = MinuteSnapshots::new(LOG_FLOOR);
+        let batch = run(
+            &mut counts,
+            &mut snapshots,
+            vec![delta(1, "a"), delta(1, "a"), delta(2, "b"), delta(3, "c")],
+            (0, 0),
+        );
+        assert!(batch.snapshots.is_empty());
+        assert_eq!(snapshots.logged_minutes().collect::<Vec<_>>().len(), 3);
+
+        let batch = run(&mut counts, &mut snapshots, vec![], (0, 3));
+        let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
+        assert_eq!(minutes, vec![MINUTE_MS, 2 * MINUTE_MS]);
+        assert!(!batch.full_snapshot);
+        let read =
+            crate::writer::packed_counts::read(batch.snapshots[0].packed.as_bytes()).unwrap();
+        assert_eq!(
+            read.iter()
+                .map(|d| (d.ad.to_string(), d.total))
+                .collect::<Vec<_>>(),
+            vec![("a".to_string(), 2)]
+        );
+        let batch = run(&mut counts, &mut snapshots, vec![], (3, 4));
+        let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
+        assert_eq!(minutes, vec![3 * MINUTE_MS]);
+        let batch = run(&mut counts, &mut snapshots, vec![], (4, 9));
+        assert!(batch.snapshots.is_empty(), "nothing left in the log");
+    }
+
+    #[test]
+    fn a_full_snapshot_comes_once_the_log_is_twice_the_state() {
+        let mut counts = MinuteCounts::default();
+        let mut snapshots = MinuteSnapshots::new(LOG_FLOOR);
+        // Ten hot counters in two minutes: the log grows, the state does not.
+        let mut logged = 0;
+        loop {
+            let deltas: Vec<CountDelta> = (0..1000)
+                .map(|i| delta(1 + i % 2, &format!("ad{}", i % 5)))
+                .collect();
+            logged += deltas.len();
+            let batch = run(&mut counts, &mut snapshots, deltas, (0, 0));
+            if batch.full_snapshot {
+                break;
+            }
+            assert!(batch.snapshots.is_empty());
+            assert!(logged < 2 * LOG_FLOOR, "no snapshot after {logged} totals");
+        }
+        assert!(logged >= LOG_FLOOR);
+        assert_eq!(snapshots.logged_minutes().count(), 0);
+    }
+}
