@@ -189,8 +189,15 @@ impl PartitionState {
         let settings = args.settings.clone();
         let store = args.store.clone();
         let memory_minutes = settings.memory_minutes;
+        let started = std::time::Instant::now();
         let mut recovered =
             tokio::task::spawn_blocking(move || store.recover(memory_minutes)).await??;
+        let read_ms = started.elapsed().as_millis();
+        let (ids, counters, logged) = (
+            recovered.seen.len(),
+            recovered.counts.len(),
+            recovered.logged_totals,
+        );
         let committed_watermark = Arc::new(AtomicI64::new(recovered.watermark));
         let credits = Arc::new(Semaphore::new(settings.max_batches_in_flight));
         let supervisor = myself.get_cell();
@@ -291,6 +298,16 @@ impl PartitionState {
         ingest.cast(IngestMsg::Pull)?;
         self.ingest = Some(ingest);
         self.args.slot.set_reducer(Some(reducer));
+        // Restart time is a target (docs/PERFORMANCE.md): say where it goes.
+        tracing::info!(
+            partition = self.args.partition,
+            read_ms,
+            built_ms = started.elapsed().as_millis() - read_ms,
+            ids,
+            counters,
+            logged,
+            "checkpoint loaded"
+        );
         Ok(())
     }
 }
