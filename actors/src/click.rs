@@ -8,6 +8,19 @@ use std::fmt;
 /// Longest ad id the contract allows (`[A-Za-z0-9_-]{1,64}`).
 pub const AD_ID_MAX: usize = 64;
 
+/// Which bytes an ad id may hold (`[A-Za-z0-9_-]`): one table lookup per
+/// byte instead of four range checks.
+const AD_ID_BYTE: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        allowed[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    allowed
+};
+
 /// An ad id stored inline: no heap allocation, cheap to copy and hash.
 /// Ordered as its text (ties in top-N break by ad id ascending).
 #[derive(Clone, Copy)]
@@ -19,13 +32,13 @@ pub struct AdId {
 impl AdId {
     /// Accepts exactly the ids the contract allows: 1 to 64 of `[A-Za-z0-9_-]`.
     pub fn parse(text: &str) -> Option<AdId> {
-        let raw = text.as_bytes();
-        if raw.is_empty()
-            || raw.len() > AD_ID_MAX
-            || !raw
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
-        {
+        AdId::from_bytes(text.as_bytes())
+    }
+
+    /// [`AdId::parse`] on the raw bytes (the decoder's fast path reads
+    /// bytes, never needing the text as `str`).
+    pub fn from_bytes(raw: &[u8]) -> Option<AdId> {
+        if raw.is_empty() || raw.len() > AD_ID_MAX || !raw.iter().all(|c| AD_ID_BYTE[*c as usize]) {
             return None;
         }
         let mut bytes = [0u8; AD_ID_MAX];
@@ -106,7 +119,12 @@ impl Country {
 
     /// Two ASCII letters, upper-cased; anything else is `None`.
     pub fn parse(text: &str) -> Option<Country> {
-        match text.as_bytes() {
+        Country::from_bytes(text.as_bytes())
+    }
+
+    /// [`Country::parse`] on raw bytes.
+    pub fn from_bytes(text: &[u8]) -> Option<Country> {
+        match text {
             [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
                 Some(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
             }
@@ -134,10 +152,27 @@ pub enum IpType {
 impl IpType {
     /// Classifies the `ip` field of a click.
     pub fn of(ip: Option<&str>) -> IpType {
-        match ip.map(str::parse::<std::net::IpAddr>) {
-            Some(Ok(std::net::IpAddr::V4(_))) => IpType::V4,
-            Some(Ok(std::net::IpAddr::V6(_))) => IpType::V6,
-            _ => IpType::Unknown,
+        ip.map_or(IpType::Unknown, |ip| IpType::classify(ip.as_bytes()))
+    }
+
+    /// Classifies the text of an `ip` field exactly as
+    /// `text.parse::<std::net::IpAddr>()` would (a property test holds the
+    /// two together), without std's general parser for the common case.
+    ///
+    /// An IPv6 address always has a `:` and an IPv4 one never does, so one
+    /// scan tells which parser may succeed: dotted quads are checked here,
+    /// the rarer IPv6 text goes to std's `Ipv6Addr` parser.
+    pub fn classify(text: &[u8]) -> IpType {
+        if text.contains(&b':') {
+            return match std::str::from_utf8(text).map(str::parse::<std::net::Ipv6Addr>) {
+                Ok(Ok(_)) => IpType::V6,
+                _ => IpType::Unknown,
+            };
+        }
+        if is_dotted_quad(text) {
+            IpType::V4
+        } else {
+            IpType::Unknown
         }
     }
 
@@ -159,6 +194,30 @@ impl IpType {
             IpType::Unknown => "unknown",
         }
     }
+}
+
+/// Whether `text` is an IPv4 address as std reads one: four decimal octets
+/// of 1 to 3 digits, each at most 255, joined by `.`, and no octet with a
+/// leading zero (`01` could be read as octal elsewhere, so std refuses it).
+fn is_dotted_quad(text: &[u8]) -> bool {
+    let mut octets = 0;
+    for octet in text.split(|b| *b == b'.') {
+        octets += 1;
+        let value = match *octet {
+            [a] if a.is_ascii_digit() => u32::from(a - b'0'),
+            [a, b] if a != b'0' && a.is_ascii_digit() && b.is_ascii_digit() => {
+                u32::from(a - b'0') * 10 + u32::from(b - b'0')
+            }
+            [a, b, c] if a != b'0' && [a, b, c].iter().all(u8::is_ascii_digit) => {
+                u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0')
+            }
+            _ => return false,
+        };
+        if value > 255 || octets > 4 {
+            return false;
+        }
+    }
+    octets == 4
 }
 
 /// A combination of dimension values a count is kept under: `{}` for all
@@ -476,5 +535,63 @@ mod tests {
         assert_eq!(IpType::of(Some("::1")), IpType::V6);
         assert_eq!(IpType::of(Some("nope")), IpType::Unknown);
         assert_eq!(IpType::of(None), IpType::Unknown);
+        for (text, want) in [
+            ("0.0.0.0", IpType::V4),
+            ("255.255.255.255", IpType::V4),
+            ("256.1.1.1", IpType::Unknown),
+            ("01.1.1.1", IpType::Unknown),
+            ("1.1.1", IpType::Unknown),
+            ("1.1.1.1.", IpType::Unknown),
+            ("1.1.1.1.1", IpType::Unknown),
+            ("1..1.1", IpType::Unknown),
+            ("1.1.1.0001", IpType::Unknown),
+            ("::ffff:1.2.3.4", IpType::V6),
+            ("1:2:3:4:5:6:7::", IpType::V6),
+            ("1.2.3.4:80", IpType::Unknown),
+            ("", IpType::Unknown),
+        ] {
+            assert_eq!(IpType::of(Some(text)), want, "{text}");
+        }
+    }
+
+    /// std's own reading of an address, the oracle of [`IpType::classify`].
+    fn std_ip_type(text: &str) -> IpType {
+        match text.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => IpType::V4,
+            Ok(std::net::IpAddr::V6(_)) => IpType::V6,
+            Err(_) => IpType::Unknown,
+        }
+    }
+
+    proptest::proptest! {
+        /// Classifies exactly as std parses: random text over the characters
+        /// addresses are made of, and near-addresses built from parts.
+        #[test]
+        fn ip_types_agree_with_std(
+            text in "[0-9a-fA-F.:%x ]{0,20}",
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("0".to_string()),
+                    "[0-9]{1,4}",
+                    "[0-9a-f]{1,5}",
+                    proptest::strategy::Just(String::new()),
+                ],
+                0..10,
+            ),
+            sep in proptest::prop_oneof![
+                proptest::strategy::Just("."),
+                proptest::strategy::Just(":"),
+                proptest::strategy::Just("::"),
+            ],
+            tail in proptest::option::of("[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"),
+        ) {
+            proptest::prop_assert_eq!(IpType::of(Some(&text)), std_ip_type(&text), "{}", text);
+            let mut built = parts.join(sep);
+            if let Some(tail) = tail {
+                built.push(':');
+                built.push_str(&tail);
+            }
+            proptest::prop_assert_eq!(IpType::of(Some(&built)), std_ip_type(&built), "{}", built);
+        }
     }
 }
