@@ -57,22 +57,27 @@ impl AdId {
 }
 
 impl AdId {
-    /// The id as little-endian 8-byte words, the last one zero-padded
-    /// (bytes past `len` are always zero).
+    /// The `i`th 8 bytes of the id as one little-endian word (bytes past
+    /// `len` are always zero, so the last word is zero-padded).
     #[inline]
-    fn words(&self) -> impl Iterator<Item = u64> + '_ {
-        self.bytes[..(self.len as usize).div_ceil(8) * 8]
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+    fn word(&self, i: usize) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.bytes[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(word)
     }
 }
 
-/// Compares the used words only: typical ids are one or two words, where a
-/// 65-byte `memcmp` call cost more than the rest of a map lookup.
+/// Compares the used words only, first word first: typical ids are one or
+/// two words, where a 65-byte `memcmp` call (or an iterator over the words,
+/// which did not compile to a plain loop) cost more than the rest of a map
+/// lookup.
 impl PartialEq for AdId {
     #[inline]
     fn eq(&self, other: &AdId) -> bool {
-        self.len == other.len && self.words().eq(other.words())
+        if self.len != other.len {
+            return false;
+        }
+        (0..(self.len as usize).div_ceil(8)).all(|i| self.word(i) == other.word(i))
     }
 }
 
@@ -157,23 +162,19 @@ impl IpType {
 
     /// Classifies the text of an `ip` field exactly as
     /// `text.parse::<std::net::IpAddr>()` would (a property test holds the
-    /// two together), without std's general parser for the common case.
-    ///
-    /// An IPv6 address always has a `:` and an IPv4 one never does, so one
-    /// scan tells which parser may succeed: dotted quads are checked here,
-    /// the rarer IPv6 text goes to std's `Ipv6Addr` parser.
+    /// two together), without building the address: the family is all the
+    /// pipeline keeps, and std's general parser cost more than the rest of
+    /// decoding a click.
     pub fn classify(text: &[u8]) -> IpType {
+        // An IPv6 address always has a `:`, an IPv4 one never does.
         if text.contains(&b':') {
-            return match std::str::from_utf8(text).map(str::parse::<std::net::Ipv6Addr>) {
-                Ok(Ok(_)) => IpType::V6,
-                _ => IpType::Unknown,
-            };
+            if ip_text::is_ipv6(text) {
+                return IpType::V6;
+            }
+        } else if ip_text::dotted_quad_at(text, 0) == Some(text.len()) {
+            return IpType::V4;
         }
-        if is_dotted_quad(text) {
-            IpType::V4
-        } else {
-            IpType::Unknown
-        }
+        IpType::Unknown
     }
 
     /// Parses a query value: `v4`, `v6` or `unknown`.
@@ -196,28 +197,89 @@ impl IpType {
     }
 }
 
-/// Whether `text` is an IPv4 address as std reads one: four decimal octets
-/// of 1 to 3 digits, each at most 255, joined by `.`, and no octet with a
-/// leading zero (`01` could be read as octal elsewhere, so std refuses it).
-fn is_dotted_quad(text: &[u8]) -> bool {
-    let mut octets = 0;
-    for octet in text.split(|b| *b == b'.') {
-        octets += 1;
-        let value = match *octet {
-            [a] if a.is_ascii_digit() => u32::from(a - b'0'),
-            [a, b] if a != b'0' && a.is_ascii_digit() && b.is_ascii_digit() => {
-                u32::from(a - b'0') * 10 + u32::from(b - b'0')
+/// The grammar of IP address text as std's `IpAddr` parser reads it, as
+/// recognisers over bytes (they say where a form ends, nothing more).
+///
+/// std reads greedily, never backtracking into a part it has read: a number
+/// is the longest run of digits, and fails if that run is too long. The
+/// recognisers do the same, so they accept exactly what std accepts.
+mod ip_text {
+    /// Length of the run of bytes at `at` that `digit` accepts.
+    fn run(text: &[u8], at: usize, digit: fn(&u8) -> bool) -> usize {
+        text.get(at..)
+            .map_or(0, |rest| rest.iter().take_while(|b| digit(b)).count())
+    }
+
+    /// Where the IPv4 address starting at `at` ends: four decimal octets
+    /// joined by `.`, each 1 to 3 digits, at most 255, and no leading zero
+    /// (`01` would be octal elsewhere, so std refuses it).
+    pub(super) fn dotted_quad_at(text: &[u8], mut at: usize) -> Option<usize> {
+        for octet in 0..4 {
+            if octet > 0 {
+                if text.get(at) != Some(&b'.') {
+                    return None;
+                }
+                at += 1;
             }
-            [a, b, c] if a != b'0' && [a, b, c].iter().all(u8::is_ascii_digit) => {
-                u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0')
+            let digits = text.get(at..at + run(text, at, u8::is_ascii_digit))?;
+            if digits.is_empty() || digits.len() > 3 || (digits.len() > 1 && digits[0] == b'0') {
+                return None;
             }
-            _ => return false,
-        };
-        if value > 255 || octets > 4 {
+            let value = digits
+                .iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            if value > 255 {
+                return None;
+            }
+            at += digits.len();
+        }
+        Some(at)
+    }
+
+    /// Reads up to `limit` groups from `at`, `:` between them: each 1 to 4
+    /// hex digits, or, while two groups are still free, an IPv4 address
+    /// that counts as two and ends the run. Returns (groups, whether the
+    /// last was IPv4) and moves `at` past what was read.
+    fn groups(text: &[u8], at: &mut usize, limit: usize) -> (usize, bool) {
+        for i in 0..limit {
+            let mut next = *at;
+            if i > 0 {
+                if text.get(next) != Some(&b':') {
+                    return (i, false);
+                }
+                next += 1;
+            }
+            if i + 1 < limit {
+                if let Some(end) = dotted_quad_at(text, next) {
+                    *at = end;
+                    return (i + 2, true);
+                }
+            }
+            let digits = run(text, next, u8::is_ascii_hexdigit);
+            if digits == 0 || digits > 4 {
+                return (i, false);
+            }
+            *at = next + digits;
+        }
+        (limit, false)
+    }
+
+    /// Whether the whole of `text` is an IPv6 address: eight groups, or
+    /// fewer with one `::` standing for at least one zero group; an IPv4
+    /// address may only end it.
+    pub(super) fn is_ipv6(text: &[u8]) -> bool {
+        let mut at = 0;
+        let (head, head_ends_v4) = groups(text, &mut at, 8);
+        if head == 8 {
+            return at == text.len();
+        }
+        if head_ends_v4 || !text.get(at..).is_some_and(|rest| rest.starts_with(b"::")) {
             return false;
         }
+        at += 2;
+        groups(text, &mut at, 7 - head);
+        at == text.len()
     }
-    octets == 4
 }
 
 /// A combination of dimension values a count is kept under: `{}` for all
@@ -548,6 +610,9 @@ mod tests {
             ("::ffff:1.2.3.4", IpType::V6),
             ("1:2:3:4:5:6:7::", IpType::V6),
             ("1.2.3.4:80", IpType::Unknown),
+            ("99999999999999999999999.1.1.1", IpType::Unknown),
+            ("::99999999999999999999999", IpType::Unknown),
+            ("::1.2.3.99999999999999999999999", IpType::Unknown),
             ("", IpType::Unknown),
         ] {
             assert_eq!(IpType::of(Some(text)), want, "{text}");
