@@ -46,7 +46,7 @@ pub(super) fn click<'p>(
     } else {
         loop {
             r.expect(b'"')?;
-            let key = r.string_body()?;
+            let key = r.key()?;
             r.expect(b':')?;
             r.skip_space();
             read.field(&mut r, key, fields, &mut extras)?;
@@ -92,6 +92,29 @@ impl<'a> Text<'a> {
     }
 }
 
+/// An object key: one of the fields adclick always reads, or any other.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    ClickId,
+    AdId,
+    Ts,
+    UserId,
+    Ip,
+    Country,
+    Other(Text<'a>),
+}
+
+/// The keys adclick always reads, each with its closing quote: a key that
+/// starts with one of these byte strings *is* that key.
+const KNOWN_KEYS: [(&[u8], Key<'static>); 6] = [
+    (b"click_id\"", Key::ClickId),
+    (b"ad_id\"", Key::AdId),
+    (b"ts\"", Key::Ts),
+    (b"user_id\"", Key::UserId),
+    (b"ip\"", Key::Ip),
+    (b"country\"", Key::Country),
+];
+
 /// The fields of SPEC §1 as read so far. A field read twice declines
 /// (serde_json's "duplicate field" error).
 #[derive(Default)]
@@ -121,28 +144,28 @@ impl<'a> Fields<'a> {
     fn field(
         &mut self,
         r: &mut Scanner<'a>,
-        key: Text<'a>,
+        key: Key<'a>,
         declared: &[String],
         extras: &mut RawExtras<'a>,
     ) -> Option<()> {
-        match key.raw {
-            b"click_id" => {
+        match key {
+            Key::ClickId => {
                 let id = r.string()?;
                 if !(1..=MAX_ID_CHARS).contains(&id.chars()?) {
                     return None;
                 }
                 once(&mut self.click_id, id)
             }
-            b"ad_id" => once(&mut self.ad_id, r.string()?),
-            b"ts" => once(&mut self.ts, r.integer()?),
-            b"user_id" => {
+            Key::AdId => once(&mut self.ad_id, r.string()?),
+            Key::Ts => once(&mut self.ts, r.integer()?),
+            Key::UserId => {
                 if std::mem::replace(&mut self.user_id, true) || r.string()?.chars()? > MAX_ID_CHARS
                 {
                     return None;
                 }
                 Some(())
             }
-            b"ip" => {
+            Key::Ip => {
                 let ip = r.string()?;
                 // A non-ASCII `ip` is no address, but serde would still
                 // refuse it if it were not UTF-8.
@@ -153,7 +176,7 @@ impl<'a> Fields<'a> {
                 };
                 once(&mut self.ip, kind)
             }
-            b"country" => {
+            Key::Country => {
                 let text = r.string()?;
                 if !text.ascii {
                     text.as_str()?;
@@ -163,7 +186,7 @@ impl<'a> Fields<'a> {
                     Country::from_bytes(text.raw).unwrap_or(Country::UNKNOWN),
                 )
             }
-            _ => {
+            Key::Other(key) => {
                 // Keys are strings serde checks for UTF-8, read or not.
                 let name = if key.ascii {
                     key.raw
@@ -228,6 +251,23 @@ impl<'a> Scanner<'a> {
     /// Consumes `byte` after optional whitespace.
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek_past_space()? == byte).then(|| self.at += 1)
+    }
+
+    /// A key whose opening quote is consumed, through its closing quote.
+    ///
+    /// The usual keys are recognised by their bytes (and their closing
+    /// quote, so `"ts2"` is not `"ts"`), without searching for the end of
+    /// the string first; any other key is read as a string.
+    fn key(&mut self) -> Option<Key<'a>> {
+        let rest = self.bytes.get(self.at..)?;
+        let first = *rest.first()?;
+        for (bytes, key) in KNOWN_KEYS {
+            if bytes[0] == first && rest.starts_with(bytes) {
+                self.at += bytes.len();
+                return Some(key);
+            }
+        }
+        self.string_body().map(Key::Other)
     }
 
     /// A string value: `"`, a body, `"`.
