@@ -141,6 +141,18 @@ impl Country {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("ZZ")
     }
+
+    /// Number of distinct codes: [`Country::index`] is below it.
+    pub const COUNT: usize = 26 * 26;
+
+    /// The code as a number in `0..COUNT` (`AA` is 0, `ZZ` the last), for
+    /// tables indexed by country instead of hashed.
+    pub fn index(&self) -> usize {
+        // Only upper-case letters ever enter a Country (checked in
+        // `from_bytes`); the `%` keeps any other byte in range regardless.
+        let letter = |b: u8| usize::from(b.wrapping_sub(b'A')) % 26;
+        letter(self.0[0]) * 26 + letter(self.0[1])
+    }
 }
 
 /// The `ip_type` dimension: which address family the click's `ip` was.
