@@ -178,15 +178,15 @@ impl IpType {
     /// pipeline keeps, and std's general parser cost more than the rest of
     /// decoding a click.
     pub fn classify(text: &[u8]) -> IpType {
-        // An IPv6 address always has a `:`, an IPv4 one never does.
-        if text.contains(&b':') {
-            if ip_text::is_ipv6(text) {
-                return IpType::V6;
-            }
-        } else if ip_text::dotted_quad_at(text, 0) == Some(text.len()) {
-            return IpType::V4;
+        if ip_text::dotted_quad_at(text, 0) == Some(text.len()) {
+            IpType::V4
+        } else if text.contains(&b':') && ip_text::is_ipv6(text) {
+            // An IPv6 address always has a `:` (and fails the IPv4 reading
+            // at its first group, so the order of the two costs little).
+            IpType::V6
+        } else {
+            IpType::Unknown
         }
-        IpType::Unknown
     }
 
     /// Parses a query value: `v4`, `v6` or `unknown`.
@@ -233,17 +233,19 @@ mod ip_text {
                 }
                 at += 1;
             }
-            let digits = text.get(at..at + run(text, at, u8::is_ascii_digit))?;
-            if digits.is_empty() || digits.len() > 3 || (digits.len() > 1 && digits[0] == b'0') {
+            let start = at;
+            let mut value = 0u32;
+            while let Some(d @ b'0'..=b'9') = text.get(at) {
+                if at - start == 3 {
+                    return None; // a fourth digit: std reads the whole run, and refuses it
+                }
+                value = value * 10 + u32::from(d - b'0');
+                at += 1;
+            }
+            let digits = at - start;
+            if digits == 0 || value > 255 || (digits > 1 && text[start] == b'0') {
                 return None;
             }
-            let value = digits
-                .iter()
-                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-            if value > 255 {
-                return None;
-            }
-            at += digits.len();
         }
         Some(at)
     }
