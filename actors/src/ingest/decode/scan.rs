@@ -326,7 +326,7 @@ impl<'a> Scanner<'a> {
 
     /// `true`, `false` or `null`.
     fn literal(&mut self) -> Option<()> {
-        let rest = &self.bytes[self.at..];
+        let rest = self.bytes.get(self.at..)?;
         let word: &[u8] = [&b"true"[..], b"false", b"null"]
             .into_iter()
             .find(|word| rest.starts_with(word))?;
