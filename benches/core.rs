@@ -7,6 +7,19 @@
 //! the whole-core bench on a JSON-lines file instead (one SPEC §1 payload per
 //! line, as `adclick loadgen --out` writes), so other engines can be run on the
 //! very same input.
+//!
+//! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce
+//! or whole) skips criterion and runs that one stage once over the workload,
+//! inside `profiled_stage`, so a profiler can count only it:
+//!
+//! ```text
+//! ADCLICK_BENCH_PROFILE=whole ADCLICK_BENCH_CLICKS=100000 valgrind --tool=callgrind \
+//!     --collect-atstart=no --toggle-collect='core::profiled_stage' target/release/deps/core-<hash> --bench
+//! ```
+//!
+//! Callgrind's instruction count divided by the clicks is noise-free on a
+//! busy machine, unlike the timings (`ADCLICK_BENCH_CLICKS` sets the
+//! workload's size, 500,000 by default).
 
 use adclick::loadgen::{ClickGenerator, LoadgenArgs};
 use adclick_actors::batch::Batch;
@@ -48,7 +61,12 @@ fn workload() -> Vec<(String, Bytes)> {
             .collect();
     }
     // A full run when benchmarking; a small one when `cargo test` runs benches once.
-    let n = if std::env::args().any(|a| a == "--bench") {
+    let n = if let Some(n) = std::env::var("ADCLICK_BENCH_CLICKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        n
+    } else if std::env::args().any(|a| a == "--bench") {
         500_000
     } else {
         5_000
@@ -90,13 +108,7 @@ fn workload() -> Vec<(String, Bytes)> {
 fn decoded(work: &[(String, Bytes)]) -> Vec<Vec<Click>> {
     work.chunks(BATCH)
         .enumerate()
-        .map(|(b, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (ad, p))| decode(ad, (b * BATCH + i) as u64, p).ok())
-                .collect()
-        })
+        .map(|(b, chunk)| decoded_batch(b, chunk).clicks)
         .collect()
 }
 
@@ -110,8 +122,89 @@ fn batches(clicks: &[Vec<Click>]) -> Vec<Batch> {
         .collect()
 }
 
+/// One stage, run once over its prepared input: the function a profiler
+/// restricts its counts to (never inlined, so it has a symbol of its own).
+#[inline(never)]
+fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSettings) -> usize {
+    match stage {
+        "decode" => decoded(&prepared.work).len(),
+        "dedup" => {
+            let mut filter = RepeatFilter::new(clock(settings), Vec::new());
+            for batch in &mut prepared.batches {
+                filter.apply(batch);
+            }
+            filter.remembered()
+        }
+        "window" => {
+            let mut assigner =
+                MinuteAssigner::new(0, clock(settings), settings.dimension_sets.clone());
+            for batch in &mut prepared.batches {
+                assigner.apply(batch);
+            }
+            prepared.batches.len()
+        }
+        "reduce" => {
+            let mut counts = MinuteCounts::new(i64::MIN);
+            for batch in &mut prepared.batches {
+                counts.apply_all(&mut batch.deltas);
+            }
+            counts.ads_numbered()
+        }
+        _ => {
+            let mut core = PartitionCore::new(0, settings);
+            for (i, chunk) in prepared.work.chunks(BATCH).enumerate() {
+                let mut batch = decoded_batch(i, chunk);
+                core.process(&mut batch);
+            }
+            core.watermark() as usize
+        }
+    }
+}
+
+/// The workload and the batches a stage starts from.
+struct Prepared {
+    work: Vec<(String, Bytes)>,
+    batches: Vec<Batch>,
+}
+
+/// Runs `stage` once under `profiled_stage`, for a profiler.
+fn profile(stage: &str, settings: &PipelineSettings) {
+    let work = workload();
+    let clicks = decoded(&work);
+    let mut filter = RepeatFilter::new(clock(settings), Vec::new());
+    let mut assigner = MinuteAssigner::new(0, clock(settings), settings.dimension_sets.clone());
+    let mut batches = Vec::new();
+    for mut batch in self::batches(&clicks) {
+        if stage == "dedup" {
+            batches.push(batch);
+            continue;
+        }
+        filter.apply(&mut batch);
+        if stage == "reduce" {
+            assigner.apply(&mut batch);
+        }
+        batches.push(batch);
+    }
+    let n = work.len();
+    let mut prepared = Prepared { work, batches };
+    let out = profiled_stage(stage, &mut prepared, settings);
+    println!("profiled {stage} over {n} clicks ({out})");
+}
+
+fn clock(settings: &PipelineSettings) -> EventClock {
+    EventClock::new(
+        settings.watermark_delay_ms,
+        settings.allowed_lateness_ms,
+        NO_WATERMARK,
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let settings = PipelineSettings::with_defaults(1);
+    if let Ok(stage) = std::env::var("ADCLICK_BENCH_PROFILE") {
+        profile(&stage, &settings);
+        return;
+    }
     let work = workload();
     let clicks = decoded(&work);
     let n = work.len() as u64;
@@ -121,13 +214,7 @@ fn bench(c: &mut Criterion) {
 
     group.bench_function("decode", |b| b.iter(|| decoded(&work)));
 
-    let clock = || {
-        EventClock::new(
-            settings.watermark_delay_ms,
-            settings.allowed_lateness_ms,
-            NO_WATERMARK,
-        )
-    };
+    let clock = || clock(&settings);
     group.bench_function("dedup", |b| {
         b.iter_batched(
             || (batches(&clicks), RepeatFilter::new(clock(), Vec::new())),
@@ -294,9 +381,13 @@ fn thread_cpu_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// Batch `i` of the workload, decoded as ingest does.
+/// Batch `i` of the workload, decoded as ingest does (which sizes the
+/// clicks for the whole chunk up front).
 fn decoded_batch(i: usize, chunk: &[(String, Bytes)]) -> Batch {
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        clicks: Vec::with_capacity(chunk.len()),
+        ..Batch::default()
+    };
     batch.clicks.extend(
         chunk
             .iter()

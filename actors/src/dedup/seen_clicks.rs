@@ -1,28 +1,11 @@
 //! The click ids a partition has counted, for as long as a repeat could still
 //! change a count.
-
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-
-/// Hashes a [`Remembered`] id: its bits are already uniformly random, so the
-/// hash is the top 64 of them.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for other keys; fold the bytes in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+//!
+//! An open-addressing table we lay out ourselves, like the reducer's
+//! counters, for the same reason: the set is far larger than the caches, so
+//! every lookup is a miss, and only a table whose bucket we can compute can
+//! be *prefetched* a few clicks ahead ([`SeenClicks::prefetch`]), so the
+//! misses of a batch overlap instead of queueing.
 
 /// Low bits of a stored id that hold its minute instead.
 const MINUTE_BITS: u32 = 24;
@@ -30,13 +13,18 @@ const MINUTE_MASK: u128 = (1 << MINUTE_BITS) - 1;
 
 /// One remembered click in 16 bytes: the top 104 bits of its id say which
 /// click it is, the low 24 bits the minute (mod 2^24, ~32 years) until which
-/// it is kept. Equality and hash look at the id bits only.
+/// it is kept. Equality looks at the id bits only.
 #[derive(Clone, Copy)]
 struct Remembered(u128);
 
 impl Remembered {
     fn new(id: u128, minute: i64) -> Remembered {
         Remembered((id & !MINUTE_MASK) | minute_number(minute))
+    }
+
+    /// The bits that identify the click.
+    fn id_bits(self) -> u128 {
+        self.0 >> MINUTE_BITS
     }
 
     /// Whether it is kept until before `minute` (so may be forgotten).
@@ -51,19 +39,9 @@ fn minute_number(minute: i64) -> u128 {
     (minute.div_euclid(crate::time::MINUTE_MS) as u128) & MINUTE_MASK
 }
 
-impl PartialEq for Remembered {
-    fn eq(&self, other: &Remembered) -> bool {
-        self.0 >> MINUTE_BITS == other.0 >> MINUTE_BITS
-    }
-}
-
-impl Eq for Remembered {}
-
-impl Hash for Remembered {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64((self.0 >> 64) as u64);
-    }
-}
+/// A free bucket. No stored id has all id bits zero (that one id is kept
+/// aside, in `SeenClicks::zero`), so no stored value is 0.
+const FREE: u128 = 0;
 
 /// The set of remembered ids, each with the minute whose finality frees it.
 ///
@@ -72,7 +50,13 @@ impl Hash for Remembered {
 /// Forgetting scans the set, once per minute that turns final; in exchange
 /// there is no second index and an id costs its 16 bytes plus the table's slack.
 pub struct SeenClicks {
-    ids: HashSet<Remembered, BuildHasherDefault<IdHasher>>,
+    /// Power-of-two length (or empty), at most 3/4 full, linear probing from
+    /// the bucket the id's top bits name (they are uniform: ids are hashes).
+    buckets: Vec<u128>,
+    /// Ids in `buckets`.
+    len: usize,
+    /// The id whose id bits are all zero, if remembered.
+    zero: Option<Remembered>,
     /// The latest `forget_before` minute.
     forgotten_before: i64,
 }
@@ -80,16 +64,65 @@ pub struct SeenClicks {
 impl Default for SeenClicks {
     fn default() -> SeenClicks {
         SeenClicks {
-            ids: HashSet::default(),
+            buckets: Vec::new(),
+            len: 0,
+            zero: None,
             forgotten_before: i64::MIN,
         }
     }
 }
 
 impl SeenClicks {
+    /// The bucket an id starts its probe at (`buckets` is not empty).
+    fn home(&self, id: u128) -> usize {
+        let bits = self.buckets.len().trailing_zeros();
+        ((id >> 64) as u64 >> (64 - bits)) as usize
+    }
+
     /// Records `id` under `minute`. Returns `false` if the id was already there.
     pub fn insert(&mut self, id: u128, minute: i64) -> bool {
-        self.ids.insert(Remembered::new(id, minute))
+        let new = Remembered::new(id, minute);
+        if new.id_bits() == 0 {
+            let fresh = self.zero.is_none();
+            self.zero.get_or_insert(new);
+            return fresh;
+        }
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            self.rebuild(self.buckets.len() * 2, i64::MIN);
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home(new.0);
+        loop {
+            let bucket = &mut self.buckets[at];
+            if *bucket == FREE {
+                *bucket = new.0;
+                self.len += 1;
+                return true;
+            }
+            if Remembered(*bucket).id_bits() == new.id_bits() {
+                return false;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Asks the CPU to bring the bucket `id` would be looked up in into
+    /// cache (a hint; no effect on results).
+    #[inline]
+    pub fn prefetch(&self, id: u128) {
+        if self.buckets.is_empty() {
+            return;
+        }
+        let bucket = &self.buckets[self.home(id)];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults or reads into the program; the
+        // pointer is to a live element besides.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>((bucket as *const u128).cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bucket;
     }
 
     /// Forgets the ids of every minute before `minute`. Returns how many.
@@ -100,19 +133,41 @@ impl SeenClicks {
             return 0;
         }
         self.forgotten_before = minute;
-        let before = self.ids.len();
-        self.ids.retain(|id| !id.kept_before(minute));
-        before - self.ids.len()
+        let before = self.len();
+        if self.zero.is_some_and(|id| id.kept_before(minute)) {
+            self.zero = None;
+        }
+        // Same size: a partition's rate changes slowly, and the set refills.
+        self.rebuild(self.buckets.len(), minute);
+        before - self.len()
+    }
+
+    /// Moves every id not kept before `forget` into a table of `size` buckets.
+    fn rebuild(&mut self, size: usize, forget: i64) {
+        let old = std::mem::replace(&mut self.buckets, vec![FREE; size.max(8)]);
+        self.len = 0;
+        let mask = self.buckets.len() - 1;
+        for id in old.into_iter().filter(|b| *b != FREE).map(Remembered) {
+            if forget != i64::MIN && id.kept_before(forget) {
+                continue;
+            }
+            let mut at = self.home(id.0);
+            while self.buckets[at] != FREE {
+                at = (at + 1) & mask;
+            }
+            self.buckets[at] = id.0;
+            self.len += 1;
+        }
     }
 
     /// Number of ids remembered.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.len + usize::from(self.zero.is_some())
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 }
 
@@ -139,8 +194,17 @@ mod tests {
                 } else {
                     let fresh = !naive.iter().any(|(i, _)| *i == id);
                     if fresh { naive.push((id, minute)); }
-                    // Real ids are uniform hashes: spread the small test ids likewise.
-                    prop_assert_eq!(seen.insert(id.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835), minute), fresh);
+                    // Real ids are uniform hashes: spread the small test ids
+                    // likewise, except id 0, which packs to the all-zero id
+                    // bits the table keeps aside.
+                    // Odd ids share their top 64 bits, so their home bucket:
+                    // long probe runs, wrapping round the table's end.
+                    let spread = match id {
+                        0 => 0x12,
+                        odd if odd % 2 == 1 => odd << 30,
+                        even => even.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+                    };
+                    prop_assert_eq!(seen.insert(spread, minute), fresh);
                 }
                 prop_assert_eq!(seen.len(), naive.len());
             }

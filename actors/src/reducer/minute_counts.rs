@@ -9,7 +9,7 @@
 //! the increments of one ad and minute together.
 
 use crate::batch::CountDelta;
-use crate::click::{AdId, Filter};
+use crate::click::{AdId, Country, Filter};
 use crate::fast_hash::FastMap;
 use crate::reducer::counter_table::CounterTable;
 use std::collections::HashMap;
@@ -33,6 +33,20 @@ impl AdSlots {
     }
 }
 
+/// Where a filter without extra dimensions sits in [`MinuteCounts`]'s dense
+/// table of their codes: one slot per (country or none, ip type or none).
+fn builtin_index(filter: &Filter) -> usize {
+    let country = filter.country.map_or(Country::COUNT, |c| c.index());
+    let ip_type = filter.ip_type.map_or(3, |t| t as usize);
+    country * 4 + ip_type
+}
+
+/// Size of the dense table: every country and none, times three ip types and none.
+const BUILTIN_FILTERS: usize = (Country::COUNT + 1) * 4;
+
+/// Marks a filter of the dense table that has no code yet.
+const NO_CODE: u32 = u32::MAX;
+
 /// One minute's counters: per filter code, ad slot → clicks.
 type MinuteTable = Vec<CounterTable>;
 
@@ -48,6 +62,10 @@ pub struct MinuteCounts {
     ads: AdSlots,
     filters: Vec<Filter>,
     filter_codes: FastMap<Filter, u32>,
+    /// The codes of the filters without extra dimensions (the four default
+    /// sets make one filter per click each), by [`builtin_index`]: an index
+    /// instead of a hash or a scan per increment. Empty until first used.
+    builtin_codes: Vec<u32>,
     /// Sorted by minute.
     minutes: Vec<(i64, MinuteTable)>,
     floor: i64,
@@ -74,6 +92,7 @@ impl MinuteCounts {
             ads: AdSlots::default(),
             filters: Vec::new(),
             filter_codes: FastMap::default(),
+            builtin_codes: Vec::new(),
             minutes: Vec::new(),
             floor,
             last_ad: None,
@@ -131,17 +150,32 @@ impl MinuteCounts {
     }
 
     fn filter_code(&mut self, filter: &Filter) -> usize {
-        // The default filters are few: a scan beats hashing.
-        if let Some(code) = self.filters.iter().take(8).position(|f| f == filter) {
-            return code;
-        }
-        if let Some(code) = self.filter_codes.get(filter) {
+        // Filters carry the click's values (`country=US`, …): there are
+        // hundreds of them, so a short scan misses and hashing a 20-byte
+        // key per increment is the cost to avoid.
+        let builtin = filter.extras.is_empty().then(|| builtin_index(filter));
+        if let Some(at) = builtin {
+            match self.builtin_codes.get(at) {
+                Some(&code) if code != NO_CODE => return code as usize,
+                Some(_) => {}
+                None => self.builtin_codes.resize(BUILTIN_FILTERS, NO_CODE),
+            }
+        } else if let Some(code) = self.filter_codes.get(filter) {
             return *code as usize;
         }
-        let code = self.filters.len();
-        self.filters.push(*filter);
-        self.filter_codes.insert(*filter, code as u32);
-        code
+        let code = match self.filter_codes.get(filter) {
+            Some(code) => *code,
+            None => {
+                let code = self.filters.len() as u32;
+                self.filters.push(*filter);
+                self.filter_codes.insert(*filter, code);
+                code
+            }
+        };
+        if let Some(slot) = builtin.and_then(|at| self.builtin_codes.get_mut(at)) {
+            *slot = code;
+        }
+        code as usize
     }
 
     fn minute_mut(&mut self, minute: i64) -> &mut MinuteTable {
@@ -396,6 +430,89 @@ mod tests {
                 *naive.entry(d.ad).or_insert(0) += d.count;
             }
             prop_assert_eq!(sums, naive);
+        }
+    }
+
+    /// Filters of every shape: none, countries at both ends of the dense
+    /// table, ip types, both, and extra dimensions with and without them.
+    fn filters() -> Vec<Filter> {
+        use crate::click::IpType;
+        use crate::dimension::{intern, ExtraCodes};
+        let country = |c: &str| Country::parse(c);
+        let extra = |v: &str| ExtraCodes::from_codes([intern("k_minute_counts", v)]).unwrap();
+        vec![
+            Filter::ALL,
+            Filter {
+                country: country("AA"),
+                ..Filter::ALL
+            },
+            Filter {
+                country: country("ZZ"),
+                ..Filter::ALL
+            },
+            Filter {
+                country: country("US"),
+                ..Filter::ALL
+            },
+            Filter {
+                ip_type: Some(IpType::V4),
+                ..Filter::ALL
+            },
+            Filter {
+                ip_type: Some(IpType::Unknown),
+                ..Filter::ALL
+            },
+            Filter {
+                country: country("ZZ"),
+                ip_type: Some(IpType::V6),
+                extras: ExtraCodes::NONE,
+            },
+            Filter {
+                country: country("US"),
+                ip_type: Some(IpType::V4),
+                extras: ExtraCodes::NONE,
+            },
+            Filter {
+                extras: extra("a"),
+                ..Filter::ALL
+            },
+            Filter {
+                country: country("US"),
+                ip_type: None,
+                extras: extra("b"),
+            },
+        ]
+    }
+
+    proptest! {
+        /// Each filter counts only its own increments, and totals are the
+        /// running sums, whatever order filters are first seen in.
+        #[test]
+        fn filters_count_apart(
+            deltas in prop::collection::vec((0u8..3, 0i64..3, 0usize..10, 1u64..5), 0..120),
+            split in 0usize..120,
+        ) {
+            let filters = filters();
+            let mut all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
+                minute: m * MINUTE_MS, ad: ad(*a), filter: filters[*f], count: *n, total: 0,
+            }).collect();
+            let mut counts = MinuteCounts::new(0);
+            let split = split.min(all.len());
+            let (first, second) = all.split_at_mut(split);
+            counts.apply_all(first);
+            counts.apply_all(second);
+            let mut naive: HashMap<(u8, i64, usize), u64> = HashMap::new();
+            for ((a, m, f, n), applied) in deltas.iter().zip(&all) {
+                let total = naive.entry((*a, *m, *f)).or_insert(0);
+                *total += n;
+                prop_assert_eq!(applied.total, *total);
+            }
+            for a in 0..3u8 {
+                for (f, filter) in filters.iter().enumerate() {
+                    let want: u64 = (0..3).map(|m| naive.get(&(a, m, f)).copied().unwrap_or(0)).sum();
+                    prop_assert_eq!(counts.count(&ad(a), filter, 0, 3 * MINUTE_MS), want);
+                }
+            }
         }
     }
 
