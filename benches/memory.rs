@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench memory` prints one line per structure at 2,000,000
 //! entries, then the dedup ids' cost at every 5% step from 100,000 to
-//! 4,000,000 ids with the worst and the best step. (Run alone: RSS is per
+//! 4,000,000 ids with the worst and the best step, and the table's own
+//! bytes per id at its worst and best over every single insertion. (Run alone: RSS is per
 //! process. It re-runs itself with glibc's mmap threshold fixed: see
 //! [`FIXED_MMAP_THRESHOLD`].)
 
@@ -42,11 +43,24 @@ fn sweep_ids(first: u64, n: u64) {
     let mut at = first;
     let mut worst = (0.0f64, 0u64);
     let mut best = (f64::MAX, 0u64);
+    // The table's own bytes after every single insertion: the exact worst
+    // case (right after a growth), which the 5% steps may straddle.
+    let mut table_worst = (0.0f64, 0u64);
+    let mut table_best = (f64::MAX, 0u64);
     while at <= n {
         while inserted < at {
             let (id, minute) = id_and_minute(inserted);
             seen.insert(id, minute);
             inserted += 1;
+            if inserted >= first {
+                let per_id = seen.heap_bytes() as f64 / inserted as f64;
+                if per_id > table_worst.0 {
+                    table_worst = (per_id, inserted);
+                }
+                if per_id < table_best.0 {
+                    table_best = (per_id, inserted);
+                }
+            }
         }
         let per_id = rss().saturating_sub(before) as f64 / at as f64;
         println!("dedup: {at:>9} ids remembered, {per_id:5.1} bytes per id");
@@ -61,6 +75,10 @@ fn sweep_ids(first: u64, n: u64) {
     println!(
         "dedup sweep {first}..{n}: worst {:.1} bytes per id (at {} ids), best {:.1} (at {} ids)",
         worst.0, worst.1, best.0, best.1
+    );
+    println!(
+        "dedup table alone, after every insertion {first}..{n}: worst {:.1} bytes per id (at {} ids), best {:.1} (at {} ids)",
+        table_worst.0, table_worst.1, table_best.0, table_best.1
     );
     drop(seen);
 }
