@@ -40,10 +40,10 @@ impl PartitionCore {
     pub fn resume(
         partition: u32,
         settings: &PipelineSettings,
-        mut recovered: Recovered,
+        recovered: Recovered,
     ) -> PartitionCore {
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.apply_all(&mut recovered.counts);
+        counts.set_totals(&recovered.counts);
         PartitionCore::build(
             partition,
             settings,

@@ -16,7 +16,7 @@ use crate::reducer::{ReducerActor, ReducerArgs};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
 use crate::window::{WindowActor, WindowArgs};
-use crate::writer::store::PartitionStore;
+use crate::writer::store::{PartitionStore, StoreError};
 use crate::writer::{WriterActor, WriterArgs};
 use async_nats::jetstream::Context;
 use directory::PartitionSlot;
@@ -190,14 +190,22 @@ impl PartitionState {
         let store = args.store.clone();
         let memory_minutes = settings.memory_minutes;
         let started = std::time::Instant::now();
-        let mut recovered =
-            tokio::task::spawn_blocking(move || store.recover(memory_minutes)).await??;
-        let read_ms = started.elapsed().as_millis();
+        // Both block for a while with a big state: off the async workers.
+        let (mut recovered, counts, read_ms) = tokio::task::spawn_blocking(move || {
+            let recovered = store.recover(memory_minutes)?;
+            let read_ms = started.elapsed().as_millis();
+            let mut counts = MinuteCounts::new(recovered.counts_from);
+            counts.set_totals(&recovered.counts);
+            Ok::<_, StoreError>((recovered, counts, read_ms))
+        })
+        .await??;
         let (ids, counters, logged) = (
             recovered.seen.len(),
             recovered.counts.len(),
             recovered.logged_totals,
         );
+        // The counts hold them now; free the list before the rest is built.
+        recovered.counts = Vec::new();
         let committed_watermark = Arc::new(AtomicI64::new(recovered.watermark));
         let credits = Arc::new(Semaphore::new(settings.max_batches_in_flight));
         let supervisor = myself.get_cell();
@@ -224,8 +232,6 @@ impl PartitionState {
         .await?;
         self.children.push(writer.get_cell());
 
-        let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.apply_all(&mut recovered.counts);
         let (reducer, _) = Actor::spawn_linked(
             None,
             ReducerActor,

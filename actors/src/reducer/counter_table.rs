@@ -30,27 +30,40 @@ impl CounterTable {
 
     /// Adds `n` clicks to `slot`; returns its new total.
     pub fn add(&mut self, slot: u32, n: u64) -> u64 {
+        let count = self.count_mut(slot);
+        *count += n;
+        *count
+    }
+
+    /// Sets the clicks of `slot` to `n` (recovery: a stored total).
+    pub fn set(&mut self, slot: u32, n: u64) {
+        *self.count_mut(slot) = n;
+    }
+
+    /// The count of `slot`, inserted at zero if it is missing.
+    #[inline]
+    fn count_mut(&mut self, slot: u32) -> &mut u64 {
         if (self.len + 1) * 4 > self.entries.len() * 3 {
             self.grow();
         }
         let mask = self.entries.len() - 1;
         let mut at = self.home(slot);
         loop {
-            let entry = &mut self.entries[at];
-            if entry.key == slot + 1 {
-                entry.count += n;
-                return entry.count;
+            let key = self.entries[at].key;
+            if key == slot + 1 {
+                break;
             }
-            if entry.key == 0 {
-                *entry = Entry {
+            if key == 0 {
+                self.entries[at] = Entry {
                     key: slot + 1,
-                    count: n,
+                    count: 0,
                 };
                 self.len += 1;
-                return n;
+                break;
             }
             at = (at + 1) & mask;
         }
+        &mut self.entries[at].count
     }
 
     /// The clicks of `slot`, if it has any.

@@ -102,7 +102,9 @@ pub struct Recovered {
     pub watermark: i64,
     /// Ids that may still repeat.
     pub seen: Vec<(i64, u128)>,
-    /// Counts of minutes from `counts_from` on.
+    /// Totals of counters of minutes from `counts_from` on, oldest first: a
+    /// counter may appear more than once, and its last total is the one that
+    /// holds (see [`crate::reducer::minute_counts::MinuteCounts::set_totals`]).
     pub counts: Vec<CountDelta>,
     /// First minute whose counts were loaded.
     pub counts_from: i64,
@@ -284,7 +286,8 @@ impl PartitionStore {
                 }
             }
         }
-        let mut at: FastMap<(i64, AdId, Filter), usize> = FastMap::default();
+        // Appended after the snapshots and rows, in commit order: whoever
+        // builds the counts sets totals in this order, the last one winning.
         let mut logged_minutes = std::collections::BTreeSet::new();
         let mut logged_totals = 0;
         for row in txn
@@ -297,13 +300,6 @@ impl PartitionStore {
             let seq = seq.value();
             let deltas = packed_counts::read(record.value())
                 .ok_or_else(|| self.io("read count log", format!("unreadable record {seq}")))?;
-            if at.is_empty() && !deltas.is_empty() {
-                at = counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| ((d.minute, d.ad, d.filter), i))
-                    .collect();
-            }
             for delta in deltas {
                 // A snapshot from a later commit already holds a newer total.
                 let superseded = snapshot_seq.get(&delta.minute).is_some_and(|s| *s > seq);
@@ -312,13 +308,7 @@ impl PartitionStore {
                 }
                 logged_totals += 1;
                 logged_minutes.insert(delta.minute);
-                match at.entry((delta.minute, delta.ad, delta.filter)) {
-                    std::collections::hash_map::Entry::Occupied(i) => counts[*i.get()] = delta,
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(counts.len());
-                        counts.push(delta);
-                    }
-                }
+                counts.push(delta);
             }
         }
         let mut outbox = Vec::new();
@@ -965,11 +955,16 @@ mod tests {
             country: crate::click::Country::parse("CA"),
             ..Filter::ALL
         };
-        let sorted = |mut counts: Vec<CountDelta>| {
-            counts.sort_by_key(|d| (d.minute, d.ad, d.filter));
-            counts
-                .iter()
-                .map(|d| (d.minute / MINUTE_MS, d.ad.to_string(), d.filter, d.total))
+        // What the counts end up holding: each counter's last total.
+        let sorted = |counts: Vec<CountDelta>| {
+            let mut last = std::collections::BTreeMap::new();
+            for d in counts {
+                last.insert((d.minute, d.ad, d.filter), d.total);
+            }
+            last.into_iter()
+                .map(|((minute, ad, filter), total)| {
+                    (minute / MINUTE_MS, ad.to_string(), filter, total)
+                })
                 .collect::<Vec<_>>()
         };
         let commit = |seq: u64, fill: &dyn Fn(&mut Checkpoint)| {
