@@ -231,6 +231,17 @@ fn free_slot(bucket: &[u128]) -> Option<usize> {
     bucket.iter().position(|&slot| slot == 0)
 }
 
+/// Where a key sitting in bucket `at` of a table of `old` buckets goes in a
+/// table of `new` buckets: the same choice (first or second) it occupied.
+fn same_choice(slot: u128, at: usize, old: usize, new: usize) -> usize {
+    let (first, second) = Remembered::windows(slot);
+    if reduce(first, old) == at {
+        reduce(first, new)
+    } else {
+        reduce(second, new)
+    }
+}
+
 /// The bucket a window falls in, for a table of `buckets` buckets: the high
 /// half of the product spreads the window's range evenly over any count.
 #[inline]
@@ -438,12 +449,7 @@ impl SeenClicks {
             self.table.bucket_mut(at).fill(0);
             for slot in keys.into_iter().filter(|&slot| slot != 0) {
                 self.len -= 1;
-                let (first, second) = Remembered::windows(slot);
-                let moved_to = if reduce(first, old_buckets) == at {
-                    reduce(first, buckets)
-                } else {
-                    reduce(second, buckets)
-                };
+                let moved_to = same_choice(slot, at, old_buckets, buckets);
                 if !self.put(moved_to, Remembered(slot)) {
                     waiting.push(Remembered(slot));
                 }
@@ -472,12 +478,7 @@ impl SeenClicks {
                 if slot == 0 {
                     continue;
                 }
-                let (first, second) = Remembered::windows(slot);
-                let start = if reduce(first, old_buckets) == at {
-                    reduce(first, new_buckets)
-                } else {
-                    reduce(second, new_buckets)
-                };
+                let start = same_choice(slot, at, old_buckets, new_buckets);
                 if !new.put(start, Remembered(slot)) {
                     if let Err(left) = new.place_from(Remembered(slot), start) {
                         homeless.push(left);

@@ -242,22 +242,10 @@ impl PartitionStore {
         // then the log's newer totals, in commit order, the last one winning.
         let mut counts = Vec::new();
         let mut snapshot_seq: FastMap<i64, u64> = FastMap::default();
-        for row in txn
-            .open_table(MINUTE_COUNTS)
-            .map_err(|e| self.io("open minute counts", e))?
-            .range(counts_from..)
-            .map_err(|e| self.io("read minute counts", e))?
-        {
-            let (minute, value) = row.map_err(|e| self.io("read minute counts", e))?;
-            let (seq, deltas) = read_snapshot(value.value()).ok_or_else(|| {
-                self.io(
-                    "read minute counts",
-                    format!("unreadable minute {}", minute.value()),
-                )
-            })?;
-            snapshot_seq.insert(minute.value(), seq);
+        self.for_each_snapshot(&txn, counts_from..i64::MAX, |minute, seq, deltas| {
+            snapshot_seq.insert(minute, seq);
             counts.extend(deltas);
-        }
+        })?;
         let table = txn
             .open_table(COUNTS)
             .map_err(|e| self.io("open counts", e))?;
@@ -634,24 +622,12 @@ impl PartitionStore {
         }
         let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
         let mut snapshot_minutes = Vec::new();
-        for row in txn
-            .open_table(MINUTE_COUNTS)
-            .map_err(|e| self.io("open minute counts", e))?
-            .range(from..to)
-            .map_err(|e| self.io("read minute counts", e))?
-        {
-            let (minute, value) = row.map_err(|e| self.io("read minute counts", e))?;
-            let (_, deltas) = read_snapshot(value.value()).ok_or_else(|| {
-                self.io(
-                    "read minute counts",
-                    format!("unreadable minute {}", minute.value()),
-                )
-            })?;
-            snapshot_minutes.push(minute.value());
+        self.for_each_snapshot(&txn, from..to, |minute, _, deltas| {
+            snapshot_minutes.push(minute);
             for d in deltas.iter().filter(|d| d.filter == *filter) {
                 each(&d.ad, d.total);
             }
-        }
+        })?;
         let table = txn
             .open_table(COUNTS)
             .map_err(|e| self.io("open counts", e))?;
@@ -668,6 +644,32 @@ impl PartitionStore {
             if let Some(ad) = AdId::parse(ad) {
                 each(&ad, value.value());
             }
+        }
+        Ok(())
+    }
+}
+
+impl PartitionStore {
+    /// Calls `each(minute, writing commit's sequence, counters)` for every
+    /// minute snapshot in `minutes`, in minute order.
+    fn for_each_snapshot(
+        &self,
+        txn: &redb::ReadTransaction,
+        minutes: std::ops::Range<i64>,
+        mut each: impl FnMut(i64, u64, Vec<CountDelta>),
+    ) -> Result<(), StoreError> {
+        for row in txn
+            .open_table(MINUTE_COUNTS)
+            .map_err(|e| self.io("open minute counts", e))?
+            .range(minutes)
+            .map_err(|e| self.io("read minute counts", e))?
+        {
+            let (minute, value) = row.map_err(|e| self.io("read minute counts", e))?;
+            let minute = minute.value();
+            let (seq, deltas) = read_snapshot(value.value()).ok_or_else(|| {
+                self.io("read minute counts", format!("unreadable minute {minute}"))
+            })?;
+            each(minute, seq, deltas);
         }
         Ok(())
     }
