@@ -83,6 +83,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("max_batches_in_flight", "16"),
     ("checkpoint_interval", "100ms"),
     ("memory_minutes", "1440"),
+    ("snapshot_log_floor", "100000"),
     ("history_retention", "30d"),
     (
         "dimension_sets",
@@ -497,7 +498,7 @@ impl Builder {
             max_batches_in_flight: self.number("max_batches_in_flight", 1usize, 1_024)?,
             checkpoint_interval_ms: self.ms("checkpoint_interval")?,
             memory_minutes: self.number("memory_minutes", 60i64, 1_000_000)?,
-            snapshot_log_floor: adclick_actors::reducer::snapshots::LOG_FLOOR,
+            snapshot_log_floor: self.number("snapshot_log_floor", 1usize, 1_000_000_000)?,
             history_retention_ms,
             dimension_sets: self.dimension_sets(&extra_dimensions)?,
             extra_dimensions,

@@ -188,11 +188,11 @@ impl PartitionState {
         let args = &self.args;
         let settings = args.settings.clone();
         let store = args.store.clone();
-        let memory_minutes = settings.memory_minutes;
+        let (memory_minutes, lateness) = (settings.memory_minutes, settings.allowed_lateness_ms);
         let started = std::time::Instant::now();
         // Both block for a while with a big state: off the async workers.
         let (mut recovered, counts, read_ms) = tokio::task::spawn_blocking(move || {
-            let recovered = store.recover(memory_minutes)?;
+            let recovered = store.recover_keeping(memory_minutes, lateness)?;
             let read_ms = started.elapsed().as_millis();
             let mut counts = MinuteCounts::new(recovered.counts_from);
             counts.set_totals(&recovered.counts);

@@ -71,7 +71,7 @@ impl MinuteSnapshots {
             if self.logged >= 2 * counters {
                 self.logged = 0;
                 for minute in std::mem::take(&mut self.logged_minutes) {
-                    batch.snapshots.push(snapshot(counts, minute));
+                    batch.snapshots.extend(snapshot(counts, minute));
                 }
                 batch.full_snapshot = true;
                 return;
@@ -80,7 +80,7 @@ impl MinuteSnapshots {
         if final_after != final_before && final_after != NO_WATERMARK {
             let still_open = self.logged_minutes.split_off(&final_after);
             for minute in std::mem::replace(&mut self.logged_minutes, still_open) {
-                batch.snapshots.push(snapshot(counts, minute));
+                batch.snapshots.extend(snapshot(counts, minute));
             }
         }
     }
@@ -103,13 +103,18 @@ impl MinuteSnapshots {
     }
 }
 
-/// Every counter of `minute`, packed.
-fn snapshot(counts: &MinuteCounts, minute: i64) -> MinuteSnapshot {
+/// Every counter of `minute`, packed; `None` for a minute below the counts'
+/// floor (evicted, so already final and snapshot: memory no longer holds it,
+/// and an empty snapshot would replace the good one).
+fn snapshot(counts: &MinuteCounts, minute: i64) -> Option<MinuteSnapshot> {
+    if minute < counts.floor() {
+        return None;
+    }
     let mut packed = PackedCounts::default();
     counts.for_each_counter_of(minute, |ad, filter, total| {
         packed.push(minute, ad, filter, total);
     });
-    MinuteSnapshot { minute, packed }
+    Some(MinuteSnapshot { minute, packed })
 }
 
 #[cfg(test)]
@@ -178,6 +183,17 @@ mod tests {
         assert_eq!(minutes, vec![3 * MINUTE_MS]);
         let batch = run(&mut counts, &mut snapshots, vec![], (4, 9));
         assert!(batch.snapshots.is_empty(), "nothing left in the log");
+    }
+
+    #[test]
+    fn a_minute_below_the_floor_is_never_snapshot_empty() {
+        // Memory answers from minute 5 on; the log (after a restart) names
+        // minute 3, whose snapshot the file already holds.
+        let mut counts = MinuteCounts::new(5 * MINUTE_MS);
+        let mut snapshots = MinuteSnapshots::resumed(LOG_FLOOR, vec![3 * MINUTE_MS], 10);
+        let batch = run(&mut counts, &mut snapshots, vec![delta(6, "a")], (3, 7));
+        let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
+        assert_eq!(minutes, vec![6 * MINUTE_MS]);
     }
 
     #[test]

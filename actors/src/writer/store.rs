@@ -199,6 +199,18 @@ impl PartitionStore {
     /// Loads the checkpoint and starts a new generation. Counts are loaded for
     /// minutes from `memory_minutes` before the last closed minute on.
     pub fn recover(&self, memory_minutes: i64) -> Result<Recovered, StoreError> {
+        self.recover_keeping(memory_minutes, 0)
+    }
+
+    /// Like [`PartitionStore::recover`], and never leaves out a minute that
+    /// is not final under `allowed_lateness_ms` (when the lateness is longer
+    /// than memory, such minutes are still open to corrections and their
+    /// latest totals may be only in the count log).
+    pub fn recover_keeping(
+        &self,
+        memory_minutes: i64,
+        allowed_lateness_ms: i64,
+    ) -> Result<Recovered, StoreError> {
         let mut generation = self.lock_generation();
         *generation += 1;
         let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
@@ -237,7 +249,11 @@ impl PartitionStore {
             }));
         }
         let counts_from = crate::window::event_clock::closed_until(watermark)
-            .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS));
+            .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS))
+            .min(crate::window::event_clock::final_until(
+                watermark,
+                allowed_lateness_ms,
+            ));
         // Snapshots first, then rows of minutes without one (older files),
         // then the log's newer totals, in commit order, the last one winning.
         let mut counts = Vec::new();
@@ -1028,6 +1044,25 @@ mod tests {
                 .unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn minutes_open_to_corrections_are_recovered_even_beyond_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        // Watermark at minute 200: with 60 minutes of memory, minute 100 is
+        // out of memory, but a lateness of 2 h keeps it open to corrections.
+        let mut cp = Checkpoint::resume(1, 200 * MINUTE_MS);
+        cp.log_total(100 * MINUTE_MS, &ad("a"), &Filter::ALL, 4);
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+        let kept = store.recover_keeping(60, 120 * MINUTE_MS).unwrap();
+        assert_eq!(kept.counts_from, 80 * MINUTE_MS);
+        assert_eq!(kept.logged_minutes, vec![100 * MINUTE_MS]);
+        assert_eq!(kept.counts.len(), 1);
+        let short = store.recover_keeping(60, 10 * MINUTE_MS).unwrap();
+        assert_eq!(short.counts_from, 140 * MINUTE_MS);
+        assert!(short.counts.is_empty());
     }
 
     #[test]
