@@ -185,5 +185,11 @@ async fn a_delivery_lost_in_transit_is_fetched_again_not_acked_away() {
     let restarts = service
         .metric("adclick_actor_restarts_total{partition=\"3\"}")
         .await;
-    assert_eq!(restarts, 1.0, "partition 3 rebuilt once");
+    // Once a CI run saw two rebuilds (not reproduced since): say why if so.
+    assert_eq!(
+        restarts,
+        1.0,
+        "partition 3 rebuilt once; the service's log:\n{}",
+        service.log()
+    );
 }
