@@ -63,6 +63,12 @@ pub struct PartitionState {
     failures_in_a_row: u32,
     built_at: Option<std::time::Instant>,
     draining: bool,
+    /// Held by a writer's commit task until its ack is sent, and by a
+    /// rebuild while it loads the checkpoint: a replaced chain's ack must
+    /// land before the new chain recreates the durable consumer (same name),
+    /// or it would act on the new consumer. A commit that starts after the
+    /// rebuild loaded the checkpoint is fenced and never acks.
+    commit_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Actor for PartitionSupervisor {
@@ -84,6 +90,7 @@ impl Actor for PartitionSupervisor {
             failures_in_a_row: 0,
             built_at: None,
             draining: false,
+            commit_gate: Arc::default(),
         })
     }
 
@@ -190,6 +197,17 @@ impl PartitionState {
         let store = args.store.clone();
         let (memory_minutes, lateness) = (settings.memory_minutes, settings.allowed_lateness_ms);
         let started = std::time::Instant::now();
+        let gate = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.commit_gate.clone().lock_owned(),
+        )
+        .await;
+        if gate.is_err() {
+            tracing::warn!(
+                partition = args.partition,
+                "the replaced chain's commit did not finish within 10 s; rebuilding anyway"
+            );
+        }
         // Both block for a while with a big state: off the async workers.
         let (mut recovered, counts, read_ms) = tokio::task::spawn_blocking(move || {
             let recovered = store.recover_keeping(memory_minutes, lateness)?;
@@ -199,6 +217,7 @@ impl PartitionState {
             Ok::<_, StoreError>((recovered, counts, read_ms))
         })
         .await??;
+        drop(gate);
         let (ids, counters, logged) = (
             recovered.seen.len(),
             recovered.counts.len(),
@@ -224,6 +243,7 @@ impl PartitionState {
                 outbox: std::mem::take(&mut recovered.outbox),
                 feed_outbox: std::mem::take(&mut recovered.feed_outbox),
                 committed_watermark: committed_watermark.clone(),
+                commit_gate: self.commit_gate.clone(),
                 credits: credits.clone(),
                 meters: meters.clone(),
             },

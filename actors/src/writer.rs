@@ -79,6 +79,9 @@ pub struct WriterArgs {
     pub feed_outbox: Vec<FeedMessage>,
     /// Last committed watermark; updated after each commit.
     pub committed_watermark: Arc<AtomicI64>,
+    /// Held from a commit's start until its ack is sent (see
+    /// [`crate::partition`]: a rebuild waits for it).
+    pub commit_gate: Arc<tokio::sync::Mutex<()>>,
     /// Ingest's credits, returned after each commit.
     pub credits: Arc<Semaphore>,
     /// Metric handles.
@@ -247,7 +250,9 @@ impl WriterState {
         let prune_before = history_start(checkpoint.watermark, args.settings.history_retention_ms);
         let partition = args.partition;
         let publisher = self.publisher.clone();
+        let gate = args.commit_gate.clone();
         tokio::spawn(async move {
+            let held = gate.lock_owned().await;
             let started = Instant::now();
             let result = async {
                 let credits = checkpoint.credits;
@@ -269,6 +274,7 @@ impl WriterState {
                         .await
                         .map_err(|e| format!("ack after commit failed: {e}"))?;
                 }
+                drop(held);
                 let checkpoint::Checkpoint { rejects, feed, .. } = checkpoint;
                 // Gone only with the writer; the outbox keeps the messages then.
                 let _ = publisher.send(ToPublish {
