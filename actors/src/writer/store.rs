@@ -406,9 +406,6 @@ impl PartitionStore {
             .begin_write()
             .map_err(|e| self.io("begin write", e))?;
         {
-            let mut counts = txn
-                .open_table(COUNTS)
-                .map_err(|e| self.io("open counts", e))?;
             // Totals, not increments: nothing to read first, and writing the
             // same checkpoint twice changes nothing.
             let mut log = txn
@@ -439,8 +436,10 @@ impl PartitionStore {
                 snapshots
                     .retain_in(..prune_before, |_, _| false)
                     .map_err(|e| self.io("prune minute counts", e))?;
-            }
-            if prune_before != NO_WATERMARK {
+                // Rows of older files: a bounded number per commit.
+                let mut counts = txn
+                    .open_table(COUNTS)
+                    .map_err(|e| self.io("open counts", e))?;
                 let old: Vec<(i64, String, String)> = counts
                     .range(..(prune_before, "", ""))
                     .map_err(|e| self.io("read old counts", e))?
