@@ -4,7 +4,7 @@
 use crate::click::{AdId, Click, Filter};
 use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
-use crate::writer::packed_counts::PackedCounts;
+use crate::writer::packed_minute::PackedMinute;
 use async_nats::jetstream::message::Acker;
 use tokio::sync::oneshot;
 
@@ -24,14 +24,14 @@ pub struct CountDelta {
     pub total: u64,
 }
 
-/// Every counter of one minute, packed (see [`crate::writer::packed_counts`]):
+/// Every counter of one minute, packed (see [`crate::writer::packed_minute`]):
 /// written whole, it makes the count log's older totals of that minute moot.
 #[derive(Debug, Clone)]
 pub struct MinuteSnapshot {
     /// Start of the minute, epoch ms.
     pub minute: i64,
     /// The minute's counters.
-    pub packed: PackedCounts,
+    pub packed: PackedMinute,
 }
 
 /// A run of consecutive messages of one partition, and what each stage made of it.

@@ -54,6 +54,12 @@ impl AdId {
         // Only ASCII bytes ever enter an AdId (checked in `parse`).
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
     }
+
+    /// The id's bytes (ASCII), without the UTF-8 check of [`AdId::as_str`].
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
 }
 
 impl AdId {
@@ -140,6 +146,12 @@ impl Country {
     /// The code as text.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("ZZ")
+    }
+
+    /// The code's two ASCII letters.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8; 2] {
+        &self.0
     }
 
     /// Number of distinct codes: [`Country::index`] is below it.

@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod packed_counts;
+pub mod packed_minute;
 pub mod store;
 
 use crate::batch::Batch;

@@ -302,8 +302,8 @@ impl MinuteCounts {
             .sum()
     }
 
-    /// Calls `each(ad, filter, clicks)` for every counter of `minute`, in no
-    /// particular order.
+    /// Calls `each(ad, filter, clicks)` for every counter of `minute`, the
+    /// counters of one filter together, in no other particular order.
     pub fn for_each_counter_of(&self, minute: i64, mut each: impl FnMut(&AdId, &Filter, u64)) {
         for (_, table) in self.range(minute, minute.saturating_add(1)) {
             for (code, ads) in table.iter().enumerate() {

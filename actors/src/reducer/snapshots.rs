@@ -18,7 +18,7 @@
 use crate::batch::{Batch, CountDelta, MinuteSnapshot};
 use crate::reducer::minute_counts::MinuteCounts;
 use crate::window::event_clock::NO_WATERMARK;
-use crate::writer::packed_counts::PackedCounts;
+use crate::writer::packed_minute::PackedMinute;
 use std::collections::BTreeSet;
 
 /// The default fewest logged totals that make a full snapshot due: below it
@@ -110,9 +110,10 @@ fn snapshot(counts: &MinuteCounts, minute: i64) -> Option<MinuteSnapshot> {
     if minute < counts.floor() {
         return None;
     }
-    let mut packed = PackedCounts::default();
+    let mut packed = PackedMinute::default();
+    // Filter by filter, so each filter is packed once per section.
     counts.for_each_counter_of(minute, |ad, filter, total| {
-        packed.push(minute, ad, filter, total);
+        packed.push(filter, ad, total);
     });
     Some(MinuteSnapshot { minute, packed })
 }
@@ -171,7 +172,8 @@ mod tests {
         assert_eq!(minutes, vec![MINUTE_MS, 2 * MINUTE_MS]);
         assert!(!batch.full_snapshot);
         let read =
-            crate::writer::packed_counts::read(batch.snapshots[0].packed.as_bytes()).unwrap();
+            crate::writer::packed_minute::read(MINUTE_MS, batch.snapshots[0].packed.as_bytes())
+                .unwrap();
         assert_eq!(
             read.iter()
                 .map(|d| (d.ad.to_string(), d.total))

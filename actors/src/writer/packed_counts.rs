@@ -53,7 +53,7 @@ impl PackedCounts {
             Some((m, a, at)) if m == minute && a == *ad && self.bytes[at] < u8::MAX => at,
             _ => {
                 self.bytes.extend_from_slice(&minute.to_le_bytes());
-                let id = ad.as_str().as_bytes();
+                let id = ad.as_bytes();
                 // An AdId is at most 64 bytes: its length fits a byte.
                 self.bytes.push(id.len() as u8);
                 self.bytes.extend_from_slice(id);
@@ -85,7 +85,7 @@ impl PackedCounts {
     }
 }
 
-fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
+pub(crate) fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
     if !filter.extras.is_empty() {
         // A few dimensions of at most 64-byte values: far below 64 KiB.
         let key = filter.key();
@@ -98,7 +98,7 @@ fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
         | if filter.ip_type.is_some() { IP_TYPE } else { 0 };
     out.push(tag);
     if let Some(country) = filter.country {
-        out.extend_from_slice(country.as_str().as_bytes());
+        out.extend_from_slice(country.as_bytes());
     }
     if let Some(ip_type) = filter.ip_type {
         out.push(match ip_type {
@@ -109,7 +109,7 @@ fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
     }
 }
 
-fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -144,7 +144,7 @@ pub fn read(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
     Some(out)
 }
 
-fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
+pub(crate) fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
     let tag = take(bytes, 1)?[0];
     if tag == EXTRAS {
         let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?) as usize;
@@ -175,7 +175,7 @@ fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
     })
 }
 
-fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+pub(crate) fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let b = take(bytes, 1)?[0];
@@ -188,7 +188,7 @@ fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
 }
 
 /// Splits the first `n` bytes off `bytes`.
-fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+pub(crate) fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     if bytes.len() < n {
         return None;
     }

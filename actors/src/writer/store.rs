@@ -9,9 +9,13 @@
 //! - `count_log`: commit's last sequence → the counter totals that commit
 //!   set, in order, packed (see [`crate::writer::packed_counts`]). Records
 //!   older than the last full snapshot are deleted.
-//! - `minute_counts`: minute → the sequence of the commit that wrote it, then
-//!   every counter of the minute, packed: a snapshot (see
+//! - `minute_snapshots`: minute → the sequence of the commit that wrote it,
+//!   then every counter of the minute, packed by filter (see
+//!   [`crate::writer::packed_minute`]): a snapshot (see
 //!   [`crate::reducer::snapshots`]). The minute's history once it is final.
+//! - `minute_counts`: snapshots as files of the previous version wrote them
+//!   (packed like the count log). Still read for minutes `minute_snapshots`
+//!   lacks, and pruned; no longer written.
 //! - `counts`: `(minute, ad_id, filter key)` → clicks: how files of earlier
 //!   versions stored counts, one row per counter. Still read (a minute's
 //!   snapshot wins over its rows) and pruned, no longer written.
@@ -36,7 +40,7 @@ use crate::fast_hash::FastMap;
 use crate::reducer::aggregate_feed::{decode_top, encode_top, FeedMessage};
 use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::checkpoint::Checkpoint;
-use crate::writer::packed_counts;
+use crate::writer::{packed_counts, packed_minute};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,8 +52,11 @@ const SEEN_BLOCKS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("se
 const COUNTS: TableDefinition<(i64, &str, &str), u64> = TableDefinition::new("counts");
 /// commit's last sequence → packed totals.
 const COUNT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("count_log");
-/// minute → writing commit's last sequence (8 bytes LE), packed counters.
+/// minute → writing commit's last sequence (8 bytes LE), packed counters
+/// (previous version's snapshots: read and pruned only).
 const MINUTE_COUNTS: TableDefinition<i64, &[u8]> = TableDefinition::new("minute_counts");
+/// minute → writing commit's last sequence (8 bytes LE), counters packed by filter.
+const MINUTE_SNAPSHOTS: TableDefinition<i64, &[u8]> = TableDefinition::new("minute_snapshots");
 /// seq → (subject, payload, reason kind, reason text).
 const OUTBOX: TableDefinition<u64, (&str, &[u8], &str, &str)> = TableDefinition::new("outbox");
 /// (dimension, value) of admitted extra-dimension values.
@@ -169,6 +176,8 @@ impl PartitionStore {
                 .map_err(|e| store.io("open count log", e))?;
             txn.open_table(MINUTE_COUNTS)
                 .map_err(|e| store.io("open minute counts", e))?;
+            txn.open_table(MINUTE_SNAPSHOTS)
+                .map_err(|e| store.io("open minute snapshots", e))?;
             txn.open_table(OUTBOX)
                 .map_err(|e| store.io("open outbox", e))?;
             txn.open_table(DIMENSION_VALUES)
@@ -420,20 +429,25 @@ impl PartitionStore {
                     .map_err(|e| self.io("trim count log", e))?;
             }
             let mut snapshots = txn
-                .open_table(MINUTE_COUNTS)
-                .map_err(|e| self.io("open minute counts", e))?;
-            let mut value = Vec::new();
+                .open_table(MINUTE_SNAPSHOTS)
+                .map_err(|e| self.io("open minute snapshots", e))?;
             for snapshot in &checkpoint.snapshots {
-                value.clear();
-                value.extend_from_slice(&checkpoint.last_seq.to_le_bytes());
-                value.extend_from_slice(snapshot.packed.as_bytes());
-                snapshots
-                    .insert(snapshot.minute, value.as_slice())
-                    .map_err(|e| self.io("write minute counts", e))?;
+                // Written in place: a minute can be megabytes, copy it once.
+                let packed = snapshot.packed.as_bytes();
+                let mut value = snapshots
+                    .insert_reserve(snapshot.minute, 8 + packed.len())
+                    .map_err(|e| self.io("write minute snapshots", e))?;
+                let (seq, counters) = value.as_mut().split_at_mut(8);
+                seq.copy_from_slice(&checkpoint.last_seq.to_le_bytes());
+                counters.copy_from_slice(packed);
             }
             if prune_before != NO_WATERMARK {
                 // One row a minute: few to delete at a time.
                 snapshots
+                    .retain_in(..prune_before, |_, _| false)
+                    .map_err(|e| self.io("prune minute snapshots", e))?;
+                txn.open_table(MINUTE_COUNTS)
+                    .map_err(|e| self.io("open minute counts", e))?
                     .retain_in(..prune_before, |_, _| false)
                     .map_err(|e| self.io("prune minute counts", e))?;
                 // Rows of older files: a bounded number per commit.
@@ -458,20 +472,47 @@ impl PartitionStore {
                         .map_err(|e| self.io("prune counts", e))?;
                 }
             }
-            let mut by_minute: std::collections::BTreeMap<i64, Vec<u8>> = Default::default();
-            for (minute, id) in &checkpoint.new_ids {
-                by_minute
-                    .entry(*minute)
-                    .or_default()
-                    .extend_from_slice(&id.to_le_bytes());
+            // A commit's ids fall in the few minutes still open (under the
+            // default lateness, at most 11): count them per minute, then
+            // write each minute's block in place, one pass over the ids per
+            // minute. Past 16 minutes (a long lateness), sort a copy instead.
+            let mut minutes: Vec<(i64, usize)> = Vec::new();
+            for (minute, _) in &checkpoint.new_ids {
+                match minutes.iter_mut().rev().find(|(m, _)| m == minute) {
+                    Some((_, n)) => *n += 1,
+                    None => minutes.push((*minute, 1)),
+                }
+                if minutes.len() > 16 {
+                    break;
+                }
             }
             let mut blocks = txn
                 .open_table(SEEN_BLOCKS)
                 .map_err(|e| self.io("open seen", e))?;
-            for (minute, ids) in &by_minute {
-                blocks
-                    .insert((*minute, checkpoint.last_seq), ids.as_slice())
+            let mut write = |minute: i64,
+                             n: usize,
+                             ids: &mut dyn Iterator<Item = u128>|
+             -> Result<(), StoreError> {
+                let mut block = blocks
+                    .insert_reserve((minute, checkpoint.last_seq), n * 16)
                     .map_err(|e| self.io("write seen", e))?;
+                for (slot, id) in block.as_mut().chunks_exact_mut(16).zip(ids) {
+                    slot.copy_from_slice(&id.to_le_bytes());
+                }
+                Ok(())
+            };
+            if minutes.len() <= 16 {
+                for (minute, n) in minutes {
+                    let new_ids = &checkpoint.new_ids;
+                    let mut ids = new_ids.iter().filter(|(m, _)| *m == minute).map(|e| e.1);
+                    write(minute, n, &mut ids)?;
+                }
+            } else {
+                let mut sorted = checkpoint.new_ids.clone();
+                sorted.sort_unstable_by_key(|(minute, _)| *minute);
+                for run in sorted.chunk_by(|a, b| a.0 == b.0) {
+                    write(run[0].0, run.len(), &mut run.iter().map(|e| e.1))?;
+                }
             }
             if final_until != NO_WATERMARK {
                 blocks
@@ -637,12 +678,36 @@ impl PartitionStore {
         }
         let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
         let mut snapshot_minutes = Vec::new();
-        self.for_each_snapshot(&txn, from..to, |minute, _, deltas| {
+        for row in txn
+            .open_table(MINUTE_SNAPSHOTS)
+            .map_err(|e| self.io("open minute snapshots", e))?
+            .range(from..to)
+            .map_err(|e| self.io("read minute snapshots", e))?
+        {
+            let (minute, value) = row.map_err(|e| self.io("read minute snapshots", e))?;
+            let minute = minute.value();
+            // Only the filter's section is decoded.
+            value
+                .value()
+                .get(8..)
+                .and_then(|packed| packed_minute::for_each_of_filter(packed, filter, &mut each))
+                .ok_or_else(|| {
+                    self.io(
+                        "read minute snapshots",
+                        format!("unreadable minute {minute}"),
+                    )
+                })?;
             snapshot_minutes.push(minute);
+        }
+        let mut previous = Vec::new();
+        self.for_each_previous_snapshot(&txn, from..to, &snapshot_minutes, |minute, _, deltas| {
+            previous.push(minute);
             for d in deltas.iter().filter(|d| d.filter == *filter) {
                 each(&d.ad, d.total);
             }
         })?;
+        snapshot_minutes.extend(previous);
+        snapshot_minutes.sort_unstable();
         let table = txn
             .open_table(COUNTS)
             .map_err(|e| self.io("open counts", e))?;
@@ -666,11 +731,43 @@ impl PartitionStore {
 
 impl PartitionStore {
     /// Calls `each(minute, writing commit's sequence, counters)` for every
-    /// minute snapshot in `minutes`, in minute order.
+    /// minute snapshot in `minutes`: `minute_snapshots`, then the previous
+    /// version's `minute_counts` for minutes the first lacks.
     fn for_each_snapshot(
         &self,
         txn: &redb::ReadTransaction,
         minutes: std::ops::Range<i64>,
+        mut each: impl FnMut(i64, u64, Vec<CountDelta>),
+    ) -> Result<(), StoreError> {
+        let mut written = Vec::new();
+        for row in txn
+            .open_table(MINUTE_SNAPSHOTS)
+            .map_err(|e| self.io("open minute snapshots", e))?
+            .range(minutes.clone())
+            .map_err(|e| self.io("read minute snapshots", e))?
+        {
+            let (minute, value) = row.map_err(|e| self.io("read minute snapshots", e))?;
+            let minute = minute.value();
+            let (seq, deltas) = read_snapshot(minute, value.value(), packed_minute::read)
+                .ok_or_else(|| {
+                    self.io(
+                        "read minute snapshots",
+                        format!("unreadable minute {minute}"),
+                    )
+                })?;
+            written.push(minute);
+            each(minute, seq, deltas);
+        }
+        self.for_each_previous_snapshot(txn, minutes, &written, each)
+    }
+
+    /// Calls `each` for the previous version's snapshots (`minute_counts`)
+    /// in `minutes`, except those in `newer` (sorted).
+    fn for_each_previous_snapshot(
+        &self,
+        txn: &redb::ReadTransaction,
+        minutes: std::ops::Range<i64>,
+        newer: &[i64],
         mut each: impl FnMut(i64, u64, Vec<CountDelta>),
     ) -> Result<(), StoreError> {
         for row in txn
@@ -681,22 +778,30 @@ impl PartitionStore {
         {
             let (minute, value) = row.map_err(|e| self.io("read minute counts", e))?;
             let minute = minute.value();
-            let (seq, deltas) = read_snapshot(value.value()).ok_or_else(|| {
-                self.io("read minute counts", format!("unreadable minute {minute}"))
-            })?;
+            if newer.binary_search(&minute).is_ok() {
+                continue;
+            }
+            let (seq, deltas) = read_snapshot(minute, value.value(), |_, packed| {
+                packed_counts::read(packed)
+            })
+            .ok_or_else(|| self.io("read minute counts", format!("unreadable minute {minute}")))?;
             each(minute, seq, deltas);
         }
         Ok(())
     }
 }
 
-/// Splits a `minute_counts` value into the writing commit's sequence and
-/// the minute's counters.
-fn read_snapshot(value: &[u8]) -> Option<(u64, Vec<CountDelta>)> {
+/// Splits a snapshot row's value into the writing commit's sequence and the
+/// minute's counters, read by `read`.
+fn read_snapshot(
+    minute: i64,
+    value: &[u8],
+    read: impl FnOnce(i64, &[u8]) -> Option<Vec<CountDelta>>,
+) -> Option<(u64, Vec<CountDelta>)> {
     let (seq, packed) = value.split_at_checked(8)?;
     Some((
         u64::from_le_bytes(seq.try_into().ok()?),
-        packed_counts::read(packed)?,
+        read(minute, packed)?,
     ))
 }
 
@@ -712,9 +817,9 @@ mod tests {
 
     /// A snapshot of minute `minute` (in minutes) holding `counters`.
     fn snapshot(minute: i64, counters: &[(&str, Filter, u64)]) -> MinuteSnapshot {
-        let mut packed = packed_counts::PackedCounts::default();
+        let mut packed = packed_minute::PackedMinute::default();
         for (a, filter, n) in counters {
-            packed.push(minute * MINUTE_MS, &ad(a), filter, *n);
+            packed.push(filter, &ad(a), *n);
         }
         MinuteSnapshot {
             minute: minute * MINUTE_MS,
@@ -1043,6 +1148,66 @@ mod tests {
                 .unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn ids_of_many_minutes_in_one_commit_are_each_kept_with_their_minute() {
+        for minutes in [3, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = PartitionStore::open(dir.path(), 0).unwrap();
+            let generation = store.recover(60).unwrap().generation;
+            let mut cp = Checkpoint::resume(1, 50 * MINUTE_MS);
+            // Interleaved, as late clicks arrive among current ones.
+            cp.new_ids = (0..minutes * 5)
+                .map(|i| ((i % minutes) as i64 * MINUTE_MS, 1000 + i as u128))
+                .collect();
+            store.commit(generation, &cp, NO_WATERMARK).unwrap();
+            let mut seen = store.recover(60).unwrap().seen;
+            seen.sort_unstable_by_key(|(_, id)| *id);
+            assert_eq!(seen, cp.new_ids, "{minutes} minutes");
+        }
+    }
+
+    #[test]
+    fn snapshots_of_the_previous_layout_are_read_where_no_newer_one_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        // Minutes 7 and 8 as the previous version wrote them (by commit 1).
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut previous = txn.open_table(MINUTE_COUNTS).unwrap();
+            for (minute, n) in [(7, 5u64), (8, 7)] {
+                let mut packed = packed_counts::PackedCounts::default();
+                packed.push(minute * MINUTE_MS, &ad("a"), &Filter::ALL, n);
+                let mut value = 1u64.to_le_bytes().to_vec();
+                value.extend_from_slice(packed.as_bytes());
+                previous
+                    .insert(minute * MINUTE_MS, value.as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        // Minute 8 snapshot again, in the current layout, with more clicks.
+        let mut cp = Checkpoint::resume(2, 9 * MINUTE_MS);
+        cp.snapshots.push(snapshot(8, &[("a", Filter::ALL, 9)]));
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+
+        let stored = |from: i64, to: i64| {
+            store
+                .read_count(&ad("a"), &Filter::ALL, from * MINUTE_MS, to * MINUTE_MS)
+                .unwrap()
+        };
+        assert_eq!(stored(7, 8), 5, "the previous layout alone");
+        assert_eq!(stored(8, 9), 9, "the newer snapshot wins");
+        assert_eq!(stored(7, 9), 14);
+        let recovered = store.recover(60).unwrap();
+        let counts: Vec<(i64, u64)> = recovered
+            .counts
+            .iter()
+            .map(|d| (d.minute / MINUTE_MS, d.total))
+            .collect();
+        assert_eq!(counts, vec![(8, 9), (7, 5)]);
     }
 
     #[test]
