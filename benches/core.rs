@@ -279,13 +279,17 @@ fn bench(c: &mut Criterion) {
         snapshot_log_floor: usize::MAX,
         ..settings.clone()
     };
+    let split = CpuSplit::default();
     group.bench_function("whole", |b| {
         b.iter(|| {
+            let started = thread_cpu_ns();
             let mut core = PartitionCore::new(0, &no_snapshots);
             for (i, chunk) in work.chunks(BATCH).enumerate() {
                 let mut batch = decoded_batch(i, chunk);
                 core.process(&mut batch);
             }
+            split.core.fetch_add(thread_cpu_ns() - started, Relaxed);
+            split.core_clicks.fetch_add(work.len() as u64, Relaxed);
             core.watermark()
         })
     });
@@ -295,7 +299,6 @@ fn bench(c: &mut Criterion) {
     // `checkpoint_interval` (100 ms) or when `max_batches_in_flight` / 2
     // batches wait, whichever comes first, as the writer does.
     let dir = tempfile::tempdir().expect("temp dir");
-    let split = CpuSplit::default();
     group.bench_function("whole_with_checkpoints", |b| {
         b.iter_batched(
             || {
@@ -346,6 +349,9 @@ fn bench(c: &mut Criterion) {
 /// are not CPU time, and in the service they overlap the pipeline).
 #[derive(Default)]
 struct CpuSplit {
+    /// `whole`: the core alone, and its clicks.
+    core: AtomicU64,
+    core_clicks: AtomicU64,
     all: AtomicU64,
     absorb: AtomicU64,
     commit: AtomicU64,
@@ -356,12 +362,16 @@ impl CpuSplit {
     fn report(&self) {
         let clicks = self.clicks.load(Relaxed).max(1) as f64;
         let per_click = |n: &AtomicU64| n.load(Relaxed) as f64 / clicks;
+        let core = self.core.load(Relaxed) as f64 / self.core_clicks.load(Relaxed).max(1) as f64;
         eprintln!(
             "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
-             {:.0} ns committing",
+             {:.0} ns committing; whole (no checkpoints): {core:.0} ns; checkpoints cost \
+             {:.0} ns, {:.1}% of the core's CPU",
             per_click(&self.all),
             per_click(&self.absorb),
-            per_click(&self.commit)
+            per_click(&self.commit),
+            per_click(&self.all) - core,
+            100.0 * (per_click(&self.all) - core) / core,
         );
     }
 }

@@ -23,7 +23,7 @@
 //! stored as text because their in-memory codes are numbered per process.
 
 use crate::batch::CountDelta;
-use crate::click::{AdId, Country, Filter, IpType};
+use crate::click::{AdId, Country, Filter, IpType, AD_ID_MAX};
 
 const COUNTRY: u8 = 1;
 const IP_TYPE: u8 = 2;
@@ -49,12 +49,68 @@ impl PackedCounts {
 
     /// Appends a counter's total.
     pub fn push(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
-        let at = match self.group {
-            Some((m, a, at)) if m == minute && a == *ad && self.bytes[at] < u8::MAX => at,
-            _ => {
+        if !filter.extras.is_empty() {
+            self.push_slow(minute, ad, filter, total);
+            return;
+        }
+        // The common case (built-in filters only) is assembled on the stack
+        // and appended at once: one capacity check instead of one a field.
+        let mut out = [0u8; 8 + 1 + AD_ID_MAX + 1 + 4 + 10];
+        let mut len = 0;
+        let at = match self.open_group(minute, ad) {
+            Some(at) => at,
+            None => {
+                let id = ad.as_bytes();
+                out[..8].copy_from_slice(&minute.to_le_bytes());
+                // An AdId is at most 64 bytes: its length fits a byte.
+                out[8] = id.len() as u8;
+                out[9..9 + id.len()].copy_from_slice(id);
+                len = 9 + id.len() + 1; // then the group's counter count
+                let at = self.bytes.len() + len - 1;
+                self.group = Some((minute, *ad, at));
+                at
+            }
+        };
+        out[len] = if filter.country.is_some() { COUNTRY } else { 0 }
+            | if filter.ip_type.is_some() { IP_TYPE } else { 0 };
+        len += 1;
+        if let Some(country) = filter.country {
+            out[len..len + 2].copy_from_slice(country.as_bytes());
+            len += 2;
+        }
+        if let Some(ip_type) = filter.ip_type {
+            out[len] = ip_type_code(ip_type);
+            len += 1;
+        }
+        let mut n = total;
+        while n >= 0x80 {
+            out[len] = (n as u8) | 0x80;
+            n >>= 7;
+            len += 1;
+        }
+        out[len] = n as u8;
+        len += 1;
+        self.bytes.extend_from_slice(&out[..len]);
+        self.bytes[at] += 1;
+        self.counters += 1;
+    }
+
+    /// Where the open group's counter count is, if the counter joins it.
+    #[inline]
+    fn open_group(&self, minute: i64, ad: &AdId) -> Option<usize> {
+        match &self.group {
+            Some((m, a, at)) if *m == minute && a == ad && self.bytes[*at] < u8::MAX => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// [`PackedCounts::push`] for any filter, field by field.
+    fn push_slow(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
+        let at = match self.open_group(minute, ad) {
+            Some(at) => at,
+            None => {
                 self.bytes.extend_from_slice(&minute.to_le_bytes());
                 let id = ad.as_bytes();
-                // An AdId is at most 64 bytes: its length fits a byte.
                 self.bytes.push(id.len() as u8);
                 self.bytes.extend_from_slice(id);
                 self.bytes.push(0);
@@ -101,11 +157,15 @@ pub(crate) fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
         out.extend_from_slice(country.as_bytes());
     }
     if let Some(ip_type) = filter.ip_type {
-        out.push(match ip_type {
-            IpType::V4 => 1,
-            IpType::V6 => 2,
-            IpType::Unknown => 3,
-        });
+        out.push(ip_type_code(ip_type));
+    }
+}
+
+fn ip_type_code(ip_type: IpType) -> u8 {
+    match ip_type {
+        IpType::V4 => 1,
+        IpType::V6 => 2,
+        IpType::Unknown => 3,
     }
 }
 
