@@ -155,11 +155,28 @@ const COUNTRIES: [&str; 8] = ["US", "DE", "FR", "GB", "JP", "BR", "IN", "CA"];
 pub struct ClickGenerator {
     args: LoadgenArgs,
     rng: Rng,
-    zipf_cdf: Vec<f64>,
-    recent: VecDeque<Outgoing>,
+    zipf: ZipfTable,
+    /// The draws of the last 1,024 clicks, for repeats: a repeat is rendered
+    /// again from them, byte for byte, instead of keeping a copy of each
+    /// message.
+    recent: VecDeque<Drawn>,
     next: u64,
     /// Counts of what was generated.
     pub report: Report,
+}
+
+/// Everything random about one click: enough to render it again.
+#[derive(Clone, Copy, Debug)]
+struct Drawn {
+    i: u64,
+    rank: usize,
+    ts: i64,
+    country: &'static str,
+    /// `Some(group)` for an IPv6 address, else the three last IPv4 octets.
+    ip: (Option<u64>, [u64; 3]),
+    /// `Some(kind)` for an invalid message.
+    invalid: Option<u64>,
+    user: u64,
 }
 
 /// The cumulative distribution of `ads` ads ranked by a Zipf law: rank `r`
@@ -183,13 +200,46 @@ pub fn zipf_rank(cdf: &[f64], draw: f64) -> usize {
     (cdf.partition_point(|c| *c < draw) + 1).min(cdf.len())
 }
 
+/// [`zipf_rank`] with an index: where each 1/65,536th of [0, 1) starts in
+/// the distribution, so a draw searches a few entries instead of 100,000
+/// (~17 cache misses a click). Same ranks as [`zipf_rank`], always.
+struct ZipfTable {
+    cdf: Vec<f64>,
+    starts: Vec<usize>,
+}
+
+impl ZipfTable {
+    const BUCKETS: usize = 1 << 16;
+
+    fn new(cdf: Vec<f64>) -> ZipfTable {
+        let starts = (0..=Self::BUCKETS)
+            .map(|k| cdf.partition_point(|c| *c < k as f64 / Self::BUCKETS as f64))
+            .collect();
+        ZipfTable { cdf, starts }
+    }
+
+    fn rank(&self, draw: f64) -> usize {
+        let k = ((draw * Self::BUCKETS as f64) as usize).min(Self::BUCKETS - 1);
+        let (lo, hi) = (self.starts[k], self.starts[k + 1]);
+        // The answer lies in [lo, hi] when the bucket holds the draw; should
+        // rounding put it next door, search everything.
+        let holds =
+            (lo == 0 || self.cdf[lo - 1] < draw) && (hi == self.cdf.len() || self.cdf[hi] >= draw);
+        if !holds {
+            return zipf_rank(&self.cdf, draw);
+        }
+        let at = lo + self.cdf[lo..hi].partition_point(|c| *c < draw);
+        (at + 1).min(self.cdf.len())
+    }
+}
+
 impl ClickGenerator {
     /// A generator for these options.
     pub fn new(args: &LoadgenArgs) -> ClickGenerator {
         ClickGenerator {
             args: args.clone(),
             rng: Rng::new(args.seed),
-            zipf_cdf: zipf_cdf(args.ads, args.skew),
+            zipf: ZipfTable::new(zipf_cdf(args.ads, args.skew)),
             recent: VecDeque::with_capacity(1024),
             next: 0,
             report: Report::default(),
@@ -210,12 +260,11 @@ impl ClickGenerator {
             let pick = self.rng.below(self.recent.len() as u64) as usize;
             if let Some(again) = self.recent.get(pick) {
                 self.report.duplicates += 1;
-                return again.clone();
+                return self.render(again);
             }
         }
         let draw = self.rng.unit();
-        let ad = Self::ad_name(zipf_rank(&self.zipf_cdf, draw));
-        let click_id = format!("{:x}-{i}", self.args.seed);
+        let rank = self.zipf.rank(draw);
         let mut ts = match self.args.start_ts {
             Some(start) => {
                 let per_second = if self.args.rate == 0 {
@@ -236,39 +285,139 @@ impl ClickGenerator {
         }
         let country = COUNTRIES[self.rng.below(COUNTRIES.len() as u64) as usize];
         let ip = if self.rng.below(4) == 0 {
-            format!("2001:db8::{:x}", self.rng.below(65_536))
+            (Some(self.rng.below(65_536)), [0; 3])
         } else {
-            format!(
-                "10.{}.{}.{}",
+            let octets = [
                 self.rng.below(256),
                 self.rng.below(256),
-                self.rng.below(256)
-            )
+                self.rng.below(256),
+            ];
+            (None, octets)
         };
-        let payload = if self.rng.unit() < self.args.invalid_ratio {
+        let (invalid, user) = if self.rng.unit() < self.args.invalid_ratio {
             self.report.invalid += 1;
-            match self.rng.below(3) {
-                0 => "{not json".to_string(),
-                1 => format!(r#"{{"click_id":"{click_id}","ad_id":"{ad}"}}"#),
-                _ => format!(r#"{{"click_id":"{click_id}","ad_id":"other","ts":{ts}}}"#),
-            }
+            (Some(self.rng.below(3)), 0)
         } else {
-            format!(
-                r#"{{"click_id":"{click_id}","ad_id":"{ad}","ts":{ts},"user_id":"u{}","ip":"{ip}","country":"{country}"}}"#,
-                self.rng.below(100_000)
-            )
+            (None, self.rng.below(100_000))
         };
-        let out = Outgoing {
-            subject: format!("clicks.{ad}"),
-            payload: Bytes::from(payload),
-            click_id,
+        let drawn = Drawn {
+            i,
+            rank,
+            ts,
+            country,
+            ip,
+            invalid,
+            user,
         };
         if self.recent.len() == 1024 {
             self.recent.pop_front();
         }
-        self.recent.push_back(out.clone());
-        out
+        self.recent.push_back(drawn);
+        self.render(&drawn)
     }
+
+    /// The message of a drawn click (written without `format!`: the
+    /// generator runs beside the publisher and must cost little per click).
+    fn render(&self, d: &Drawn) -> Outgoing {
+        let mut ad = String::with_capacity(12);
+        ad.push_str("ad-");
+        push_decimal(&mut ad, d.rank as u64);
+        let mut click_id = String::with_capacity(28);
+        push_hex(&mut click_id, self.args.seed);
+        click_id.push('-');
+        push_decimal(&mut click_id, d.i);
+        let mut p = String::with_capacity(160);
+        p.push_str(r#"{"click_id":""#);
+        p.push_str(&click_id);
+        p.push_str(r#"","ad_id":""#);
+        match d.invalid {
+            Some(0) => {
+                p.clear();
+                p.push_str("{not json");
+            }
+            Some(1) => {
+                p.push_str(&ad);
+                p.push_str(r#""}"#);
+            }
+            Some(_) => {
+                p.push_str(r#"other","ts":"#);
+                push_signed(&mut p, d.ts);
+                p.push('}');
+            }
+            None => {
+                p.push_str(&ad);
+                p.push_str(r#"","ts":"#);
+                push_signed(&mut p, d.ts);
+                p.push_str(r#","user_id":"u"#);
+                push_decimal(&mut p, d.user);
+                p.push_str(r#"","ip":""#);
+                match d.ip {
+                    (Some(group), _) => {
+                        p.push_str("2001:db8::");
+                        push_hex(&mut p, group);
+                    }
+                    (None, [a, b, c]) => {
+                        p.push_str("10.");
+                        for (n, octet) in [a, b, c].into_iter().enumerate() {
+                            if n > 0 {
+                                p.push('.');
+                            }
+                            push_decimal(&mut p, octet);
+                        }
+                    }
+                }
+                p.push_str(r#"","country":""#);
+                p.push_str(d.country);
+                p.push_str(r#""}"#);
+            }
+        }
+        let mut subject = String::with_capacity(7 + ad.len());
+        subject.push_str("clicks.");
+        subject.push_str(&ad);
+        Outgoing {
+            subject,
+            payload: Bytes::from(p),
+            click_id,
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|d| *d as char));
+}
+
+/// Appends `n` in decimal, with its sign.
+fn push_signed(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_decimal(out, n.unsigned_abs());
+}
+
+/// Appends `n` in lower-case hexadecimal.
+fn push_hex(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n % 16) as usize];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|d| *d as char));
 }
 
 /// Runs the load generator until its count or duration is reached, or `stop` fires.
@@ -524,6 +673,81 @@ mod tests {
             assert_eq!((x.subject, x.payload), (y.subject, y.payload));
         }
         assert!(a.report.duplicates > 0 && a.report.late > 0 && a.report.invalid > 0);
+    }
+
+    #[test]
+    fn messages_are_the_json_the_spec_describes_and_repeats_are_exact() {
+        let args = Cli::parse_from([
+            "x",
+            "--start-ts=-5",
+            "--rate",
+            "0",
+            "--seed",
+            "255",
+            "--invalid-ratio",
+            "0.2",
+            "--duplicate-ratio",
+            "0.2",
+        ])
+        .args;
+        let mut g = ClickGenerator::new(&args);
+        let mut by_id = std::collections::HashMap::new();
+        let (mut valid, mut repeats) = (0, 0);
+        for _ in 0..5000 {
+            let m = g.next_message(0);
+            if let Some(first) = by_id.insert(m.click_id.clone(), m.clone()) {
+                repeats += 1;
+                assert_eq!(
+                    (first.subject, first.payload),
+                    (m.subject.clone(), m.payload.clone())
+                );
+            }
+            assert!(m.click_id.starts_with("ff-"), "{}", m.click_id);
+            let ad = m.subject.strip_prefix("clicks.").unwrap();
+            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                continue;
+            };
+            if json.get("user_id").is_none() {
+                continue;
+            }
+            valid += 1;
+            assert_eq!(json["click_id"], m.click_id.as_str());
+            assert_eq!(json["ad_id"], ad);
+            let ip: std::net::IpAddr = json["ip"].as_str().unwrap().parse().unwrap();
+            let country = json["country"].as_str().unwrap();
+            assert!(COUNTRIES.contains(&country), "{ip} {country}");
+            let ts = json["ts"].as_i64().unwrap();
+            let i: i64 = m.click_id[3..].parse().unwrap();
+            assert!(
+                ts == -5 + i / 10 || ts == -5 + i / 10 - 120_000,
+                "{ts} for click {i}"
+            );
+        }
+        assert!(
+            valid > 3000 && repeats > 500,
+            "{valid} valid, {repeats} repeats"
+        );
+    }
+
+    #[test]
+    fn zipf_index_picks_the_ranks_a_full_search_picks() {
+        for (ads, skew) in [(1, 1.0), (7, 0.0), (100_000, 1.0), (1_000, 2.5)] {
+            let table = ZipfTable::new(zipf_cdf(ads, skew));
+            let mut rng = Rng::new(ads as u64);
+            let edges = (0..=ZipfTable::BUCKETS).map(|k| k as f64 / ZipfTable::BUCKETS as f64);
+            let draws = (0..20_000).map(|_| rng.unit()).collect::<Vec<_>>();
+            for draw in edges
+                .chain(draws)
+                .chain(table.cdf.clone())
+                .filter(|d| *d < 1.0)
+            {
+                assert_eq!(
+                    table.rank(draw),
+                    zipf_rank(&table.cdf, draw),
+                    "{ads} ads, draw {draw}"
+                );
+            }
+        }
     }
 
     #[test]
