@@ -258,12 +258,13 @@ pub(crate) fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dimension::{intern, ExtraCodes};
     use proptest::prelude::*;
 
-    fn filters() -> Vec<Filter> {
+    /// One filter of each shape: all, country, ip type, both, extras.
+    pub(crate) fn filters() -> Vec<Filter> {
         vec![
             Filter::ALL,
             Filter {

@@ -156,35 +156,15 @@ pub fn for_each_of_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::click::{Country, IpType};
-    use crate::dimension::{intern, ExtraCodes};
+    use crate::writer::packed_counts::tests::filters;
     use proptest::prelude::*;
-
-    fn filters() -> Vec<Filter> {
-        vec![
-            Filter::ALL,
-            Filter {
-                country: Country::parse("US"),
-                ..Filter::ALL
-            },
-            Filter {
-                ip_type: Some(IpType::V6),
-                ..Filter::ALL
-            },
-            Filter {
-                country: Country::parse("FR"),
-                extras: ExtraCodes::from_codes([intern("s_device", "a&b=%")]).unwrap(),
-                ..Filter::ALL
-            },
-        ]
-    }
 
     proptest! {
         /// Whatever the order of filters, every counter reads back, in order,
         /// and a one-filter read gives exactly that filter's counters.
         #[test]
         fn pushed_counters_read_back(
-            counters in prop::collection::vec((0usize..4, 0usize..3, any::<u64>()), 0..400)
+            counters in prop::collection::vec((0usize..5, 0usize..3, any::<u64>()), 0..400)
         ) {
             let ads = ["a", "b-2", &"x".repeat(64)];
             let filters = filters();
