@@ -377,8 +377,9 @@ async fn consume(args: ConsumeArgs) -> BenchResult<()> {
     }
     let consumed = totals.consumed.load(Ordering::Relaxed);
     let first = first_at.unwrap_or_default().as_secs_f64();
+    let cpu = process_cpu_seconds();
     println!(
-        r#"{{"consumed":{consumed},"invalid":{},"consumers":{},"batch_size":{},"max_ack_pending":{},"elapsed_seconds":{seconds:.3},"first_message_seconds":{first:.3},"done_epoch":{done_epoch:.3},"rate":{:.0}}}"#,
+        r#"{{"consumed":{consumed},"invalid":{},"consumers":{},"batch_size":{},"max_ack_pending":{},"elapsed_seconds":{seconds:.3},"first_message_seconds":{first:.3},"done_epoch":{done_epoch:.3},"cpu_seconds":{cpu:.3},"rate":{:.0}}}"#,
         totals.invalid.load(Ordering::Relaxed),
         consumers.len(),
         args.batch_size,
@@ -392,4 +393,15 @@ async fn consume(args: ConsumeArgs) -> BenchResult<()> {
         }
     }
     Ok(())
+}
+
+/// CPU time (user + system) this process has used, in seconds.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
