@@ -350,6 +350,7 @@ impl IngestState {
         self.last_message_at = Instant::now();
         let meters = &self.args.meters;
         meters.consumed.increment(batch.consumed as u64);
+        meters.batch_messages.record(batch.consumed as f64);
         meters.invalid.increment(invalid);
         meters.future.increment(future);
         Ok(batch)

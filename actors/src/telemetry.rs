@@ -45,6 +45,10 @@ pub const CONSUMED_TO_QUERYABLE: &str = "adclick_consumed_to_queryable_seconds";
 /// to that minute's counts being committed.
 pub const CLOSE_TO_COMMITTED: &str = "adclick_close_to_committed_seconds";
 
+/// Histogram: messages in each batch ingest fetched (per-batch costs
+/// weigh per click when batches run small).
+pub const BATCH_MESSAGES: &str = "adclick_batch_messages";
+
 /// Registers help texts for every metric (call once at start-up).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -93,6 +97,10 @@ pub fn describe() {
         CLOSE_TO_COMMITTED,
         "Seconds from consuming the batch that closed a minute to its commit"
     );
+    describe_histogram!(
+        BATCH_MESSAGES,
+        "Messages in each batch fetched from JetStream"
+    );
     describe_gauge!(
         BATCHES_IN_FLIGHT,
         "Batches between ingest and a finished commit"
@@ -136,6 +144,8 @@ pub struct PartitionMeters {
     pub consumed_to_queryable: Histogram,
     /// See [`CLOSE_TO_COMMITTED`].
     pub close_to_committed: Histogram,
+    /// See [`BATCH_MESSAGES`].
+    pub batch_messages: Histogram,
 }
 
 impl PartitionMeters {
@@ -159,7 +169,8 @@ impl PartitionMeters {
             dedup_ids: gauge!(DEDUP_IDS, "partition" => p.clone()),
             batches_in_flight: gauge!(BATCHES_IN_FLIGHT, "partition" => p.clone()),
             consumed_to_queryable: histogram!(CONSUMED_TO_QUERYABLE, "partition" => p.clone()),
-            close_to_committed: histogram!(CLOSE_TO_COMMITTED, "partition" => p),
+            close_to_committed: histogram!(CLOSE_TO_COMMITTED, "partition" => p.clone()),
+            batch_messages: histogram!(BATCH_MESSAGES, "partition" => p),
         }
     }
 
