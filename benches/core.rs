@@ -328,6 +328,10 @@ fn bench(c: &mut Criterion) {
                     {
                         last_commit = std::time::Instant::now();
                         let cp = pending.take();
+                        split.log_bytes.fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
+                        split.id_bytes.fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+                        let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
+                        split.snapshot_bytes.fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
                         let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
                         let t = thread_cpu_ns();
                         store.commit(generation, &cp, final_until).expect("commit");
@@ -353,6 +357,10 @@ struct CpuSplit {
     core: AtomicU64,
     core_clicks: AtomicU64,
     all: AtomicU64,
+    /// Bytes committed: count-log records, ids, minute snapshots.
+    log_bytes: AtomicU64,
+    id_bytes: AtomicU64,
+    snapshot_bytes: AtomicU64,
     absorb: AtomicU64,
     commit: AtomicU64,
     clicks: AtomicU64,
@@ -372,6 +380,12 @@ impl CpuSplit {
             per_click(&self.commit),
             per_click(&self.all) - core,
             100.0 * (per_click(&self.all) - core) / core,
+        );
+        eprintln!(
+            "whole_with_checkpoints bytes per click: {:.1} count log, {:.1} ids, {:.1} snapshots",
+            per_click(&self.log_bytes),
+            per_click(&self.id_bytes),
+            per_click(&self.snapshot_bytes),
         );
     }
 }
