@@ -6,6 +6,7 @@ use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
 use crate::reject::Rejected;
 use crate::writer::packed_minute::PackedMinute;
 use async_nats::jetstream::message::Acker;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 /// `n` more clicks for one ad, minute and filter.
@@ -44,9 +45,15 @@ pub struct Batch {
     pub consumed: usize,
     /// Highest stream sequence in the batch; 0 when it has no message.
     pub last_seq: u64,
-    /// Valid clicks not yet dealt with. Dedup removes repeats; window turns
-    /// the rest into `deltas` or rejects.
+    /// Valid clicks not yet dealt with. Dedup marks repeats
+    /// ([`Click::repeat`]); window turns the rest into `deltas` or rejects
+    /// and empties it.
     pub clicks: Vec<Click>,
+    /// The payload of each click, at the click's index in `clicks` (moved
+    /// from its message, never cloned): kept so that a too-late click can be
+    /// republished as it came. Kept apart so that a click moves 32 bytes
+    /// less and takes no reference count.
+    pub payloads: Vec<Bytes>,
     /// Messages that will not be counted, bound for the rejected stream.
     pub rejects: Vec<Rejected>,
     /// Added by ingest: extra-dimension values admitted by this batch's

@@ -2,7 +2,6 @@
 //! fields, so the hot path never allocates per click.
 
 use crate::dimension::{self, ExtraCodes, MAX_EXTRA_DIMENSIONS};
-use bytes::Bytes;
 use std::fmt;
 
 /// Longest ad id the contract allows (`[A-Za-z0-9_-]{1,64}`).
@@ -493,9 +492,10 @@ pub struct Click {
     pub extras: [u32; MAX_EXTRA_DIMENSIONS],
     /// Stream sequence of the message, for rejects and tracing.
     pub seq: u64,
-    /// The original payload (shared, not copied), kept so a too-late click can
-    /// be republished as it came.
-    pub payload: Bytes,
+    /// Set by dedup when the id was already counted: the window skips the
+    /// click. Repeats are marked, not removed, so no later click moves (and
+    /// `Batch::payloads` stays parallel to `Batch::clicks`).
+    pub repeat: bool,
 }
 
 impl Click {

@@ -281,6 +281,7 @@ impl IngestState {
             holds_credit: true,
             consumed: chunk.len(),
             clicks: Vec::with_capacity(chunk.len()),
+            payloads: Vec::with_capacity(chunk.len()),
             fetched_at: Some(Instant::now()),
             ..Batch::default()
         };
@@ -333,6 +334,7 @@ impl IngestState {
                         }
                     }
                     batch.clicks.push(click);
+                    batch.payloads.push(message.payload);
                     continue;
                 }
                 Err(why) => {

@@ -196,7 +196,7 @@ fn to_batch(events: &[(u64, Event)]) -> Batch {
                 ip_type: IpType::parse(IP_TYPES[ip as usize]).unwrap(),
                 extras: [0; 4],
                 seq: *seq,
-                payload: bytes::Bytes::new(),
+                repeat: false,
             }),
         }
     }

@@ -34,7 +34,7 @@ fn click(id: u128, ad: &str, ts: i64) -> Click {
         ip_type: IpType::V4,
         extras: [0; 4],
         seq: 0,
-        payload: bytes::Bytes::new(),
+        repeat: false,
     }
 }
 

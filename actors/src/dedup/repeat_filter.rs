@@ -15,8 +15,6 @@ const PREFETCH_AHEAD: usize = 8;
 pub struct RepeatFilter {
     seen: SeenClicks,
     clock: EventClock,
-    /// The last batch's decisions, kept for its allocation.
-    keep: Vec<bool>,
 }
 
 impl RepeatFilter {
@@ -27,39 +25,35 @@ impl RepeatFilter {
         for (minute, id) in ids {
             seen.insert(id, minute);
         }
-        RepeatFilter {
-            seen,
-            clock,
-            keep: Vec::new(),
-        }
+        RepeatFilter { seen, clock }
     }
 
-    /// Removes repeats from the batch, records first sightings in
-    /// `batch.new_ids` and their number in `batch.duplicates`.
+    /// Marks the batch's repeats ([`Click::repeat`]), records first
+    /// sightings in `batch.new_ids` and their number in `batch.duplicates`.
     ///
     /// A click of a final minute passes untouched and unremembered: the
     /// window rejects it as too late. Only the clicks it keeps move its clock,
     /// exactly as they will move the window's. `new_ids` holds each id with
     /// the minute whose finality frees it (the checkpoint's `seen` key).
+    ///
+    /// Repeats are marked in place rather than removed: removing one shifts
+    /// every later click of the batch (each over 100 bytes), and the window
+    /// reads every click anyway.
     pub fn apply(&mut self, batch: &mut Batch) {
-        let before = batch.clicks.len();
-        // Decide first, click by click, prefetching the buckets of the click
-        // PREFETCH_AHEAD places on; then drop the repeats in one `retain`
-        // (moving each kept click once).
-        let mut keep = std::mem::take(&mut self.keep);
-        keep.clear();
-        for (at, click) in batch.clicks.iter().enumerate() {
+        let mut duplicates = 0;
+        for at in 0..batch.clicks.len() {
+            // Ask for the buckets of the click PREFETCH_AHEAD places on, so
+            // the cache misses of consecutive clicks overlap.
             if let Some(ahead) = batch.clicks.get(at + PREFETCH_AHEAD) {
                 self.seen.prefetch(ahead.id);
             }
-            keep.push(self.keep(click, &mut batch.new_ids));
+            let click = &mut batch.clicks[at];
+            if !self.keep(click, &mut batch.new_ids) {
+                click.repeat = true;
+                duplicates += 1;
+            }
         }
-        let mut decisions = keep.iter();
-        batch
-            .clicks
-            .retain(|_| decisions.next().copied().unwrap_or(true));
-        self.keep = keep;
-        batch.duplicates = before - batch.clicks.len();
+        batch.duplicates = duplicates;
         if let Some(now) = batch.idle_tick {
             self.clock.observe_idle(now);
             self.seen.forget_before(self.clock.final_until());

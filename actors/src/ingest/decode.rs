@@ -195,7 +195,7 @@ fn decode_slow<'p>(
     fields: &[String],
 ) -> Result<(Click, RawExtras<'p>), String> {
     match read_slow(payload, fields) {
-        Ok(wire) => validate(subject_ad, seq, payload, wire),
+        Ok(wire) => validate(subject_ad, seq, wire),
         Err(e) => Err(format!("payload is not a valid click JSON object: {e}")),
     }
 }
@@ -205,7 +205,6 @@ fn decode_slow<'p>(
 fn validate<'p>(
     subject_ad: &str,
     seq: u64,
-    payload: &Bytes,
     wire: Wire<'p>,
 ) -> Result<(Click, RawExtras<'p>), String> {
     let click_id = wire.click_id.ok_or("missing required field click_id")?;
@@ -247,7 +246,7 @@ fn validate<'p>(
         ip_type: IpType::of(wire.ip.as_deref()),
         extras: [0; MAX_EXTRA_DIMENSIONS],
         seq,
-        payload: payload.clone(),
+        repeat: false,
     };
     Ok((click, wire.extras))
 }

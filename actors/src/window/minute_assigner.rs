@@ -42,14 +42,19 @@ impl MinuteAssigner {
         }
     }
 
-    /// Moves the batch's clicks into `batch.deltas` or `batch.rejects`, then
+    /// Turns the batch's clicks (repeats skipped) into `batch.deltas` or
+    /// `batch.rejects`, emptying `clicks` and `payloads`; then
     /// applies an idle tick and stamps `batch.watermark`.
     pub fn apply(&mut self, batch: &mut Batch) -> Assigned {
         let mut done = Assigned {
             closed_before: self.clock.closed_until(),
             ..Assigned::default()
         };
-        for click in batch.clicks.drain(..) {
+        // Read in place (no click is moved), then dropped together.
+        for (at, click) in batch.clicks.iter().enumerate() {
+            if click.repeat {
+                continue;
+            }
             let minute = minute_floor(click.ts);
             match self.clock.timeliness(minute) {
                 Timeliness::TooLate => {
@@ -57,7 +62,11 @@ impl MinuteAssigner {
                     batch.rejects.push(Rejected {
                         seq: click.seq,
                         subject: format!("clicks.p.{}.{}", self.partition, click.ad),
-                        payload: click.payload,
+                        payload: batch
+                            .payloads
+                            .get_mut(at)
+                            .map(std::mem::take)
+                            .unwrap_or_default(),
                         reason: RejectReason::TooLate,
                     });
                     continue;
@@ -66,9 +75,11 @@ impl MinuteAssigner {
                 Timeliness::OnTime => {}
             }
             done.counted += 1;
-            self.deltas.add(&click, minute, &self.sets);
+            self.deltas.add(click, minute, &self.sets);
             self.clock.observe_event(click.ts);
         }
+        batch.clicks.clear();
+        batch.payloads.clear();
         if let Some(now) = batch.idle_tick {
             self.clock.observe_idle(now);
         }

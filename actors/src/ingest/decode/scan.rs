@@ -64,8 +64,7 @@ pub(super) fn click<'p>(
     if r.at != payload.len() {
         return None;
     }
-    read.into_click(subject_ad, seq, payload)
-        .map(|c| (c, extras))
+    read.into_click(subject_ad, seq).map(|c| (c, extras))
 }
 
 /// A string's raw bytes (between the quotes, no escapes) and whether they
@@ -209,7 +208,7 @@ impl<'a> Fields<'a> {
 
     /// The click, if every required field is there and the ad id is the
     /// subject's; `None` otherwise (serde then words the error).
-    fn into_click(self, subject_ad: &str, seq: u64, payload: &Bytes) -> Option<Click> {
+    fn into_click(self, subject_ad: &str, seq: u64) -> Option<Click> {
         let (click_id, ad_text) = (self.click_id?, self.ad_id?);
         if ad_text.raw != subject_ad.as_bytes() {
             return None;
@@ -223,7 +222,7 @@ impl<'a> Fields<'a> {
             ip_type: self.ip.unwrap_or(IpType::Unknown),
             extras: [0; MAX_EXTRA_DIMENSIONS],
             seq,
-            payload: payload.clone(),
+            repeat: false,
         })
     }
 }
