@@ -2,6 +2,7 @@
 //! gateway's queries (counts and top-N over any range), and passes batches to
 //! the writer. Minutes older than the in-memory span are read from redb.
 
+pub mod ad_slots;
 pub mod aggregate_feed;
 pub mod counter_table;
 pub mod minute_counts;

@@ -11,27 +11,9 @@
 use crate::batch::CountDelta;
 use crate::click::{AdId, Country, Filter};
 use crate::fast_hash::FastMap;
+use crate::reducer::ad_slots::AdSlots;
 use crate::reducer::counter_table::CounterTable;
 use std::collections::HashMap;
-
-/// Numbers the ads a partition has counted: slot → id and id → slot.
-#[derive(Default)]
-struct AdSlots {
-    ids: Vec<AdId>,
-    slots: FastMap<AdId, u32>,
-}
-
-impl AdSlots {
-    fn slot(&mut self, ad: &AdId) -> u32 {
-        if let Some(slot) = self.slots.get(ad) {
-            return *slot;
-        }
-        let slot = self.ids.len() as u32;
-        self.ids.push(*ad);
-        self.slots.insert(*ad, slot);
-        slot
-    }
-}
 
 /// Where a filter without extra dimensions sits in [`MinuteCounts`]'s dense
 /// table of their codes: one slot per (country or none, ip type or none).
@@ -53,6 +35,10 @@ type MinuteTable = Vec<CounterTable>;
 /// How many increments ahead the reducer prefetches counters: enough to
 /// overlap the misses, few enough that the lines are still in cache when used.
 const PREFETCH_AHEAD: usize = 8;
+
+/// How many runs of one ad's increments ahead the reducer prefetches the
+/// ad's id (and twice as many, its index bucket).
+const AD_AHEAD: usize = 4;
 
 /// Counts of recent minutes: minute → filter → ad → clicks.
 ///
@@ -77,6 +63,9 @@ pub struct MinuteCounts {
     ads_at_last_look: usize,
     /// Reused between batches: each increment as (minute index, filter code, slot, n).
     resolved: Vec<(u32, u32, u32, u64)>,
+    /// Reused between batches: each run of increments of one ad as (the
+    /// ad's hash, first increment, end).
+    runs: Vec<(u64, u32, u32)>,
 }
 
 impl Default for MinuteCounts {
@@ -99,6 +88,7 @@ impl MinuteCounts {
             last_minute: 0,
             ads_at_last_look: 0,
             resolved: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -111,19 +101,48 @@ impl MinuteCounts {
     /// resolved to its counter table and ad slot (creating what is missing),
     /// then the counters are added with the buckets a few increments ahead
     /// prefetched.
+    ///
+    /// The window sends the increments of an ad together: its slot is looked
+    /// up once per run, with the index bucket of the run `2 × AD_AHEAD` on
+    /// and then the id that bucket names (`AD_AHEAD` on) prefetched, so the
+    /// misses into a table of every ad overlap.
     pub fn apply_all(&mut self, deltas: &mut [CountDelta]) {
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.clear();
+        let mut start = 0;
+        while start < deltas.len() {
+            let ad = deltas[start].ad;
+            let end = start
+                + deltas[start..]
+                    .iter()
+                    .position(|d| d.ad != ad)
+                    .unwrap_or(deltas.len() - start);
+            runs.push((self.ads.hash(&ad), start as u32, end as u32));
+            start = end;
+        }
         let mut resolved = std::mem::take(&mut self.resolved);
         resolved.clear();
-        for delta in deltas.iter() {
-            let slot = self.slot_of(&delta.ad);
-            let code = self.filter_code(&delta.filter);
-            let table = self.minute_mut(delta.minute);
-            if table.len() <= code {
-                table.resize_with(code + 1, CounterTable::default);
+        for r in 0..runs.len() {
+            if let Some(&(hash, _, _)) = runs.get(r + 2 * AD_AHEAD) {
+                self.ads.prefetch_bucket(hash);
             }
-            // Minute indices shift while minutes are added: keep the minute for now.
-            resolved.push((0, code as u32, slot, delta.count));
+            if let Some(&(hash, _, _)) = runs.get(r + AD_AHEAD) {
+                self.ads.prefetch_id(hash);
+            }
+            let (hash, start, end) = runs[r];
+            let run = &deltas[start as usize..end as usize];
+            let slot = self.ads.slot_hashed(&run[0].ad, hash);
+            for delta in run {
+                let code = self.filter_code(&delta.filter);
+                let table = self.minute_mut(delta.minute);
+                if table.len() <= code {
+                    table.resize_with(code + 1, CounterTable::default);
+                }
+                // Minute indices shift while minutes are added: keep the minute for now.
+                resolved.push((0, code as u32, slot, delta.count));
+            }
         }
+        self.runs = runs;
         // No minute is added from here on: indices are stable.
         for (r, delta) in resolved.iter_mut().zip(deltas.iter()) {
             r.0 = self.minute_index(delta.minute) as u32;
@@ -238,13 +257,12 @@ impl MinuteCounts {
 
     /// Clicks of `ad` under `filter` in the minutes of `[from, to)` that are in memory.
     pub fn count(&self, ad: &AdId, filter: &Filter, from: i64, to: i64) -> u64 {
-        let (Some(slot), Some(code)) = (self.ads.slots.get(ad), self.filter_codes.get(filter))
-        else {
+        let (Some(slot), Some(code)) = (self.ads.get(ad), self.filter_codes.get(filter)) else {
             return 0;
         };
         self.range(from, to)
             .iter()
-            .filter_map(|(_, table)| table.get(*code as usize)?.get(*slot))
+            .filter_map(|(_, table)| table.get(*code as usize)?.get(slot))
             .sum()
     }
 
@@ -263,7 +281,7 @@ impl MinuteCounts {
         for (_, table) in self.range(from, to) {
             if let Some(ads) = table.get(*code as usize) {
                 for (slot, n) in ads.iter() {
-                    each(self.ads.ids[slot as usize], n);
+                    each(*self.ads.id(slot), n);
                 }
             }
         }
@@ -285,7 +303,7 @@ impl MinuteCounts {
         }
         sums.reserve(by_slot.len());
         for (slot, n) in by_slot {
-            *sums.entry(self.ads.ids[slot as usize]).or_insert(0) += n;
+            *sums.entry(*self.ads.id(slot)).or_insert(0) += n;
         }
     }
 
@@ -309,7 +327,7 @@ impl MinuteCounts {
             for (code, ads) in table.iter().enumerate() {
                 let filter = &self.filters[code];
                 for (slot, n) in ads.iter() {
-                    each(&self.ads.ids[slot as usize], filter, n);
+                    each(self.ads.id(slot), filter, n);
                 }
             }
         }
@@ -322,7 +340,7 @@ impl MinuteCounts {
             for (code, ads) in table.iter().enumerate() {
                 out.extend(
                     ads.iter()
-                        .map(|(slot, n)| (self.ads.ids[slot as usize], self.filters[code], n)),
+                        .map(|(slot, n)| (*self.ads.id(slot), self.filters[code], n)),
                 );
             }
         }
@@ -357,10 +375,10 @@ impl MinuteCounts {
     /// Looking costs a scan of every counter in memory, so it is done only
     /// when the numbered ads have doubled since the last look.
     fn forget_unused_ads(&mut self) {
-        if self.ads.ids.len() < 4096 || self.ads.ids.len() < 2 * self.ads_at_last_look {
+        if self.ads.len() < 4096 || self.ads.len() < 2 * self.ads_at_last_look {
             return;
         }
-        self.ads_at_last_look = self.ads.ids.len();
+        self.ads_at_last_look = self.ads.len();
         let mut renumbered: FastMap<u32, u32> = FastMap::default();
         for (_, table) in &self.minutes {
             for ads in table {
@@ -370,14 +388,14 @@ impl MinuteCounts {
                 }
             }
         }
-        if renumbered.len() * 2 > self.ads.ids.len() {
+        if renumbered.len() * 2 > self.ads.len() {
             return;
         }
         let mut ads = AdSlots::default();
         let mut old: Vec<(u32, u32)> = renumbered.into_iter().collect();
         old.sort_unstable_by_key(|(_, new)| *new);
         for (old_slot, _) in &old {
-            ads.slot(&self.ads.ids[*old_slot as usize]);
+            ads.slot(self.ads.id(*old_slot));
         }
         let map: FastMap<u32, u32> = old.into_iter().collect();
         for (_, table) in &mut self.minutes {
@@ -390,13 +408,13 @@ impl MinuteCounts {
             }
         }
         self.ads = ads;
-        self.ads_at_last_look = self.ads.ids.len();
+        self.ads_at_last_look = self.ads.len();
         self.last_ad = None;
     }
 
     /// Number of ads numbered (live or not yet renumbered away).
     pub fn ads_numbered(&self) -> usize {
-        self.ads.ids.len()
+        self.ads.len()
     }
 }
 
