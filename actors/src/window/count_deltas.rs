@@ -10,71 +10,162 @@ use crate::click::{AdId, Click, Filter};
 use crate::fast_hash::FastMap;
 use crate::settings::DimensionSet;
 
-/// The increments of one (ad, minute) in this batch.
+/// The increments of one (ad, minute) in this batch: a chain of entries.
 struct Group {
     ad: AdId,
     minute: i64,
-    filters: Vec<(Filter, u64)>,
+    /// The group's first and last entry in `CountDeltas::entries`.
+    first: u32,
+    last: u32,
 }
 
+/// The clicks of one group under one filter, and the group's next entry.
+struct Entry {
+    filter: Filter,
+    count: u64,
+    /// Index of the group's next entry; [`END`] after its last.
+    next: u32,
+}
+
+/// Ends a group's chain of entries.
+const END: u32 = u32::MAX;
+
 /// The increments of one batch.
+///
+/// Groups and their entries live in two flat vectors, filled in order and
+/// cleared (not freed) per batch: a group's entries are mostly adjacent
+/// (a click appends its filters together), where a vector per group put
+/// every group's filters in an allocation of its own, a cache miss each.
 #[derive(Default)]
 pub struct CountDeltas {
     index: FastMap<(AdId, i64), u32>,
-    /// Groups in first-seen order; the first `used` are this batch's (the
-    /// rest keep their allocations for the next batch).
+    /// Groups in first-seen order.
     groups: Vec<Group>,
-    used: usize,
+    entries: Vec<Entry>,
 }
 
 impl CountDeltas {
     /// Counts `click` in `minute` under each configured filter.
     pub fn add(&mut self, click: &Click, minute: i64, sets: &[DimensionSet]) {
-        let used = &mut self.used;
         let groups = &mut self.groups;
         let at = *self.index.entry((click.ad, minute)).or_insert_with(|| {
-            let at = *used;
-            *used += 1;
-            match groups.get_mut(at) {
-                Some(group) => {
-                    group.ad = click.ad;
-                    group.minute = minute;
-                    group.filters.clear();
-                }
-                None => groups.push(Group {
-                    ad: click.ad,
-                    minute,
-                    filters: Vec::with_capacity(sets.len()),
-                }),
-            }
-            at as u32
+            groups.push(Group {
+                ad: click.ad,
+                minute,
+                first: END,
+                last: END,
+            });
+            (groups.len() - 1) as u32
         });
-        let filters = &mut groups[at as usize].filters;
+        let group = &mut groups[at as usize];
         for set in sets {
             let filter = click.project(*set);
-            match filters.iter_mut().find(|(f, _)| *f == filter) {
-                Some((_, n)) => *n += 1,
-                None => filters.push((filter, 1)),
+            let mut e = group.first;
+            while e != END {
+                let entry = &mut self.entries[e as usize];
+                if entry.filter == filter {
+                    entry.count += 1;
+                    break;
+                }
+                e = entry.next;
+            }
+            if e == END {
+                let added = self.entries.len() as u32;
+                self.entries.push(Entry {
+                    filter,
+                    count: 1,
+                    next: END,
+                });
+                match group.last {
+                    END => group.first = added,
+                    last => self.entries[last as usize].next = added,
+                }
+                group.last = added;
             }
         }
     }
 
-    /// Takes the increments out, grouped by (ad, minute), leaving the fold
-    /// empty (its memory is kept).
+    /// Takes the increments out, grouped by (ad, minute) in first-seen
+    /// order (filters too), leaving the fold empty (its memory is kept).
     pub fn drain(&mut self) -> Vec<CountDelta> {
-        let groups = &self.groups[..self.used];
-        let mut out = Vec::with_capacity(groups.iter().map(|g| g.filters.len()).sum());
-        for group in groups {
-            out.extend(group.filters.iter().map(|(filter, count)| CountDelta {
-                minute: group.minute,
-                ad: group.ad,
-                filter: *filter,
-                count: *count,
-                total: 0,
-            }));
+        let mut out = Vec::with_capacity(self.entries.len());
+        for group in &self.groups {
+            let mut e = group.first;
+            while let Some(entry) = self.entries.get(e as usize) {
+                out.push(CountDelta {
+                    minute: group.minute,
+                    ad: group.ad,
+                    filter: entry.filter,
+                    count: entry.count,
+                    total: 0,
+                });
+                e = entry.next;
+            }
         }
         self.index.clear();
-        self.used = 0;
+        self.groups.clear();
+        self.entries.clear();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::click::{Country, IpType};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn click(ad: u8, country: u8, ip: u8) -> Click {
+        Click {
+            id: 0,
+            ad: AdId::parse(&format!("ad-{ad}")).unwrap(),
+            ts: 0,
+            country: Country::parse(["US", "DE", "FR"][country as usize]).unwrap(),
+            ip_type: [IpType::V4, IpType::V6, IpType::Unknown][ip as usize],
+            extras: [0; crate::dimension::MAX_EXTRA_DIMENSIONS],
+            seq: 0,
+            repeat: false,
+        }
+    }
+
+    proptest! {
+        /// Over batches that reuse the fold: one increment per (ad, minute,
+        /// filter) holding its clicks, groups in first-seen order with each
+        /// group's increments together, filters in first-seen order.
+        #[test]
+        fn folds_like_a_naive_count(
+            batches in prop::collection::vec(
+                prop::collection::vec((0u8..5, 0i64..3, 0u8..3, 0u8..3), 0..60), 1..4),
+        ) {
+            let sets = DimensionSet::defaults();
+            let mut fold = CountDeltas::default();
+            for clicks in batches {
+                let mut naive: HashMap<(AdId, i64, Filter), u64> = HashMap::new();
+                let mut order: Vec<(AdId, i64, Filter)> = Vec::new();
+                let mut groups: Vec<(AdId, i64)> = Vec::new();
+                for (ad, minute, country, ip) in clicks {
+                    let c = click(ad, country, ip);
+                    fold.add(&c, minute, &sets);
+                    if !groups.contains(&(c.ad, minute)) {
+                        groups.push((c.ad, minute));
+                    }
+                    for set in &sets {
+                        let key = (c.ad, minute, c.project(*set));
+                        if !naive.contains_key(&key) {
+                            order.push(key);
+                        }
+                        *naive.entry(key).or_insert(0) += 1;
+                    }
+                }
+                // First-seen order within each group, groups in first-seen order.
+                let want: Vec<CountDelta> = groups
+                    .iter()
+                    .flat_map(|g| order.iter().filter(move |k| (k.0, k.1) == *g))
+                    .map(|k| CountDelta { minute: k.1, ad: k.0, filter: k.2, count: naive[k], total: 0 })
+                    .collect();
+                prop_assert_eq!(fold.drain(), want);
+            }
+        }
     }
 }
