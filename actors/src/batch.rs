@@ -2,7 +2,7 @@
 //! barrier: each actor adds the state delta the writer must commit with it.
 
 use crate::click::{AdId, Click, Filter};
-use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
+use crate::reducer::aggregate_feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
 use crate::writer::packed_minute::PackedMinute;
 use async_nats::jetstream::message::Acker;
@@ -73,7 +73,7 @@ pub struct Batch {
     pub watermark: i64,
     /// Added by reducer: output-feed messages this batch caused (minutes
     /// closed, corrected or turned final).
-    pub feed: Vec<FeedMessage>,
+    pub feed: Vec<FeedItem>,
     /// Added by reducer: final top-N to store.
     pub tops: Vec<StoredTop>,
     /// Added by reducer: snapshots of minutes whose counters the count log

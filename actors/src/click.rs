@@ -95,9 +95,12 @@ impl std::hash::Hash for AdId {
     }
 }
 
+/// The order of the ids as text: the bytes compared, without the UTF-8
+/// check of `as_str` (sorting a minute's counters for the feed compares ids
+/// ~800,000 times).
 impl Ord for AdId {
     fn cmp(&self, other: &AdId) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        self.bytes[..self.len as usize].cmp(&other.bytes[..other.len as usize])
     }
 }
 

@@ -19,7 +19,7 @@ use crate::time::{now_ms, MINUTE_MS};
 use crate::window::event_clock::{closed_until, final_until, NO_WATERMARK};
 use crate::writer::store::PartitionStore;
 use crate::writer::WriterMsg;
-use aggregate_feed::{AggregateFeed, Publication, StoredTop};
+use aggregate_feed::{AggregateFeed, CountersPacker, FeedItem, Publication, StoredTop};
 use minute_counts::{split_at_floor, MinuteCounts};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use snapshots::MinuteSnapshots;
@@ -286,27 +286,27 @@ impl ReducerState {
             floor(final_until(before, lateness)),
             floor(final_until(after, lateness)),
         );
-        let mut messages = Vec::new();
+        let mut items = Vec::new();
         if feed_on {
             // Corrections: counters of minutes closed before this batch, with
             // the totals the counts just set (a batch has one increment per
             // counter: the window folds it).
-            let mut corrected: Vec<(i64, AdId, Filter, u64)> = batch
+            let mut corrected: Vec<&CountDelta> = batch
                 .deltas
                 .iter()
                 .filter(|d| d.minute < closed_before)
-                .map(|d| (d.minute, d.ad, d.filter, d.total))
                 .collect();
-            corrected.sort_unstable_by_key(|c| (c.0, c.1, c.2));
-            for group in corrected.chunk_by(|a, b| a.0 == b.0) {
-                let counters: Vec<(AdId, Filter, u64)> = group
-                    .iter()
-                    .map(|(_, ad, f, total)| (*ad, *f, *total))
-                    .collect();
-                messages.extend(
-                    self.feed
-                        .counts(group[0].0, Publication::Correction, &counters),
-                );
+            corrected.sort_unstable_by_key(|d| d.minute);
+            for group in corrected.chunk_by(|a, b| a.minute == b.minute) {
+                let mut packer = CountersPacker::default();
+                for d in group {
+                    packer.push(&d.ad, &d.filter, d.total);
+                }
+                items.push(FeedItem::Counts(self.feed.counts(
+                    group[0].minute,
+                    Publication::Correction,
+                    packer,
+                )));
             }
         }
         let counts = &self.args.counts;
@@ -318,22 +318,41 @@ impl ReducerState {
             if !feed_on {
                 break;
             }
-            let counters = self.args.counts.counters_of(minute);
-            messages.extend(self.feed.counts(minute, Publication::Close, &counters));
+            // Packed as memory lists them: the publisher sorts and renders
+            // them after the commit (see `aggregate_feed`).
+            let mut packer = CountersPacker::default();
+            self.args
+                .counts
+                .for_each_counter_of(minute, |ad, filter, count| packer.push(ad, filter, count));
+            items.push(FeedItem::Counts(self.feed.counts(
+                minute,
+                Publication::Close,
+                packer,
+            )));
             for &window in &windows {
                 let top = self.window_top(window, minute, n)?;
-                messages.push(self.feed.top(window, minute, Publication::Close, &top));
+                items.push(FeedItem::Message(self.feed.top(
+                    window,
+                    minute,
+                    Publication::Close,
+                    &top,
+                )));
             }
         }
         for minute in finals {
             if feed_on {
                 let counters = self.args.counts.counters_in(minute);
-                messages.push(self.feed.final_marker(minute, counters));
+                items.push(FeedItem::Message(self.feed.final_marker(minute, counters)));
             }
             for &window in &windows {
                 let ads = self.window_top(window, minute, n)?;
                 if feed_on {
-                    messages.push(self.feed.top(window, minute, Publication::Final, &ads));
+                    items.push(FeedItem::Message(self.feed.top(
+                        window,
+                        minute,
+                        Publication::Final,
+                        &ads,
+                    )));
                 }
                 batch.tops.push(StoredTop {
                     window,
@@ -342,7 +361,7 @@ impl ReducerState {
                 });
             }
         }
-        batch.feed = messages;
+        batch.feed = items;
         Ok(())
     }
 

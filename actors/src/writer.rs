@@ -13,7 +13,11 @@
 //! meanwhile join the next one (group commit), so the commit rate adapts to
 //! the load.
 //! Publishing (rejects, output feed) is a separate task fed in commit order:
-//! a minute's feed burst goes out while the next commits proceed.
+//! a minute's feed burst goes out while the next commits proceed. It also
+//! renders the feed's counts publications (sorting a closed minute's
+//! counters and writing their JSON), one partition at a time in the process,
+//! so that work never delays a commit of its own partition and takes at most
+//! one core from the others' closes.
 
 pub mod checkpoint;
 pub mod packed_counts;
@@ -21,7 +25,7 @@ pub mod packed_minute;
 pub mod store;
 
 use crate::batch::Batch;
-use crate::reducer::aggregate_feed::FeedMessage;
+use crate::reducer::aggregate_feed::{FeedItem, FeedMessage};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
 use crate::window::event_clock::final_until;
@@ -45,7 +49,8 @@ pub enum WriterMsg {
     /// The checkpoint interval since the last commit passed.
     Tick,
     /// The publisher stored a commit's rejects and feed messages on
-    /// JetStream: (reject sequences, feed versions), for the outbox cleanup.
+    /// JetStream: (reject sequences, feed items' first versions), for the
+    /// outbox cleanup.
     Published(Result<(Vec<u64>, Vec<u64>), String>),
 }
 
@@ -76,8 +81,8 @@ pub struct WriterArgs {
     pub last_seq: u64,
     /// Rejects committed but not confirmed published before the last stop.
     pub outbox: Vec<crate::reject::Rejected>,
-    /// Feed messages committed but not confirmed published before the last stop.
-    pub feed_outbox: Vec<FeedMessage>,
+    /// Feed items committed but not confirmed published before the last stop.
+    pub feed_outbox: Vec<FeedItem>,
     /// Last committed watermark; updated after each commit.
     pub committed_watermark: Arc<AtomicI64>,
     /// Held from a commit's start until its ack is sent (see
@@ -95,7 +100,7 @@ pub struct WriterActor;
 /// What a commit leaves to publish, handed to the publisher in commit order.
 struct ToPublish {
     rejects: Vec<crate::reject::Rejected>,
-    feed: Vec<FeedMessage>,
+    feed: Vec<FeedItem>,
     /// Drains waiting for this commit: answered once it is published too.
     flushes: Vec<oneshot::Sender<()>>,
 }
@@ -130,7 +135,7 @@ impl Actor for WriterActor {
         publish_rejects(&args.js, args.partition, &args.outbox).await?;
         pending.mark_published(args.outbox.iter().map(|r| r.seq));
         publish_feed(&args.js, args.partition, &args.feed_outbox).await?;
-        pending.mark_feed_published(args.feed_outbox.iter().map(|m| m.version));
+        pending.mark_feed_published(args.feed_outbox.iter().map(FeedItem::first_version));
         let (publisher, mut queue) = tokio::sync::mpsc::unbounded_channel::<ToPublish>();
         let (js, partition) = (args.js.clone(), args.partition);
         // Ends when the writer is gone (its sender dropped, or casts refused).
@@ -145,7 +150,7 @@ impl Actor for WriterActor {
                 let done = result.map(|()| {
                     (
                         job.rejects.iter().map(|r| r.seq).collect(),
-                        job.feed.iter().map(|m| m.version).collect(),
+                        job.feed.iter().map(FeedItem::first_version).collect(),
                     )
                 });
                 if myself.cast(WriterMsg::Published(done)).is_err() || !ok {
@@ -308,14 +313,41 @@ pub fn history_start(watermark: i64, retention_ms: i64) -> i64 {
     crate::time::minute_floor(watermark.saturating_sub(retention_ms))
 }
 
-/// Publishes output-feed messages to `ADCLICK_AGG` and waits for JetStream to
+/// One feed rendering at a time in the process: at a minute boundary every
+/// partition has a closed minute to render, and on a box with few cores the
+/// renderings would otherwise take every core from the closes (commits) of
+/// the partitions still closing.
+static RENDERING: Semaphore = Semaphore::const_new(1);
+
+/// Renders feed items into their messages, in version order: counts
+/// publications on a blocking thread, one at a time in the process.
+async fn render_feed(partition: u32, items: &[FeedItem]) -> Result<Vec<FeedMessage>, String> {
+    let mut messages = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            FeedItem::Message(m) => messages.push(m.clone()),
+            FeedItem::Counts(counts) => {
+                let _turn = RENDERING
+                    .acquire()
+                    .await
+                    .map_err(|e| format!("feed rendering: {e}"))?;
+                let counts = counts.clone();
+                let rendered = tokio::task::spawn_blocking(move || counts.render(partition))
+                    .await
+                    .map_err(|e| format!("feed rendering failed: {e}"))?
+                    .map_err(|e| e.to_string())?;
+                messages.extend(rendered);
+            }
+        }
+    }
+    Ok(messages)
+}
+
+/// Publishes output-feed items to `ADCLICK_AGG` and waits for JetStream to
 /// store them; the message id (per partition and version) makes a second
 /// publication after a crash a no-op within the stream's duplicate window.
-async fn publish_feed(
-    js: &Context,
-    partition: u32,
-    messages: &[FeedMessage],
-) -> Result<(), String> {
+async fn publish_feed(js: &Context, partition: u32, items: &[FeedItem]) -> Result<(), String> {
+    let messages = render_feed(partition, items).await?;
     let each = messages.iter().map(|m| {
         let message = PublishMessage::build()
             .payload(Bytes::clone(&m.payload))

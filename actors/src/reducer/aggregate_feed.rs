@@ -4,8 +4,8 @@
 //! For each minute with clicks, a partition publishes (see `docs/FEED.md`):
 //! - `agg.counts.<partition>`, kind `close`: every counter of the minute when
 //!   the watermark closes it; kind `correction`: the counters a late click
-//!   changed, with their new totals; kind `final`: every counter again once
-//!   the minute can no longer change.
+//!   changed, with their new totals; kind `final`: a marker once the minute
+//!   can no longer change.
 //! - `agg.top.<window>`, kinds `close` and `final`: the partition's top-N
 //!   of the window that ends with that minute, over all clicks.
 //!
@@ -14,12 +14,25 @@
 //! reducer, committed to the partition's outbox with the batch that caused
 //! them, and published after the commit, so a replay republishes the same
 //! ids and JetStream drops the repeats.
+//!
+//! A minute's `close` is every counter of the minute (~50,000 at 20,000
+//! clicks/s per 16 partitions, ~3 MB of JSON), and every partition closes
+//! the minute at the same moment. So counts publications are decided,
+//! numbered and committed as [`CountsPublication`]s: the counters packed a
+//! few bytes each, in whatever order memory holds them, with the number of
+//! chunks already fixed (from the sizes the entries will have, which need
+//! neither sorting nor rendering). Sorting and rendering the JSON
+//! ([`CountsPublication::render`]) happen in the writer's publisher, after
+//! the commit and off the path that closes the minute; rendering is a pure
+//! function of what was committed, so a republication after a crash gives
+//! the same messages.
 
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
 use crate::time::{format_rfc3339, MINUTE_MS};
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::fmt::Write as _;
 
 /// One message of the feed, ready to publish.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +71,287 @@ impl Publication {
             Publication::Final => "final",
         }
     }
+
+    /// The byte that names it in the feed outbox.
+    pub fn code(self) -> u8 {
+        match self {
+            Publication::Close => 1,
+            Publication::Correction => 2,
+            Publication::Final => 3,
+        }
+    }
+
+    /// The inverse of [`Publication::code`].
+    pub fn from_code(code: u8) -> Option<Publication> {
+        match code {
+            1 => Some(Publication::Close),
+            2 => Some(Publication::Correction),
+            3 => Some(Publication::Final),
+            _ => None,
+        }
+    }
+}
+
+/// What the feed decided and the writer publishes after the commit, in
+/// version order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedItem {
+    /// A message rendered when decided (tops, `final` markers: small).
+    Message(FeedMessage),
+    /// An `agg.counts` publication, rendered by the publisher.
+    Counts(CountsPublication),
+}
+
+impl FeedItem {
+    /// Its first version: its key in the feed outbox.
+    pub fn first_version(&self) -> u64 {
+        match self {
+            FeedItem::Message(m) => m.version,
+            FeedItem::Counts(c) => c.first_version,
+        }
+    }
+
+    /// Its last version (a counts publication has one per chunk).
+    pub fn last_version(&self) -> u64 {
+        match self {
+            FeedItem::Message(m) => m.version,
+            FeedItem::Counts(c) => c.first_version + u64::from(c.chunks) - 1,
+        }
+    }
+}
+
+/// A stored counts publication that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("feed outbox: counts publication {first_version} is unreadable")]
+pub struct UnreadableCounts {
+    /// Its first version.
+    pub first_version: u64,
+}
+
+/// An `agg.counts` publication, decided and numbered but not rendered: the
+/// counters packed, in no particular order, and how many chunks (so how
+/// many versions, from `first_version` on) its messages take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountsPublication {
+    /// The minute (epoch ms).
+    pub minute: i64,
+    /// `close` or `correction`.
+    pub publication: Publication,
+    /// The version of chunk 0; chunk `i` has `first_version + i`.
+    pub first_version: u64,
+    /// How many messages; at least 1.
+    pub chunks: u32,
+    /// The counters, packed by [`CountersPacker`].
+    pub counters: Bytes,
+}
+
+impl CountsPublication {
+    /// The messages: counters sorted by ad id then filter (extra dimensions
+    /// by their text), rendered, and cut into `chunks` consecutive runs of
+    /// about equal size (each under the payload limit the chunk count was
+    /// chosen for, see [`chunk_count`]); chunk `i` has version
+    /// `first_version + i`. The same bytes always give the same messages.
+    pub fn render(&self, partition: u32) -> Result<Vec<FeedMessage>, UnreadableCounts> {
+        let unreadable = || UnreadableCounts {
+            first_version: self.first_version,
+        };
+        let mut counters = unpack_counters(&self.counters).ok_or_else(unreadable)?;
+        sort_for_feed(&mut counters);
+        let mut filters: FastMap<Filter, String> = FastMap::default();
+        let mut entries = String::with_capacity(counters.len() * 64);
+        // Where each entry starts in `entries`, and the offsets the chunks
+        // are cut at (by the entries' start, as in `chunk_count`).
+        let mut starts = Vec::with_capacity(counters.len() + 1);
+        for (ad, filter, count) in &counters {
+            let filter_text = filters
+                .entry(*filter)
+                .or_insert_with(|| filter_json(filter).to_string());
+            starts.push(entries.len());
+            // Writing to a String cannot fail.
+            let _ = write!(
+                entries,
+                r#"{{"ad_id":"{ad}","filter":{filter_text},"count":{count}}}"#
+            );
+        }
+        starts.push(entries.len());
+        // Sizes count one separator per entry, as `chunk_count` does.
+        let total = (entries.len() + counters.len()) as u128;
+        let n = self.chunks.max(1) as usize;
+        let chunk_of = |i: usize| -> usize {
+            if total == 0 {
+                return 0;
+            }
+            let at = (starts[i] + i) as u128;
+            ((at * n as u128 / total) as usize).min(n - 1)
+        };
+        let subject = format!("agg.counts.{partition}");
+        let minute = format_rfc3339(self.minute);
+        let kind = self.publication.as_str();
+        let is_final = self.publication == Publication::Final;
+        let mut messages = Vec::with_capacity(n);
+        let mut first = 0;
+        for chunk in 0..n {
+            let mut end = first;
+            while end < counters.len() && chunk_of(end) == chunk {
+                end += 1;
+            }
+            let version = self.first_version + chunk as u64;
+            let body: usize = starts[end] - starts[first] + (end - first);
+            let mut payload = String::with_capacity(body + 256);
+            // The envelope's values need no escaping (numbers, RFC 3339,
+            // fixed words); the filters were rendered by serde_json and ad
+            // ids need none (`[A-Za-z0-9_-]`).
+            let _ = write!(
+                payload,
+                r#"{{"partition":{partition},"minute":"{minute}","kind":"{kind}","final":{is_final},"version":{version},"chunk":{chunk},"chunks":{n},"counts":["#
+            );
+            for i in first..end {
+                if i > first {
+                    payload.push(',');
+                }
+                payload.push_str(&entries[starts[i]..starts[i + 1]]);
+            }
+            payload.push_str("]}");
+            messages.push(FeedMessage {
+                version,
+                subject: subject.clone(),
+                payload: Bytes::from(payload),
+            });
+            first = end;
+        }
+        Ok(messages)
+    }
+}
+
+/// How many chunks a publication whose entries take `total` bytes (each
+/// counted with one separator), the largest `largest`, needs so that each
+/// chunk stays within `budget` bytes when cut at about equal offsets: a
+/// chunk holds the entries that start in a `total / n` stretch, so at most
+/// `total / n + largest` bytes.
+pub fn chunk_count(total: usize, largest: usize, budget: usize) -> u32 {
+    if total <= budget {
+        return 1;
+    }
+    let room = budget.saturating_sub(largest).max(1);
+    u32::try_from(total.div_ceil(room)).unwrap_or(u32::MAX)
+}
+
+/// The rendered length of one counts entry:
+/// `{"ad_id":"<ad>","filter":<filter>,"count":<count>}`.
+fn entry_len(ad: usize, filter_text: usize, count: u64) -> usize {
+    const FIXED: usize = r#"{"ad_id":"","filter":,"count":}"#.len();
+    let digits = if count == 0 {
+        1
+    } else {
+        count.ilog10() as usize + 1
+    };
+    FIXED + ad + filter_text + digits
+}
+
+/// Counters in the feed's order: by ad id, then filter; filters with extra
+/// dimensions by their text, since their codes are numbered in the order a
+/// process first saw the values.
+pub fn sort_for_feed(counters: &mut [(AdId, Filter, u64)]) {
+    counters.sort_unstable_by_key(|(ad, filter, _)| (*ad, *filter));
+    if counters
+        .iter()
+        .any(|(_, filter, _)| !filter.extras.is_empty())
+    {
+        counters.sort_by_cached_key(|(ad, filter, _)| {
+            (*ad, filter.country, filter.ip_type, filter.entries())
+        });
+    }
+}
+
+/// Packs the counters of a counts publication, in any order, and adds up
+/// the sizes their rendered entries will have.
+///
+/// Layout: runs of counters sharing a filter (the reducer lists a minute
+/// filter by filter): `key length: u16 LE, the filter's key text
+/// ([`Filter::key`]), counters: u32 LE`, then per counter `ad length: u8, ad
+/// bytes, count: LEB128`. About 10 bytes a counter instead of ~60 of JSON.
+#[derive(Default)]
+pub struct CountersPacker {
+    bytes: Vec<u8>,
+    /// The open run: its filter, its rendered length, where its counter
+    /// count is written, and that count.
+    run: Option<(Filter, usize, usize, u32)>,
+    total: usize,
+    largest: usize,
+}
+
+impl CountersPacker {
+    /// Adds a counter.
+    pub fn push(&mut self, ad: &AdId, filter: &Filter, count: u64) {
+        let run = match &mut self.run {
+            Some(run) if run.0 == *filter && run.3 < u32::MAX => run,
+            _ => {
+                let key = filter.key();
+                // A few dimensions of at most 64-byte values: far below 64 KiB.
+                self.bytes
+                    .extend_from_slice(&(key.len() as u16).to_le_bytes());
+                self.bytes.extend_from_slice(key.as_bytes());
+                let at = self.bytes.len();
+                self.bytes.extend_from_slice(&0u32.to_le_bytes());
+                let len = filter_json(filter).to_string().len();
+                self.run.insert((*filter, len, at, 0))
+            }
+        };
+        run.3 += 1;
+        let (filter_len, at, counters) = (run.1, run.2, run.3);
+        self.bytes[at..at + 4].copy_from_slice(&counters.to_le_bytes());
+        let id = ad.as_str().as_bytes();
+        // An AdId is at most 64 bytes: its length fits a byte.
+        self.bytes.push(id.len() as u8);
+        self.bytes.extend_from_slice(id);
+        let mut n = count;
+        while n >= 0x80 {
+            self.bytes.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.bytes.push(n as u8);
+        let len = entry_len(id.len(), filter_len, count) + 1;
+        self.total += len;
+        self.largest = self.largest.max(len);
+    }
+}
+
+/// Reads packed counters back; `None` if the bytes are not packed counters.
+fn unpack_counters(mut bytes: &[u8]) -> Option<Vec<(AdId, Filter, u64)>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Some(head)
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let key_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
+        let filter = Filter::from_key(std::str::from_utf8(take(&mut bytes, key_len)?).ok()?)?;
+        let counters = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+        out.reserve(counters as usize);
+        for _ in 0..counters {
+            let ad_len = take(&mut bytes, 1)?[0] as usize;
+            let ad = AdId::from_bytes(take(&mut bytes, ad_len)?)?;
+            let mut count = 0u64;
+            let mut shift = 0;
+            loop {
+                let b = take(&mut bytes, 1)?[0];
+                count |= u64::from(b & 0x7f).checked_shl(shift)?;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift >= 64 {
+                    return None;
+                }
+            }
+            out.push((ad, filter, count));
+        }
+    }
+    Some(out)
 }
 
 /// A partition's top-N of one window, stored when its last minute turns final.
@@ -94,64 +388,27 @@ impl AggregateFeed {
         version
     }
 
-    /// The counters of `minute` as one or more messages, each under the
-    /// payload limit (chunk `i` of `n`). An empty list still gives one message.
+    /// The counters of `minute` (packed by `packer`, in any order) as one
+    /// publication, numbered: one version per chunk, each chunk under the
+    /// payload limit. An empty list still gives one message.
     pub fn counts(
         &mut self,
         minute: i64,
         publication: Publication,
-        counters: &[(AdId, Filter, u64)],
-    ) -> Vec<FeedMessage> {
-        // Each distinct filter is rendered once (a minute has tens of
-        // thousands of counters but few filters); ad ids need no escaping
-        // (`[A-Za-z0-9_-]`). This runs on the reducer's thread, between queries.
-        let mut filters: FastMap<Filter, String> = FastMap::default();
-        let entries: Vec<String> = counters
-            .iter()
-            .map(|(ad, filter, count)| {
-                let filter_text = filters
-                    .entry(*filter)
-                    .or_insert_with(|| filter_json(filter).to_string());
-                format!(r#"{{"ad_id":"{ad}","filter":{filter_text},"count":{count}}}"#)
-            })
-            .collect();
-        // Cut the entries into chunks whose JSON stays under the limit,
-        // leaving room for the envelope.
+        packer: CountersPacker,
+    ) -> CountsPublication {
+        // Leave room for the envelope.
         let budget = self.max_payload - 512;
-        let mut chunks: Vec<&[String]> = Vec::new();
-        let (mut start, mut size) = (0, 0);
-        for (i, entry) in entries.iter().enumerate() {
-            if size + entry.len() + 1 > budget && i > start {
-                chunks.push(&entries[start..i]);
-                (start, size) = (i, 0);
-            }
-            size += entry.len() + 1;
+        let chunks = chunk_count(packer.total, packer.largest, budget);
+        let first_version = self.next_version;
+        self.next_version += u64::from(chunks);
+        CountsPublication {
+            minute,
+            publication,
+            first_version,
+            chunks,
+            counters: Bytes::from(packer.bytes),
         }
-        chunks.push(&entries[start..]);
-        let n = chunks.len();
-        let subject = format!("agg.counts.{}", self.partition);
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                let version = self.take_version();
-                // The envelope's values need no escaping (numbers, RFC 3339,
-                // fixed words); the entries were rendered by serde_json.
-                let payload = format!(
-                    r#"{{"partition":{},"minute":"{}","kind":"{}","final":{},"version":{version},"chunk":{i},"chunks":{n},"counts":[{}]}}"#,
-                    self.partition,
-                    format_rfc3339(minute),
-                    publication.as_str(),
-                    publication == Publication::Final,
-                    chunk.join(","),
-                );
-                FeedMessage {
-                    version,
-                    subject: subject.clone(),
-                    payload: Bytes::from(payload),
-                }
-            })
-            .collect()
     }
 
     /// The marker that `minute` is final: no counters, only how many it has
@@ -245,38 +502,39 @@ mod tests {
         AdId::parse(&format!("ad-{i}")).unwrap()
     }
 
-    #[test]
-    fn counts_are_chunked_under_the_limit_and_lose_nothing() {
-        let mut feed = AggregateFeed::new(3, 41, 4096);
-        let us = Filter {
-            country: Country::parse("US"),
-            ..Filter::ALL
-        };
-        let counters: Vec<(AdId, Filter, u64)> = (0..500)
-            .map(|i| {
-                (
-                    ad(i),
-                    if i % 2 == 0 { Filter::ALL } else { us },
-                    u64::from(i),
-                )
-            })
-            .collect();
-        let messages = feed.counts(60_000, Publication::Close, &counters);
-        assert!(messages.len() > 1, "500 counters need several 4 KiB chunks");
+    /// Packs `counters` in the given order.
+    fn packed(counters: &[(AdId, Filter, u64)]) -> CountersPacker {
+        let mut packer = CountersPacker::default();
+        for (ad, filter, n) in counters {
+            packer.push(ad, filter, *n);
+        }
+        packer
+    }
+
+    /// Renders a publication and reads its counters back, checking each
+    /// message's envelope and size on the way.
+    fn rendered(
+        p: &CountsPublication,
+        partition: u32,
+        max_payload: usize,
+    ) -> Vec<(String, Value, u64)> {
+        let messages = p.render(partition).unwrap();
+        assert_eq!(messages.len(), p.chunks as usize);
         let mut seen = Vec::new();
         for (i, m) in messages.iter().enumerate() {
             assert!(
-                m.payload.len() <= 4096,
+                m.payload.len() <= max_payload,
                 "chunk {i} is {} bytes",
                 m.payload.len()
             );
-            assert_eq!(m.subject, "agg.counts.3");
-            assert_eq!(m.version, 42 + i as u64);
+            assert_eq!(m.subject, format!("agg.counts.{partition}"));
+            assert_eq!(m.version, p.first_version + i as u64);
             let v: Value = serde_json::from_slice(&m.payload).unwrap();
             assert_eq!(v["chunk"], i);
             assert_eq!(v["chunks"], messages.len());
-            assert_eq!(v["kind"], "close");
-            assert_eq!(v["minute"], "1970-01-01T00:01:00Z");
+            assert_eq!(v["version"], m.version);
+            assert_eq!(v["kind"], p.publication.as_str());
+            assert_eq!(v["final"], false);
             for c in v["counts"].as_array().unwrap() {
                 seen.push((
                     c["ad_id"].as_str().unwrap().to_string(),
@@ -285,13 +543,122 @@ mod tests {
                 ));
             }
         }
-        let want: Vec<(String, Value, u64)> = counters
+        seen
+    }
+
+    fn filters() -> Vec<Filter> {
+        use crate::click::IpType;
+        use crate::dimension::{intern, ExtraCodes};
+        vec![
+            Filter::ALL,
+            Filter {
+                country: Country::parse("US"),
+                ..Filter::ALL
+            },
+            Filter {
+                ip_type: Some(IpType::V6),
+                ..Filter::ALL
+            },
+            Filter {
+                country: Country::parse("DE"),
+                ip_type: Some(IpType::V4),
+                ..Filter::ALL
+            },
+            Filter {
+                extras: ExtraCodes::from_codes([intern("f_device", "a&\"b")]).unwrap(),
+                ..Filter::ALL
+            },
+        ]
+    }
+
+    #[test]
+    fn counts_are_chunked_under_the_limit_and_lose_nothing() {
+        let mut feed = AggregateFeed::new(3, 41, 4096);
+        let us = Filter {
+            country: Country::parse("US"),
+            ..Filter::ALL
+        };
+        // Filter by filter, as memory lists a minute.
+        let mut counters: Vec<(AdId, Filter, u64)> = Vec::new();
+        for filter in [us, Filter::ALL] {
+            counters.extend((0..250).map(|i| (ad(i), filter, u64::from(i) * 1000)));
+        }
+        let publication = feed.counts(60_000, Publication::Close, packed(&counters));
+        assert!(
+            publication.chunks > 1,
+            "500 counters need several 4 KiB chunks"
+        );
+        assert_eq!(publication.first_version, 42);
+        assert_eq!(
+            feed.last_version(),
+            41 + u64::from(publication.chunks),
+            "the next publication is numbered after every chunk"
+        );
+        let seen = rendered(&publication, 3, 4096);
+        // Sorted by ad id (as text), then filter (all clicks first).
+        let mut want: Vec<(String, Value, u64)> = counters
             .iter()
             .map(|(a, f, n)| (a.to_string(), filter_json(f), *n))
             .collect();
+        want.sort_by(|a, b| (&a.0, a.1 != json!({})).cmp(&(&b.0, b.1 != json!({}))));
         assert_eq!(seen, want);
-        assert_eq!(feed.last_version(), 41 + messages.len() as u64);
+        let messages = publication.render(3).unwrap();
         assert_eq!(messages[0].msg_id(3), "adclick-agg-p3-42");
+        let v: Value = serde_json::from_slice(&messages[0].payload).unwrap();
+        assert_eq!(v["minute"], "1970-01-01T00:01:00Z");
+        // What the outbox holds renders to the same bytes every time.
+        assert_eq!(publication.render(3).unwrap(), messages);
+    }
+
+    #[test]
+    fn entry_sizes_are_those_rendered() {
+        for filter in filters() {
+            let text = filter_json(&filter).to_string();
+            for count in [0, 9, 10, 99, 12_345, u64::MAX] {
+                let rendered =
+                    format!(r#"{{"ad_id":"{}","filter":{text},"count":{count}}}"#, ad(7));
+                assert_eq!(entry_len(4, text.len(), count), rendered.len());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the counters, their order and the payload limit: exactly
+        /// the decided number of chunks, each under the limit, every counter
+        /// once, sorted.
+        #[test]
+        fn any_publication_renders_in_its_chunks(
+            counters in proptest::collection::vec((0u32..300, 0usize..5, proptest::num::u64::ANY), 0..400),
+            max_payload in 4096usize..20_000,
+            first in 1u64..1_000,
+        ) {
+            let filters = filters();
+            let mut unique: FastMap<(AdId, Filter), u64> = FastMap::default();
+            for (a, f, n) in counters {
+                unique.insert((ad(a), filters[f]), n);
+            }
+            let counters: Vec<(AdId, Filter, u64)> =
+                unique.into_iter().map(|((a, f), n)| (a, f, n)).collect();
+            let mut feed = AggregateFeed::new(0, first - 1, max_payload);
+            let publication = feed.counts(MINUTE_MS, Publication::Correction, packed(&counters));
+            let seen = rendered(&publication, 0, max_payload);
+            let mut want = counters.clone();
+            sort_for_feed(&mut want);
+            let want: Vec<(String, Value, u64)> =
+                want.iter().map(|(a, f, n)| (a.to_string(), filter_json(f), *n)).collect();
+            proptest::prop_assert_eq!(seen, want);
+        }
+    }
+
+    #[test]
+    fn damaged_counters_are_refused() {
+        let mut feed = AggregateFeed::new(0, 0, 4096);
+        let mut p = feed.counts(0, Publication::Close, packed(&[(ad(1), Filter::ALL, 300)]));
+        let bytes = p.counters.to_vec();
+        for cut in 1..bytes.len() {
+            p.counters = Bytes::copy_from_slice(&bytes[..cut]);
+            assert!(p.render(0).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
@@ -332,11 +699,13 @@ mod tests {
     #[test]
     fn an_empty_minute_is_one_message() {
         let mut feed = AggregateFeed::new(0, 0, 4096);
-        let m = feed.counts(0, Publication::Final, &[]);
+        let p = feed.counts(0, Publication::Close, CountersPacker::default());
+        assert_eq!(p.chunks, 1);
+        let m = p.render(0).unwrap();
         assert_eq!(m.len(), 1);
         let v: Value = serde_json::from_slice(&m[0].payload).unwrap();
         assert_eq!(v["counts"], json!([]));
-        assert_eq!(v["final"], true);
+        assert_eq!(v["final"], false);
     }
 
     #[test]

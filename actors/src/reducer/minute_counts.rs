@@ -333,30 +333,6 @@ impl MinuteCounts {
         }
     }
 
-    /// Every counter of `minute`: (ad, filter, clicks), sorted by ad then filter.
-    pub fn counters_of(&self, minute: i64) -> Vec<(AdId, Filter, u64)> {
-        let mut out = Vec::new();
-        for (_, table) in self.range(minute, minute.saturating_add(1)) {
-            for (code, ads) in table.iter().enumerate() {
-                out.extend(
-                    ads.iter()
-                        .map(|(slot, n)| (*self.ads.id(slot), self.filters[code], n)),
-                );
-            }
-        }
-        out.sort_unstable_by_key(|(ad, filter, _)| (*ad, *filter));
-        if out.iter().any(|(_, filter, _)| !filter.extras.is_empty()) {
-            // Extra-dimension codes are numbered in the order values were
-            // first seen by the process: order those filters by their text,
-            // so the feed's order does not depend on it (built-in filters
-            // keep the order above).
-            out.sort_by_cached_key(|(ad, filter, _)| {
-                (*ad, filter.country, filter.ip_type, filter.entries())
-            });
-        }
-        out
-    }
-
     /// Drops minutes before `minute` (they are committed and final) and moves the floor.
     pub fn evict_before(&mut self, minute: i64) {
         if minute <= self.floor {

@@ -3,7 +3,7 @@
 
 use crate::batch::{Batch, MinuteSnapshot};
 use crate::click::{AdId, Filter};
-use crate::reducer::aggregate_feed::{FeedMessage, StoredTop};
+use crate::reducer::aggregate_feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
 use crate::writer::packed_counts::PackedCounts;
 
@@ -32,9 +32,10 @@ pub struct Checkpoint {
     /// Outbox entries (by stream sequence) published since the last commit,
     /// to delete with the next one.
     pub published: Vec<u64>,
-    /// Output-feed messages: written to the feed outbox, published after the commit.
-    pub feed: Vec<FeedMessage>,
-    /// Feed outbox entries (by version) published since the last commit.
+    /// Output-feed messages and counts publications: written to the feed
+    /// outbox, published after the commit.
+    pub feed: Vec<FeedItem>,
+    /// Feed outbox entries (by first version) published since the last commit.
     pub feed_published: Vec<u64>,
     /// Final top-N to store.
     pub tops: Vec<StoredTop>,

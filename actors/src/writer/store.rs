@@ -28,6 +28,10 @@
 //! - `feed_outbox`: feed version → an output-feed message (subject, payload)
 //!   not yet confirmed stored on the `ADCLICK_AGG` stream; `meta.feed_version`
 //!   is the last version handed out.
+//! - `feed_counts_outbox`: first version → an `agg.counts` publication not
+//!   yet confirmed stored, unrendered: (kind, minute, chunks, packed
+//!   counters), one row for all its chunks (see
+//!   [`crate::reducer::aggregate_feed::CountsPublication`]).
 //! - `tops`: `(last minute, window minutes)` → the partition's final top-N of
 //!   that window (`ad:count,…`), so `popular` over a past window is one read.
 //!
@@ -37,7 +41,9 @@
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
-use crate::reducer::aggregate_feed::{decode_top, encode_top, FeedMessage};
+use crate::reducer::aggregate_feed::{
+    decode_top, encode_top, CountsPublication, FeedItem, FeedMessage, Publication,
+};
 use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::checkpoint::Checkpoint;
 use crate::writer::{packed_counts, packed_minute};
@@ -64,6 +70,9 @@ const DIMENSION_VALUES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("dimension_values");
 /// feed version → (subject, payload).
 const FEED_OUTBOX: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("feed_outbox");
+/// first feed version → (kind code, minute, chunks, packed counters).
+const FEED_COUNTS_OUTBOX: TableDefinition<u64, (u8, i64, u32, &[u8])> =
+    TableDefinition::new("feed_counts_outbox");
 /// (last minute, window minutes) → `ad:count,…`; ordered by minute for pruning.
 const TOPS: TableDefinition<(i64, i64), &str> = TableDefinition::new("tops");
 
@@ -123,8 +132,9 @@ pub struct Recovered {
     pub outbox: Vec<crate::reject::Rejected>,
     /// Extra-dimension values admitted so far, as (dimension, value).
     pub admitted: Vec<(String, String)>,
-    /// Feed messages committed but not yet confirmed published.
-    pub feed_outbox: Vec<FeedMessage>,
+    /// Feed messages and counts publications committed but not yet
+    /// confirmed published, in version order.
+    pub feed_outbox: Vec<FeedItem>,
     /// The last feed version handed out.
     pub feed_version: u64,
 }
@@ -184,6 +194,8 @@ impl PartitionStore {
                 .map_err(|e| store.io("open dimension_values", e))?;
             txn.open_table(FEED_OUTBOX)
                 .map_err(|e| store.io("open feed outbox", e))?;
+            txn.open_table(FEED_COUNTS_OUTBOX)
+                .map_err(|e| store.io("open feed counts outbox", e))?;
             txn.open_table(TOPS).map_err(|e| store.io("open tops", e))?;
         }
         txn.commit().map_err(|e| store.io("commit", e))?;
@@ -360,12 +372,37 @@ impl PartitionStore {
         {
             let (version, value) = row.map_err(|e| self.io("read feed outbox", e))?;
             let (subject, payload) = value.value();
-            feed_outbox.push(FeedMessage {
+            feed_outbox.push(FeedItem::Message(FeedMessage {
                 version: version.value(),
                 subject: subject.to_string(),
                 payload: bytes::Bytes::copy_from_slice(payload),
-            });
+            }));
         }
+        for row in txn
+            .open_table(FEED_COUNTS_OUTBOX)
+            .map_err(|e| self.io("open feed counts outbox", e))?
+            .iter()
+            .map_err(|e| self.io("read feed counts outbox", e))?
+        {
+            let (version, value) = row.map_err(|e| self.io("read feed counts outbox", e))?;
+            let first_version = version.value();
+            let (kind, minute, chunks, counters) = value.value();
+            let publication = Publication::from_code(kind).ok_or_else(|| {
+                self.io(
+                    "read feed counts outbox",
+                    format!("unknown kind {kind} of publication {first_version}"),
+                )
+            })?;
+            feed_outbox.push(FeedItem::Counts(CountsPublication {
+                minute,
+                publication,
+                first_version,
+                chunks: chunks.max(1),
+                counters: bytes::Bytes::copy_from_slice(counters),
+            }));
+        }
+        // Published in version order, as they were decided.
+        feed_outbox.sort_by_key(FeedItem::first_version);
         Ok(Recovered {
             feed_outbox,
             feed_version: get("feed_version")?.unwrap_or(0).max(0) as u64,
@@ -555,13 +592,36 @@ impl PartitionStore {
             let mut feed = txn
                 .open_table(FEED_OUTBOX)
                 .map_err(|e| self.io("open feed outbox", e))?;
+            let mut feed_counts = txn
+                .open_table(FEED_COUNTS_OUTBOX)
+                .map_err(|e| self.io("open feed counts outbox", e))?;
+            // A published item's key is its first version, in whichever
+            // table holds it (versions are never reused).
             for version in &checkpoint.feed_published {
                 feed.remove(*version)
                     .map_err(|e| self.io("clear feed outbox", e))?;
+                feed_counts
+                    .remove(*version)
+                    .map_err(|e| self.io("clear feed counts outbox", e))?;
             }
-            for m in &checkpoint.feed {
-                feed.insert(m.version, (m.subject.as_str(), m.payload.as_ref()))
-                    .map_err(|e| self.io("write feed outbox", e))?;
+            for item in &checkpoint.feed {
+                match item {
+                    FeedItem::Message(m) => {
+                        feed.insert(m.version, (m.subject.as_str(), m.payload.as_ref()))
+                            .map_err(|e| self.io("write feed outbox", e))?;
+                    }
+                    FeedItem::Counts(c) => {
+                        let row = (
+                            c.publication.code(),
+                            c.minute,
+                            c.chunks,
+                            c.counters.as_ref(),
+                        );
+                        feed_counts
+                            .insert(c.first_version, row)
+                            .map_err(|e| self.io("write feed counts outbox", e))?;
+                    }
+                }
             }
             let mut tops = txn.open_table(TOPS).map_err(|e| self.io("open tops", e))?;
             for top in &checkpoint.tops {
@@ -582,7 +642,7 @@ impl PartitionStore {
             }
             let mut meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
             if let Some(last) = checkpoint.feed.last() {
-                meta.insert("feed_version", last.version as i64)
+                meta.insert("feed_version", last.last_version() as i64)
                     .map_err(|e| self.io("write meta", e))?;
             }
             meta.insert("last_seq", checkpoint.last_seq as i64)
@@ -936,6 +996,57 @@ mod tests {
             .map(|r| r.seq)
             .collect();
         assert_eq!(left, vec![9]);
+    }
+
+    #[test]
+    fn feed_items_stay_in_the_outbox_in_version_order_until_marked_published() {
+        use crate::reducer::aggregate_feed::{AggregateFeed, CountersPacker};
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 4).unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        // A close of ~2,000 counters in 4 KiB chunks, then a top.
+        let mut feed = AggregateFeed::new(4, 10, 4096);
+        let mut packer = CountersPacker::default();
+        for i in 0..2_000 {
+            packer.push(&ad(&format!("ad-{i}")), &Filter::ALL, i);
+        }
+        let close = feed.counts(5 * MINUTE_MS, Publication::Close, packer);
+        assert!(close.chunks > 1);
+        let top = feed.top(1, 5 * MINUTE_MS, Publication::Close, &[(ad("ad-1"), 1)]);
+        let mut cp = Checkpoint::resume(0, NO_WATERMARK);
+        cp.last_seq = 5;
+        cp.feed = vec![
+            FeedItem::Counts(close.clone()),
+            FeedItem::Message(top.clone()),
+        ];
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+
+        let recovered = store.recover(60).unwrap();
+        assert_eq!(
+            recovered.feed_version, top.version,
+            "numbered on from every chunk of the close"
+        );
+        assert_eq!(top.version, close.first_version + u64::from(close.chunks));
+        assert_eq!(
+            recovered.feed_outbox,
+            vec![
+                FeedItem::Counts(close.clone()),
+                FeedItem::Message(top.clone())
+            ]
+        );
+        // What a restart renders is what the first run would have published.
+        let FeedItem::Counts(stored) = &recovered.feed_outbox[0] else {
+            panic!("a counts publication")
+        };
+        assert_eq!(stored.render(4).unwrap(), close.render(4).unwrap());
+
+        let mut next = Checkpoint::resume(5, NO_WATERMARK);
+        next.mark_feed_published([close.first_version]);
+        store
+            .commit(recovered.generation, &next, NO_WATERMARK)
+            .unwrap();
+        let left = store.recover(60).unwrap().feed_outbox;
+        assert_eq!(left, vec![FeedItem::Message(top)]);
     }
 
     #[test]
