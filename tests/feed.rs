@@ -311,3 +311,119 @@ async fn the_feed_equals_the_rest_answers() {
         "no feed message twice"
     );
 }
+
+/// A crash after a minute's close was committed and before its counts
+/// publication went out (it is committed unrendered): the restart renders
+/// it from the outbox and publishes it under the versions it was given, so
+/// every version of each partition is on the feed exactly once, and the
+/// feed equals the oracle.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_committed_but_not_published_goes_out_once_after_a_crash() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = SETTINGS.to_vec();
+    settings.push(("ADCLICK_FAULT", "abort-before-feed:0:1"));
+    let mut service = Adclick::start(&nats, data.path(), &settings);
+    service.wait_ready().await;
+    let js = nats.jetstream().await;
+
+    let t0 = (now_ms() - 30 * MINUTE).div_euclid(MINUTE) * MINUTE;
+    let ads: Vec<String> = (0..8).map(|i| format!("ad-{i}")).collect();
+    assert!(
+        ads.iter().any(|ad| partition_of(ad, PARTITIONS) == 0),
+        "partition 0 has a minute to close"
+    );
+    let mut oracle = Oracle::default();
+    let mut clicks = Vec::new();
+    for m in 0..2i64 {
+        for (a, ad) in ads.iter().enumerate() {
+            for k in 0..a + 1 {
+                clicks.push(TestClick {
+                    click_id: format!("c-{m}-{a}-{k}"),
+                    ad: ad.clone(),
+                    ts: t0 + m * MINUTE + k as i64 * 1_000,
+                    country: [Some("US"), None][k % 2],
+                    ip: [Some("10.0.0.1"), Some("2001:db8::1")][(a + k) % 2],
+                });
+            }
+        }
+    }
+    clicks.sort_by_key(|c| c.ts);
+    // One pusher per ad closes t0 and t0+1 in every partition.
+    clicks.extend(ads.iter().map(|ad| TestClick {
+        click_id: format!("push-{ad}"),
+        ad: ad.clone(),
+        ts: t0 + 2 * MINUTE + 5_000,
+        country: None,
+        ip: None,
+    }));
+    for c in &clicks {
+        oracle.count(c);
+    }
+    let messages: Vec<(String, String, Option<String>)> = clicks
+        .iter()
+        .map(|c| (format!("clicks.{}", c.ad), c.payload(), None))
+        .collect();
+    publish_raw(&js, &messages).await;
+    let status = service.wait_exit(Duration::from_secs(60));
+    assert!(
+        !status.success() && service.log().contains("injected fault"),
+        "the process died before publishing partition 0's close"
+    );
+    service.unset_env("ADCLICK_FAULT");
+    service.restart();
+    service.wait_ready().await;
+
+    let minutes: Vec<String> = (0..2)
+        .map(|m| adclick_actors::time::format_rfc3339(t0 + m * MINUTE))
+        .collect();
+    let partitions: std::collections::BTreeSet<u64> = ads
+        .iter()
+        .map(|ad| u64::from(partition_of(ad, PARTITIONS)))
+        .collect();
+    eventually(Duration::from_secs(30), || async {
+        let state = replay_counts(&feed_messages(&js).await);
+        let closed = partitions
+            .iter()
+            .flat_map(|p| minutes.iter().map(move |m| (*p, m.clone())))
+            .filter(|key| state.contains_key(key))
+            .count();
+        if closed == partitions.len() * minutes.len() {
+            Ok(())
+        } else {
+            Err(format!("{closed} partition minutes closed on the feed"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let messages = feed_messages(&js).await;
+    for p in &partitions {
+        let mut versions: Vec<u64> = messages
+            .iter()
+            .filter(|(_, v)| v["partition"].as_u64() == Some(*p))
+            .map(|(_, v)| v["version"].as_u64().unwrap())
+            .collect();
+        versions.sort_unstable();
+        let want: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, want, "partition {p}: every version exactly once");
+    }
+    let state = replay_counts(&messages);
+    for (m, text) in minutes.iter().enumerate() {
+        let minute = t0 + m as i64 * MINUTE;
+        let mut from_feed: HashMap<(String, String), u64> = HashMap::new();
+        for p in &partitions {
+            if let Some((counts, _)) = state.get(&(*p, text.clone())) {
+                from_feed.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
+            }
+        }
+        let want: HashMap<(String, String), u64> = oracle
+            .counts
+            .iter()
+            .filter(|((_, mm, _), _)| *mm == minute)
+            .map(|((a, _, f), n)| ((a.clone(), f.clone()), *n))
+            .collect();
+        assert_eq!(from_feed, want, "minute {text}: feed vs oracle");
+    }
+}

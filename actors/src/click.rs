@@ -95,12 +95,22 @@ impl std::hash::Hash for AdId {
     }
 }
 
-/// The order of the ids as text: the bytes compared, without the UTF-8
-/// check of `as_str` (sorting a minute's counters for the feed compares ids
-/// ~800,000 times).
+/// The order of the ids as text, compared a word at a time: no id byte is
+/// zero and the buffer is zero past `len`, so the zero-padded words, read
+/// big-endian, order as the texts do (a shorter prefix first). Sorting a
+/// minute's counters for the feed compares ids ~800,000 times; through
+/// `as_str` (a UTF-8 check) and `memcmp` that was most of the sort.
 impl Ord for AdId {
+    #[inline]
     fn cmp(&self, other: &AdId) -> std::cmp::Ordering {
-        self.bytes[..self.len as usize].cmp(&other.bytes[..other.len as usize])
+        let words = (self.len.max(other.len) as usize).div_ceil(8);
+        for i in 0..words {
+            let (a, b) = (self.word(i).swap_bytes(), other.word(i).swap_bytes());
+            if a != b {
+                return a.cmp(&b);
+            }
+        }
+        std::cmp::Ordering::Equal
     }
 }
 
@@ -520,6 +530,19 @@ impl Click {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Ids order as their texts do (prefixes, word boundaries, any length).
+        #[test]
+        fn ad_ids_order_as_text(a in "[A-Za-z0-9_-]{1,64}", b in "[A-Za-z0-9_-]{1,64}", cut in 0usize..64) {
+            let (x, y) = (AdId::parse(&a).unwrap(), AdId::parse(&b).unwrap());
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            let prefix = &a[..cut.clamp(1, a.len())];
+            let p = AdId::parse(prefix).unwrap();
+            proptest::prop_assert_eq!(p.cmp(&x), prefix.cmp(a.as_str()));
+            proptest::prop_assert_eq!(x.cmp(&p), a.as_str().cmp(prefix));
+        }
+    }
 
     #[test]
     fn ad_ids_follow_the_contract() {

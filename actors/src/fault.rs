@@ -9,6 +9,7 @@
 //! | `panic-window` | window actor, on a batch | panics (the supervisor rebuilds the partition) |
 //! | `abort-before-commit` | writer, after rejects are published, before the redb commit | aborts the process |
 //! | `abort-after-commit` | writer, after the redb commit, before the ack | aborts the process |
+//! | `abort-before-feed` | writer's publisher, before publishing a commit's counts publications (committed, unrendered) | aborts the process |
 //! | `drop-delivery` | ingest, on a delivered message | drops it, as if lost in transit |
 
 /// Marks a pass through `point` for `partition`; fails there if configured.

@@ -141,6 +141,9 @@ impl Actor for WriterActor {
         // Ends when the writer is gone (its sender dropped, or casts refused).
         tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
+                if job.feed.iter().any(|i| matches!(i, FeedItem::Counts(_))) {
+                    crate::fault::hit("abort-before-feed", partition);
+                }
                 let result = async {
                     publish_rejects(&js, partition, &job.rejects).await?;
                     publish_feed(&js, partition, &job.feed).await
