@@ -336,10 +336,16 @@ fn bench(c: &mut Criterion) {
                     {
                         last_commit = std::time::Instant::now();
                         let cp = pending.take();
-                        split.log_bytes.fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
-                        split.id_bytes.fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+                        split
+                            .log_bytes
+                            .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
+                        split
+                            .id_bytes
+                            .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
                         let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
-                        split.snapshot_bytes.fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
+                        split
+                            .snapshot_bytes
+                            .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
                         let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
                         let t = thread_cpu_ns();
                         store.commit(generation, &cp, final_until).expect("commit");
