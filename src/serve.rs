@@ -32,25 +32,14 @@ fn js_max_payload(js: &async_nats::jetstream::Context) -> usize {
 
 /// Installs the Prometheus recorder (once per process).
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    use adclick_actors::telemetry::{CLOSE_TO_COMMITTED, CONSUMED_TO_QUERYABLE};
     use metrics_exporter_prometheus::Matcher;
-    // The freshness metrics are cumulative histograms (buckets in seconds), so
-    // a p99 over a whole run can be read off them; the exporter's default
-    // summaries only cover the last minute or so.
-    let freshness = [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5,
-    ];
-    // A minute's close is judged against 250 ms (docs/PERFORMANCE.md): 25 ms
-    // steps up to 500 ms tell a miss from a hit and say by how much.
-    let closing = [
-        0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3, 0.325,
-        0.35, 0.375, 0.4, 0.45, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0,
-    ];
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(CONSUMED_TO_QUERYABLE.into()), &freshness)
-        .context("freshness buckets")?
-        .set_buckets_for_metric(Matcher::Full(CLOSE_TO_COMMITTED.into()), &closing)
-        .context("close buckets")?
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    for (name, buckets) in adclick_actors::telemetry::histogram_buckets() {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+            .with_context(|| format!("buckets of {name}"))?;
+    }
+    let handle = builder
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     adclick_actors::telemetry::describe();

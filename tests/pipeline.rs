@@ -284,6 +284,25 @@ async fn rest_answers_equal_the_oracle_exactly() {
         service.metric("adclick_events_counted_total").await,
         oracle.total() as f64
     );
+    // Every histogram is a cumulative one (buckets add up across pods), and
+    // the batch sizes add up to the messages consumed.
+    let (_, exposition) = adclick::http::get(service.addr, "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert!(
+        !exposition.contains("quantile="),
+        "a histogram is exported as a summary"
+    );
+    assert_eq!(
+        service.metric("adclick_batch_messages_sum").await,
+        service.metric("adclick_events_consumed_total").await
+    );
+    assert!(
+        service
+            .metric("adclick_checkpoint_duration_seconds_count")
+            .await
+            > 0.0
+    );
 
     // adclick's partition function is the broker's.
     let stream = js.get_stream("CLICKS").await.unwrap();
