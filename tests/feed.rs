@@ -30,6 +30,31 @@ const SETTINGS: &[(&str, &str)] = &[
 /// whether a `final` publication was seen.
 type Replayed = BTreeMap<(u64, String), (HashMap<(String, String), u64>, bool)>;
 
+/// A minute's counts on the feed, merged over `partitions`.
+fn feed_counts_of(
+    state: &Replayed,
+    partitions: impl Iterator<Item = u64>,
+    minute: &str,
+) -> HashMap<(String, String), u64> {
+    let mut merged = HashMap::new();
+    for p in partitions {
+        if let Some((counts, _)) = state.get(&(p, minute.to_string())) {
+            merged.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+    }
+    merged
+}
+
+/// A minute's counts by the oracle: (ad, filter key) → clicks.
+fn oracle_counts_of(oracle: &Oracle, minute: i64) -> HashMap<(String, String), u64> {
+    oracle
+        .counts
+        .iter()
+        .filter(|((_, m, _), _)| *m == minute)
+        .map(|((ad, _, filter), n)| ((ad.clone(), filter.clone()), *n))
+        .collect()
+}
+
 /// Replays `agg.counts.*` in stream order.
 fn replay_counts(messages: &[(String, Value)]) -> Replayed {
     let mut state = Replayed::new();
@@ -99,20 +124,7 @@ async fn the_feed_equals_the_rest_answers() {
             ip: None,
         });
     }
-    let publish = |clicks: Vec<TestClick>| {
-        let js = js.clone();
-        async move {
-            let messages: Vec<(String, String, Option<String>)> = clicks
-                .iter()
-                .map(|c| (format!("clicks.{}", c.ad), c.payload(), None))
-                .collect();
-            publish_raw(&js, &messages).await;
-        }
-    };
-    for c in &clicks {
-        oracle.count(c);
-    }
-    publish(clicks).await;
+    count_and_publish(&js, &mut oracle, &clicks).await;
 
     // Closes of t0..t0+3 and finals of t0, t0+1 are on the feed.
     let closed_minutes: Vec<String> = (0..4)
@@ -144,10 +156,7 @@ async fn the_feed_equals_the_rest_answers() {
             ip: Some("10.0.0.1"),
         })
         .collect();
-    for c in &late {
-        oracle.count(c);
-    }
-    publish(late).await;
+    count_and_publish(&js, &mut oracle, &late).await;
     eventually(Duration::from_secs(20), || async {
         let messages = feed_messages(&js).await;
         let corrections: Vec<&Value> = messages[before_corrections..]
@@ -195,10 +204,7 @@ async fn the_feed_equals_the_rest_answers() {
             ip: None,
         })
         .collect();
-    for c in &pushers {
-        oracle.count(c);
-    }
-    publish(pushers).await;
+    count_and_publish(&js, &mut oracle, &pushers).await;
     eventually(Duration::from_secs(30), || async {
         let state = replay_counts(&feed_messages(&js).await);
         let finals = closed_minutes
@@ -242,19 +248,12 @@ async fn the_feed_equals_the_rest_answers() {
     for m in 0..4i64 {
         let minute = t0 + m * MINUTE;
         let text = adclick_actors::time::format_rfc3339(minute);
-        let mut from_feed: HashMap<(String, String), u64> = HashMap::new();
-        for p in 0..PARTITIONS as u64 {
-            if let Some((counts, _)) = state.get(&(p, text.clone())) {
-                from_feed.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
-            }
-        }
-        let want: HashMap<(String, String), u64> = oracle
-            .counts
-            .iter()
-            .filter(|((_, mm, _), _)| *mm == minute)
-            .map(|((a, _, f), n)| ((a.clone(), f.clone()), *n))
-            .collect();
-        assert_eq!(from_feed, want, "minute {text}: feed vs oracle");
+        let want = oracle_counts_of(&oracle, minute);
+        assert_eq!(
+            feed_counts_of(&state, 0..PARTITIONS as u64, &text),
+            want,
+            "minute {text}: feed vs oracle"
+        );
         for ((ad, filter), n) in &want {
             count_matches(&service, &oracle, ad, filter, minute, minute + MINUTE)
                 .await
@@ -358,14 +357,7 @@ async fn a_close_committed_but_not_published_goes_out_once_after_a_crash() {
         country: None,
         ip: None,
     }));
-    for c in &clicks {
-        oracle.count(c);
-    }
-    let messages: Vec<(String, String, Option<String>)> = clicks
-        .iter()
-        .map(|c| (format!("clicks.{}", c.ad), c.payload(), None))
-        .collect();
-    publish_raw(&js, &messages).await;
+    count_and_publish(&js, &mut oracle, &clicks).await;
     let status = service.wait_exit(Duration::from_secs(60));
     assert!(
         !status.success() && service.log().contains("injected fault"),
@@ -412,18 +404,10 @@ async fn a_close_committed_but_not_published_goes_out_once_after_a_crash() {
     let state = replay_counts(&messages);
     for (m, text) in minutes.iter().enumerate() {
         let minute = t0 + m as i64 * MINUTE;
-        let mut from_feed: HashMap<(String, String), u64> = HashMap::new();
-        for p in &partitions {
-            if let Some((counts, _)) = state.get(&(*p, text.clone())) {
-                from_feed.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
-            }
-        }
-        let want: HashMap<(String, String), u64> = oracle
-            .counts
-            .iter()
-            .filter(|((_, mm, _), _)| *mm == minute)
-            .map(|((a, _, f), n)| ((a.clone(), f.clone()), *n))
-            .collect();
-        assert_eq!(from_feed, want, "minute {text}: feed vs oracle");
+        assert_eq!(
+            feed_counts_of(&state, partitions.iter().copied(), text),
+            oracle_counts_of(&oracle, minute),
+            "minute {text}: feed vs oracle"
+        );
     }
 }

@@ -84,14 +84,7 @@ async fn minutes_beyond_memory_are_answered_from_snapshots_exactly() {
         .collect();
     keyed.sort_by_key(|(k, _)| *k);
     let clicks: Vec<TestClick> = keyed.into_iter().map(|(_, c)| c).collect();
-    for c in &clicks {
-        oracle.count(c);
-    }
-    let messages: Vec<(String, String, Option<String>)> = clicks
-        .iter()
-        .map(|c| (format!("clicks.{}", c.ad), c.payload(), None))
-        .collect();
-    publish_raw(&js, &messages).await;
+    count_and_publish(&js, &mut oracle, &clicks).await;
     answers_match(&service, &oracle, &ads, t0).await;
 
     // A clean stop commits everything, so the restart re-reads nothing: the

@@ -331,6 +331,19 @@ impl TestClick {
     }
 }
 
+/// Counts `clicks` in the oracle, then publishes them on their click subjects
+/// (no message ids) and waits for every ack.
+pub async fn count_and_publish(js: &jetstream::Context, oracle: &mut Oracle, clicks: &[TestClick]) {
+    for c in clicks {
+        oracle.count(c);
+    }
+    let messages: Vec<(String, String, Option<String>)> = clicks
+        .iter()
+        .map(|c| (format!("clicks.{}", c.ad), c.payload(), None))
+        .collect();
+    publish_raw(js, &messages).await;
+}
+
 /// Publishes raw payloads and waits for every JetStream ack.
 pub async fn publish_raw(js: &jetstream::Context, messages: &[(String, String, Option<String>)]) {
     let mut acks = Vec::new();

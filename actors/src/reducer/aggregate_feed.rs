@@ -546,29 +546,15 @@ mod tests {
         seen
     }
 
+    /// One filter of each shape, and an extra whose value JSON must escape.
     fn filters() -> Vec<Filter> {
-        use crate::click::IpType;
         use crate::dimension::{intern, ExtraCodes};
-        vec![
-            Filter::ALL,
-            Filter {
-                country: Country::parse("US"),
-                ..Filter::ALL
-            },
-            Filter {
-                ip_type: Some(IpType::V6),
-                ..Filter::ALL
-            },
-            Filter {
-                country: Country::parse("DE"),
-                ip_type: Some(IpType::V4),
-                ..Filter::ALL
-            },
-            Filter {
-                extras: ExtraCodes::from_codes([intern("f_device", "a&\"b")]).unwrap(),
-                ..Filter::ALL
-            },
-        ]
+        let mut filters = crate::writer::packed_counts::tests::filters();
+        filters.push(Filter {
+            extras: ExtraCodes::from_codes([intern("f_device", "a&\"b")]).unwrap(),
+            ..Filter::ALL
+        });
+        filters
     }
 
     #[test]
