@@ -7,8 +7,9 @@
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Click, Filter};
-use crate::fast_hash::FastMap;
+use crate::fast_hash::FastHash;
 use crate::settings::DimensionSet;
+use std::hash::BuildHasher;
 
 /// The increments of one (ad, minute) in this batch: a chain of entries.
 struct Group {
@@ -61,27 +62,27 @@ fn kind(set: DimensionSet) -> usize {
 /// filters, a mispredicted comparison each, was most of the window's time.
 #[derive(Default)]
 pub struct CountDeltas {
-    index: FastMap<(AdId, i64), u32>,
+    /// The groups by (ad, minute), open addressing: a power-of-two length
+    /// (or empty), at most half full. A bucket is the group's index plus
+    /// one (low 32 bits; 0 = empty) and the high 32 bits of the key's hash,
+    /// so most mismatches are seen without reading the group. (A `HashMap`
+    /// keyed by (ad, minute) held an 80-byte key per bucket and copied it
+    /// in for every new group.)
+    index: Vec<u64>,
+    hasher: FastHash,
     /// Groups in first-seen order.
     groups: Vec<Group>,
     entries: Vec<Entry>,
 }
 
+/// The bits of an index bucket that hold the group's index plus one.
+const GROUP_MASK: u64 = u32::MAX as u64;
+
 impl CountDeltas {
     /// Counts `click` in `minute` under each configured filter.
     pub fn add(&mut self, click: &Click, minute: i64, sets: &[DimensionSet]) {
-        let groups = &mut self.groups;
-        let at = *self.index.entry((click.ad, minute)).or_insert_with(|| {
-            groups.push(Group {
-                ad: click.ad,
-                minute,
-                first: END,
-                last: END,
-                kinds: [END; KINDS],
-            });
-            (groups.len() - 1) as u32
-        });
-        let group = &mut groups[at as usize];
+        let at = self.group_of(click.ad, minute);
+        let group = &mut self.groups[at];
         for set in sets {
             let filter = click.project(*set);
             let head = &mut group.kinds[kind(*set)];
@@ -112,6 +113,59 @@ impl CountDeltas {
         }
     }
 
+    /// The index of the (ad, minute) group, started if it is new.
+    #[inline]
+    fn group_of(&mut self, ad: AdId, minute: i64) -> usize {
+        if (self.groups.len() + 1) * 2 > self.index.len() {
+            self.grow_index();
+        }
+        let hash = self.hasher.hash_one((&ad, minute));
+        let tag = hash & !GROUP_MASK;
+        let mask = self.index.len() - 1;
+        let mut at = (hash as usize) & mask;
+        loop {
+            let bucket = self.index[at];
+            if bucket == 0 {
+                let g = self.groups.len();
+                self.groups.push(Group {
+                    ad,
+                    minute,
+                    first: END,
+                    last: END,
+                    kinds: [END; KINDS],
+                });
+                self.index[at] = tag | (g as u64 + 1);
+                return g;
+            }
+            let g = (bucket & GROUP_MASK) as usize - 1;
+            if bucket & !GROUP_MASK == tag {
+                let group = &self.groups[g];
+                if group.minute == minute && group.ad == ad {
+                    return g;
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Doubles the index (it is kept across batches: this happens only
+    /// while batches grow) and puts the current groups back in.
+    #[cold]
+    fn grow_index(&mut self) {
+        let len = (self.index.len() * 2).max(64);
+        self.index.clear();
+        self.index.resize(len, 0);
+        let mask = len - 1;
+        for (g, group) in self.groups.iter().enumerate() {
+            let hash = self.hasher.hash_one((&group.ad, group.minute));
+            let mut at = (hash as usize) & mask;
+            while self.index[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.index[at] = (hash & !GROUP_MASK) | (g as u64 + 1);
+        }
+    }
+
     /// Takes the increments out, grouped by (ad, minute) in first-seen
     /// order (filters too), leaving the fold empty (its memory is kept).
     pub fn drain(&mut self) -> Vec<CountDelta> {
@@ -129,7 +183,7 @@ impl CountDeltas {
                 e = entry.next;
             }
         }
-        self.index.clear();
+        self.index.fill(0);
         self.groups.clear();
         self.entries.clear();
         out
@@ -183,7 +237,9 @@ mod tests {
             sets in sets(),
             batches in prop::collection::vec(
                 prop::collection::vec(
-                    (0u8..5, 0i64..3, 0u8..3, 0u8..3, (0u32..3, 0u32..3)), 0..60),
+                    // Popular ads (long chains) among many (the index grows).
+                    (prop_oneof![0u8..5, 0u8..100], 0i64..3, 0u8..3, 0u8..3, (0u32..3, 0u32..3)),
+                    0..150),
                 1..4),
         ) {
             let mut fold = CountDeltas::default();
