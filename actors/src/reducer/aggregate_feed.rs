@@ -30,6 +30,7 @@
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
 use crate::time::{format_rfc3339, MINUTE_MS};
+use crate::writer::packed_counts::{push_varint, read_varint, take};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -304,12 +305,7 @@ impl CountersPacker {
         // An AdId is at most 64 bytes: its length fits a byte.
         self.bytes.push(id.len() as u8);
         self.bytes.extend_from_slice(id);
-        let mut n = count;
-        while n >= 0x80 {
-            self.bytes.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        self.bytes.push(n as u8);
+        push_varint(&mut self.bytes, count);
         let len = entry_len(id.len(), filter_len, count) + 1;
         self.total += len;
         self.largest = self.largest.max(len);
@@ -318,14 +314,6 @@ impl CountersPacker {
 
 /// Reads packed counters back; `None` if the bytes are not packed counters.
 fn unpack_counters(mut bytes: &[u8]) -> Option<Vec<(AdId, Filter, u64)>> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if bytes.len() < n {
-            return None;
-        }
-        let (head, rest) = bytes.split_at(n);
-        *bytes = rest;
-        Some(head)
-    }
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let key_len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
@@ -335,20 +323,7 @@ fn unpack_counters(mut bytes: &[u8]) -> Option<Vec<(AdId, Filter, u64)>> {
         for _ in 0..counters {
             let ad_len = take(&mut bytes, 1)?[0] as usize;
             let ad = AdId::from_bytes(take(&mut bytes, ad_len)?)?;
-            let mut count = 0u64;
-            let mut shift = 0;
-            loop {
-                let b = take(&mut bytes, 1)?[0];
-                count |= u64::from(b & 0x7f).checked_shl(shift)?;
-                if b & 0x80 == 0 {
-                    break;
-                }
-                shift += 7;
-                if shift >= 64 {
-                    return None;
-                }
-            }
-            out.push((ad, filter, count));
+            out.push((ad, filter, read_varint(&mut bytes)?));
         }
     }
     Some(out)

@@ -169,6 +169,7 @@ fn ip_type_code(ip_type: IpType) -> u8 {
     }
 }
 
+/// Appends `n` as a LEB128 varint (7 bits a byte, low first).
 pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
@@ -235,6 +236,8 @@ pub(crate) fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
     })
 }
 
+/// Reads a LEB128 varint off the front of `bytes`; `None` if cut or longer
+/// than a u64.
 pub(crate) fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
