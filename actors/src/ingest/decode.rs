@@ -520,7 +520,7 @@ mod tests {
 
     /// Keys of the generated payloads: the fields adclick reads, declared
     /// extra fields, unknown ones, and the same names escaped or non-ASCII.
-    const KEYS: [&str; 14] = [
+    const KEYS: [&str; 21] = [
         "click_id",
         "ad_id",
         "ts",
@@ -535,6 +535,14 @@ mod tests {
         "dev\\u0069ce",
         "clé",
         "ts ",
+        // Near the known keys, for the word-at-a-time key match.
+        "click_idx",
+        "countryy",
+        "ts2",
+        "ad_id_",
+        "ipx",
+        "user_i",
+        "c",
     ];
     /// Values: valid and invalid for each field, escapes, unicode, control
     /// characters, nesting, and numbers at the edges of what `ts` takes.

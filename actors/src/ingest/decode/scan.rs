@@ -44,19 +44,13 @@ pub(super) fn click<'p>(
     if r.peek_past_space()? == b'}' {
         r.at += 1;
     } else {
+        r.expect(b'"')?;
         loop {
-            r.expect(b'"')?;
             let key = r.key()?;
-            r.expect(b':')?;
-            r.skip_space();
-            read.field(&mut r, key, fields, &mut extras)?;
-            match r.peek_past_space()? {
-                b',' => r.at += 1,
-                b'}' => {
-                    r.at += 1;
-                    break;
-                }
-                _ => return None,
+            r.colon()?;
+            read.field(&mut r, key, subject_ad, fields, &mut extras)?;
+            if !r.next_key()? {
+                break;
             }
         }
     }
@@ -114,6 +108,30 @@ const KNOWN_KEYS: [(&[u8], Key<'static>); 6] = [
     (b"country\"", Key::Country),
 ];
 
+/// A known key with its closing quote, as [`Scanner::key`] compares it:
+/// its first (up to) eight bytes as a little-endian word, the mask of those
+/// bytes, and its length.
+const fn key_word(key: &[u8]) -> (u64, u64, usize) {
+    let mut word = 0u64;
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < key.len() && i < 8 {
+        word |= (key[i] as u64) << (8 * i);
+        mask |= 0xff << (8 * i);
+        i += 1;
+    }
+    (word, mask, key.len())
+}
+
+// `click_id"` is nine bytes: its word is the first eight, the quote is
+// checked on its own.
+const CLICK_ID: (u64, u64, usize) = key_word(b"click_id");
+const AD_ID: (u64, u64, usize) = key_word(b"ad_id\"");
+const TS: (u64, u64, usize) = key_word(b"ts\"");
+const USER_ID: (u64, u64, usize) = key_word(b"user_id\"");
+const IP: (u64, u64, usize) = key_word(b"ip\"");
+const COUNTRY: (u64, u64, usize) = key_word(b"country\"");
+
 /// The fields of SPEC §1 as read so far. A field read twice declines
 /// (serde_json's "duplicate field" error).
 #[derive(Default)]
@@ -124,6 +142,8 @@ struct Fields<'a> {
     user_id: bool,
     ip: Option<IpType>,
     country: Option<Country>,
+    /// Whether `ad_id` was found equal to the subject's ad id as it was read.
+    ad_is_subject: bool,
     /// Declared extra fields already read.
     extras_seen: [bool; MAX_EXTRA_DIMENSIONS],
 }
@@ -144,6 +164,7 @@ impl<'a> Fields<'a> {
         &mut self,
         r: &mut Scanner<'a>,
         key: Key<'a>,
+        subject_ad: &str,
         declared: &[String],
         extras: &mut RawExtras<'a>,
     ) -> Option<()> {
@@ -155,7 +176,19 @@ impl<'a> Fields<'a> {
                 }
                 once(&mut self.click_id, id)
             }
-            Key::AdId => once(&mut self.ad_id, r.string()?),
+            Key::AdId => {
+                // Almost always the subject's ad id: compared in place.
+                // `into_click` checks its bytes, so a subject holding a quote
+                // can never make this accept.
+                let text = match r.exact_string(subject_ad.as_bytes()) {
+                    Some(text) => {
+                        self.ad_is_subject = true;
+                        text
+                    }
+                    None => r.string()?,
+                };
+                once(&mut self.ad_id, text)
+            }
             Key::Ts => once(&mut self.ts, r.integer()?),
             Key::UserId => {
                 if std::mem::replace(&mut self.user_id, true) || r.string()?.chars()? > MAX_ID_CHARS
@@ -185,24 +218,36 @@ impl<'a> Fields<'a> {
                     Country::from_bytes(text.raw).unwrap_or(Country::UNKNOWN),
                 )
             }
-            Key::Other(key) => {
-                // Keys are strings serde checks for UTF-8, read or not.
-                let name = if key.ascii {
-                    key.raw
-                } else {
-                    key.as_str()?.as_bytes()
-                };
-                match declared.iter().position(|f| f.as_bytes() == name) {
-                    Some(i) if i < MAX_EXTRA_DIMENSIONS => {
-                        if std::mem::replace(&mut self.extras_seen[i], true) {
-                            return None;
-                        }
-                        extras[i] = r.extra_value()?;
-                        Some(())
-                    }
-                    _ => r.ignored_value(),
+            Key::Other(key) => self.other_field(r, key, declared, extras),
+        }
+    }
+
+    /// The value of a key adclick does not always read: a declared extra
+    /// field, or one to skip. Kept out of [`Fields::field`], whose usual
+    /// keys are the hot path.
+    #[inline(never)]
+    fn other_field(
+        &mut self,
+        r: &mut Scanner<'a>,
+        key: Text<'a>,
+        declared: &[String],
+        extras: &mut RawExtras<'a>,
+    ) -> Option<()> {
+        // Keys are strings serde checks for UTF-8, read or not.
+        let name = if key.ascii {
+            key.raw
+        } else {
+            key.as_str()?.as_bytes()
+        };
+        match declared.iter().position(|f| f.as_bytes() == name) {
+            Some(i) if i < MAX_EXTRA_DIMENSIONS => {
+                if std::mem::replace(&mut self.extras_seen[i], true) {
+                    return None;
                 }
+                extras[i] = r.extra_value()?;
+                Some(())
             }
+            _ => r.ignored_value(),
         }
     }
 
@@ -210,7 +255,7 @@ impl<'a> Fields<'a> {
     /// subject's; `None` otherwise (serde then words the error).
     fn into_click(self, subject_ad: &str, seq: u64) -> Option<Click> {
         let (click_id, ad_text) = (self.click_id?, self.ad_id?);
-        if ad_text.raw != subject_ad.as_bytes() {
+        if !self.ad_is_subject && ad_text.raw != subject_ad.as_bytes() {
             return None;
         }
         let ad = AdId::from_bytes(ad_text.raw)?;
@@ -235,30 +280,96 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     /// JSON's four whitespace bytes.
+    #[inline(always)]
     fn skip_space(&mut self) {
+        // Compact JSON has none: every byte above the space is not one.
+        if self.bytes.get(self.at).is_some_and(|b| *b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
         }
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline(always)]
     fn peek_past_space(&mut self) -> Option<u8> {
         self.skip_space();
         self.bytes.get(self.at).copied()
     }
 
     /// Consumes `byte` after optional whitespace.
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek_past_space()? == byte).then(|| self.at += 1)
+    }
+
+    /// The `:` after a key, and the whitespace around it.
+    #[inline(always)]
+    fn colon(&mut self) -> Option<()> {
+        if self.bytes.get(self.at) == Some(&b':') {
+            self.at += 1;
+        } else {
+            self.expect(b':')?;
+        }
+        self.skip_space();
+        Some(())
+    }
+
+    /// After a value: `true` past a `,` and the next key's opening quote,
+    /// `false` past the object's closing `}`; `None` for anything else.
+    #[inline(always)]
+    fn next_key(&mut self) -> Option<bool> {
+        // Compact JSON: `,"` straight after the value.
+        if self.bytes.get(self.at..self.at + 2) == Some(b",\"") {
+            self.at += 2;
+            return Some(true);
+        }
+        match self.peek_past_space()? {
+            b',' => {
+                self.at += 1;
+                self.expect(b'"')?;
+                Some(true)
+            }
+            b'}' => {
+                self.at += 1;
+                Some(false)
+            }
+            _ => None,
+        }
     }
 
     /// A key whose opening quote is consumed, through its closing quote.
     ///
     /// The usual keys are recognised by their bytes (and their closing
     /// quote, so `"ts2"` is not `"ts"`), without searching for the end of
-    /// the string first; any other key is read as a string.
+    /// the string first: the next eight bytes are compared as one word with
+    /// the one known key that starts with the same letter (two for `c`).
+    /// Any other key is read as a string.
     fn key(&mut self) -> Option<Key<'a>> {
         let rest = self.bytes.get(self.at..)?;
+        let Some(head) = rest.first_chunk::<9>() else {
+            return self.short_key(rest);
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&head[..8]);
+        let word = u64::from_le_bytes(word);
+        let (key, len) = match head[0] {
+            b'c' if word == CLICK_ID.0 && head[8] == b'"' => (Key::ClickId, 9),
+            b'c' if word == COUNTRY.0 => (Key::Country, COUNTRY.2),
+            b'a' if word & AD_ID.1 == AD_ID.0 => (Key::AdId, AD_ID.2),
+            b't' if word & TS.1 == TS.0 => (Key::Ts, TS.2),
+            b'u' if word == USER_ID.0 => (Key::UserId, USER_ID.2),
+            b'i' if word & IP.1 == IP.0 => (Key::Ip, IP.2),
+            _ => return self.string_body().map(Key::Other),
+        };
+        self.at += len;
+        Some(key)
+    }
+
+    /// [`Scanner::key`] near the end of the payload (fewer than nine bytes
+    /// left, so no known key but the short ones can follow).
+    fn short_key(&mut self, rest: &[u8]) -> Option<Key<'a>> {
         let first = *rest.first()?;
         for (bytes, key) in KNOWN_KEYS {
             if bytes[0] == first && rest.starts_with(bytes) {
@@ -270,6 +381,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string value: `"`, a body, `"`.
+    #[inline(always)]
     fn string(&mut self) -> Option<Text<'a>> {
         if self.bytes.get(self.at) != Some(&b'"') {
             return None;
@@ -280,6 +392,7 @@ impl<'a> Scanner<'a> {
 
     /// The rest of a string whose opening quote is consumed, through the
     /// closing quote. Declines on escapes and control characters.
+    #[inline(always)]
     fn string_body(&mut self) -> Option<Text<'a>> {
         let start = self.at;
         let mut at = start;
@@ -306,13 +419,39 @@ impl<'a> Scanner<'a> {
 
     /// A non-negative integer that fits `i64`, as JSON writes it (no `+`,
     /// no leading zero). A fraction or exponent declines: serde reads a float.
+    ///
+    /// Digits are read eight at a time (a `ts` has 13): see [`leading_digits`].
     fn integer(&mut self) -> Option<i64> {
         let start = self.at;
-        let mut value: i64 = 0;
+        let mut value: u64 = 0;
+        let mut words = 0;
+        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let (digits, read) = leading_digits(u64::from_le_bytes(word));
+            value = value * POWERS_OF_TEN[digits] + read;
+            self.at += digits;
+            words += 1;
+            if digits < 8 {
+                return self.integer_end(start, value);
+            }
+            if words == 2 {
+                // 16 digits and maybe more: past what surely fits.
+                return self.long_integer(start);
+            }
+        }
+        // The payload's last bytes: one at a time (at most 7 digits here,
+        // after at most 8 above).
         while let Some(d @ b'0'..=b'9') = self.bytes.get(self.at) {
-            value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            value = value * 10 + u64::from(d - b'0');
             self.at += 1;
         }
+        self.integer_end(start, value)
+    }
+
+    /// Checks the digits read from `start` as JSON's integer grammar and
+    /// what follows them.
+    fn integer_end(&mut self, start: usize, value: u64) -> Option<i64> {
         let digits = self.at - start;
         if digits == 0 || (digits > 1 && self.bytes[start] == b'0') {
             return None;
@@ -320,7 +459,47 @@ impl<'a> Scanner<'a> {
         if let Some(b'.' | b'e' | b'E') = self.bytes.get(self.at) {
             return None;
         }
+        // At most 15 digits reach here: always fits.
+        i64::try_from(value).ok()
+    }
+
+    /// [`Scanner::integer`] from 16 digits on: one at a time, with overflow checks.
+    #[cold]
+    fn long_integer(&mut self, start: usize) -> Option<i64> {
+        self.at = start;
+        let mut value: i64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.bytes.get(self.at) {
+            value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            self.at += 1;
+        }
+        if self.bytes[start] == b'0' {
+            return None;
+        }
+        if let Some(b'.' | b'e' | b'E') = self.bytes.get(self.at) {
+            return None;
+        }
         Some(value)
+    }
+
+    /// A string value that is exactly `expected`, or `None` with nothing
+    /// consumed. `expected` must hold no byte that [`special_in`] stops at
+    /// (the caller checks the bytes read): then the quote after it is the
+    /// string's end, found without searching.
+    #[inline(always)]
+    fn exact_string(&mut self, expected: &[u8]) -> Option<Text<'a>> {
+        let rest = self.bytes.get(self.at..)?;
+        let end = 1 + expected.len();
+        if rest.first() == Some(&b'"')
+            && rest.get(1..end) == Some(expected)
+            && rest.get(end) == Some(&b'"')
+        {
+            self.at += end + 1;
+            return Some(Text {
+                raw: &rest[1..end],
+                ascii: true,
+            });
+        }
+        None
     }
 
     /// `true`, `false` or `null`.
@@ -358,6 +537,44 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// 10ⁿ for the digit counts [`leading_digits`] returns.
+const POWERS_OF_TEN: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the eight bytes of `word` (little-endian: the first byte is
+/// the lowest) are decimal digits before the first that is not, and the
+/// number they write.
+///
+/// `word - '0'…` makes each digit byte its value and any other byte 10 or
+/// more (or sets its high bit); adding 0x76 sets the high bit of each byte
+/// that is 10 or more. A borrow or carry only reaches bytes *after* a
+/// non-digit, so the lowest marked byte is always exact, and only it is
+/// used. The value is then folded pairwise: digit pairs, fours, eight.
+fn leading_digits(word: u64) -> (usize, u64) {
+    let d = word.wrapping_sub(ONES * u64::from(b'0'));
+    let not_digits = (d | d.wrapping_add(ONES * 0x76)) & HIGH_BITS;
+    let count = (not_digits.trailing_zeros() / 8) as usize;
+    if count == 0 {
+        return (0, 0);
+    }
+    // Move the digits to the top bytes: the zero bytes shifted in below are
+    // leading zeros of the number.
+    let v = d << (8 * (8 - count));
+    let v = (v.wrapping_mul(10) + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    let v = (v.wrapping_mul(10_000) + (v >> 32)) & 0xffff_ffff;
+    (count, v)
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
@@ -370,6 +587,7 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// into the bytes *after* a marked one and mark them falsely, never into
 /// the ones before: the lowest mark is always exact, and it is the only
 /// one used.
+#[inline(always)]
 fn special_bytes(word: u64) -> u64 {
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x;
     let quotes = zero_bytes(word ^ (ONES * u64::from(b'"')));
@@ -383,6 +601,7 @@ fn special_bytes(word: u64) -> u64 {
 ///
 /// Eight bytes at a time, where a byte-by-byte loop would branch on every
 /// byte of every string: most strings here end within one or two words.
+#[inline(always)]
 fn special_in(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     while let Some(chunk) = bytes.get(at..at + 8) {
@@ -417,6 +636,21 @@ mod tests {
                 .find(|(_, b)| matches!(b, b'"' | b'\\' | 0..=0x1f | 0x80..=0xff))
                 .map(|(i, _)| i);
             prop_assert_eq!(special_in(&bytes, from), naive);
+        }
+    }
+
+    proptest! {
+        /// Eight bytes at a time read what a byte-by-byte reading reads.
+        #[test]
+        fn leading_digits_agree_with_a_byte_reading(bytes in any::<[u8; 8]>(), digits in "[0-9]{0,8}") {
+            // Random bytes, and digit runs of every length followed by them.
+            let mut mixed = bytes;
+            mixed[..digits.len()].copy_from_slice(digits.as_bytes());
+            for word in [bytes, mixed] {
+                let count = word.iter().take_while(|b| b.is_ascii_digit()).count();
+                let value = word[..count].iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+                prop_assert_eq!(leading_digits(u64::from_le_bytes(word)), (count, value));
+            }
         }
     }
 
