@@ -207,6 +207,8 @@ fn clock(settings: &PipelineSettings) -> EventClock {
 }
 
 fn bench(c: &mut Criterion) {
+    // What every adclick command does first (see adclick::allocator).
+    adclick::allocator::keep_batch_memory();
     let settings = PipelineSettings::with_defaults(1);
     // Snapshots are checkpoint work: measured in whole_with_checkpoints only.
     let no_snapshots = PipelineSettings {

@@ -4,6 +4,7 @@
 //! configuration, NATS wiring, the REST gateway, and the `serve`, `loadgen`
 //! and `demo` commands. Start with `ARCHITECTURE.md` at the repository root.
 
+pub mod allocator;
 pub mod config;
 pub mod demo;
 pub mod gateway;

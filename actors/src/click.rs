@@ -290,14 +290,13 @@ mod ip_text {
         if !(7..=15).contains(&text.len()) {
             return false;
         }
-        // Padded with non-digits, so reading past the text ends an octet.
-        let mut padded = [0u8; 20];
-        padded[..text.len()].copy_from_slice(text);
-        let digit = |at: usize| u32::from(padded[at].wrapping_sub(b'0'));
+        // Past the text reads as a non-digit (which ends an octet).
+        let byte = |at: usize| text.get(at).copied().unwrap_or(0);
+        let digit = |at: usize| u32::from(byte(at).wrapping_sub(b'0'));
         let (mut at, mut ok) = (0usize, true);
         for octet in 0..4 {
             if octet > 0 {
-                ok &= padded[at] == b'.';
+                ok &= byte(at) == b'.';
                 at += 1;
             }
             let (a, b, c) = (digit(at), digit(at + 1), digit(at + 2));
