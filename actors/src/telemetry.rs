@@ -229,6 +229,48 @@ impl PartitionMeters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use std::sync::Mutex;
+
+    /// Notes the names of the histograms described to it; records nothing.
+    #[derive(Default)]
+    struct DescribedHistograms(Mutex<Vec<String>>);
+
+    impl Recorder for DescribedHistograms {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            if let Ok(mut names) = self.0.lock() {
+                names.push(key.as_str().to_string());
+            }
+        }
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// A histogram without buckets would be exported as a summary, which
+    /// does not add up across pods: every described one must have them.
+    #[test]
+    fn every_described_histogram_has_buckets() {
+        let recorder = DescribedHistograms::default();
+        metrics::with_local_recorder(&recorder, describe);
+        let described = recorder.0.into_inner().unwrap_or_default();
+        assert!(described.len() >= 7, "described: {described:?}");
+        let table = histogram_buckets();
+        for name in &described {
+            assert!(
+                table.iter().any(|(bucketed, _)| bucketed == name),
+                "{name} is described but has no buckets"
+            );
+        }
+    }
 
     #[test]
     fn each_histogram_has_rising_buckets_once() {
