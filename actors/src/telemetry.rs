@@ -229,7 +229,9 @@ impl PartitionMeters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
     use std::sync::Mutex;
 
     /// Notes the names of the histograms described to it; records nothing.
