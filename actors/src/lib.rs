@@ -31,6 +31,7 @@ pub mod batch;
 pub mod click;
 pub mod core;
 pub mod dedup;
+pub mod dense_index;
 pub mod dimension;
 pub mod fast_hash;
 pub mod fault;

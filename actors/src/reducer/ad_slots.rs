@@ -1,16 +1,15 @@
 //! The numbering of a partition's ads: slot → ad id, and ad id → slot in
-//! an open-addressing index whose lookups can be prefetched.
+//! a [`DenseIndex`] whose lookups can be prefetched.
 //!
 //! Why not a `HashMap<AdId, u32>`: with 100,000 ads the map is megabytes, and
 //! each lookup was a cache miss (two: hashbrown's control bytes, then the
 //! 72-byte entry) that the reducer waited for once per ad of a batch. Here
-//! an index bucket is 8 bytes (the slot and 32 bits of the id's hash), its
-//! address is known from the hash alone, and the id to compare with is
-//! `ids[slot]`: the reducer asks for the bucket of an ad a few ads ahead, then
-//! (once that bucket is in cache) for the id it names, so both misses
-//! overlap with the work on the ads before.
+//! the reducer asks for the index bucket of an ad a few ads ahead, then
+//! (once that bucket is in cache) for the id it names in `ids`, so both
+//! misses overlap with the work on the ads before.
 
 use crate::click::AdId;
+use crate::dense_index::{prefetch, DenseIndex, Found};
 use crate::fast_hash::FastHash;
 use std::hash::BuildHasher;
 
@@ -19,15 +18,10 @@ use std::hash::BuildHasher;
 pub struct AdSlots {
     /// The ad of each slot.
     ids: Vec<AdId>,
-    /// Power-of-two length (or empty), at most half full. A bucket is the
-    /// slot plus one (low 32 bits; 0 = empty) and the high 32 bits of the
-    /// id's hash (so most mismatches are seen without reading `ids`).
-    index: Vec<u64>,
+    /// Each ad's hash → its slot.
+    index: DenseIndex,
     hasher: FastHash,
 }
-
-/// The bits of a bucket that hold the slot plus one.
-const SLOT_MASK: u64 = u32::MAX as u64;
 
 impl AdSlots {
     /// The hash the index is keyed on: computed once per ad and passed to
@@ -38,17 +32,6 @@ impl AdSlots {
         self.hasher.hash_one(ad)
     }
 
-    #[inline]
-    fn home(&self, hash: u64) -> usize {
-        // The low bits pick the bucket, the high ones are the tag.
-        (hash as usize) & (self.index.len() - 1)
-    }
-
-    #[inline]
-    fn tag(hash: u64) -> u64 {
-        hash & !SLOT_MASK
-    }
-
     /// The slot of `ad`, numbering it if it is new.
     pub fn slot(&mut self, ad: &AdId) -> u32 {
         self.slot_hashed(ad, self.hash(ad))
@@ -56,46 +39,24 @@ impl AdSlots {
 
     /// [`slot`](Self::slot) with the ad's [`hash`](Self::hash) already known.
     pub fn slot_hashed(&mut self, ad: &AdId, hash: u64) -> u32 {
-        if (self.ids.len() + 1) * 2 > self.index.len() {
-            self.grow();
-        }
-        let mask = self.index.len() - 1;
-        let mut at = self.home(hash);
-        loop {
-            let bucket = self.index[at];
-            if bucket == 0 {
-                let slot = self.ids.len() as u32;
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        match self.index.find_or_insert(
+            hash,
+            |slot| ids[slot as usize] == *ad,
+            |slot| hasher.hash_one(ids[slot as usize]),
+        ) {
+            Found::Old(slot) => slot,
+            Found::New(slot) => {
                 self.ids.push(*ad);
-                self.index[at] = Self::tag(hash) | (u64::from(slot) + 1);
-                return slot;
+                slot
             }
-            let slot = (bucket & SLOT_MASK) as u32 - 1;
-            if bucket & !SLOT_MASK == Self::tag(hash) && self.ids[slot as usize] == *ad {
-                return slot;
-            }
-            at = (at + 1) & mask;
         }
     }
 
     /// The slot of `ad`, if it is numbered.
     pub fn get(&self, ad: &AdId) -> Option<u32> {
-        if self.index.is_empty() {
-            return None;
-        }
-        let hash = self.hash(ad);
-        let mask = self.index.len() - 1;
-        let mut at = self.home(hash);
-        loop {
-            let bucket = self.index[at];
-            if bucket == 0 {
-                return None;
-            }
-            let slot = (bucket & SLOT_MASK) as u32 - 1;
-            if bucket & !SLOT_MASK == Self::tag(hash) && self.ids[slot as usize] == *ad {
-                return Some(slot);
-            }
-            at = (at + 1) & mask;
-        }
+        self.index
+            .find(self.hash(ad), |slot| self.ids[slot as usize] == *ad)
     }
 
     /// The ad of `slot`.
@@ -118,9 +79,7 @@ impl AdSlots {
     /// effect on results).
     #[inline]
     pub fn prefetch_bucket(&self, hash: u64) {
-        if !self.index.is_empty() {
-            prefetch(&self.index[self.home(hash)]);
-        }
+        self.index.prefetch(hash);
     }
 
     /// Asks the CPU for the id that the ad's home bucket names, if its tag
@@ -128,43 +87,14 @@ impl AdSlots {
     /// time to bring the bucket in (a hint; no effect on results).
     #[inline]
     pub fn prefetch_id(&self, hash: u64) {
-        if self.index.is_empty() {
-            return;
-        }
-        let bucket = self.index[self.home(hash)];
-        if bucket != 0 && bucket & !SLOT_MASK == Self::tag(hash) {
-            if let Some(id) = self.ids.get(((bucket & SLOT_MASK) - 1) as usize) {
-                prefetch(id);
-            }
+        if let Some(id) = self
+            .index
+            .likely(hash)
+            .and_then(|slot| self.ids.get(slot as usize))
+        {
+            prefetch(id);
         }
     }
-
-    fn grow(&mut self) {
-        let len = (self.index.len() * 2).max(16);
-        self.index = vec![0; len];
-        let mask = len - 1;
-        for (slot, ad) in self.ids.iter().enumerate() {
-            let hash = self.hasher.hash_one(ad);
-            let mut at = (hash as usize) & mask;
-            while self.index[at] != 0 {
-                at = (at + 1) & mask;
-            }
-            self.index[at] = Self::tag(hash) | (slot as u64 + 1);
-        }
-    }
-}
-
-#[inline]
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults or reads into the program; the
-    // pointer is to a live value besides.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Click, Filter};
+use crate::dense_index::{DenseIndex, Found};
 use crate::fast_hash::FastHash;
 use crate::settings::DimensionSet;
 use std::hash::BuildHasher;
@@ -62,21 +63,14 @@ fn kind(set: DimensionSet) -> usize {
 /// filters, a mispredicted comparison each, was most of the window's time.
 #[derive(Default)]
 pub struct CountDeltas {
-    /// The groups by (ad, minute), open addressing: a power-of-two length
-    /// (or empty), at most half full. A bucket is the group's index plus
-    /// one (low 32 bits; 0 = empty) and the high 32 bits of the key's hash,
-    /// so most mismatches are seen without reading the group. (A `HashMap`
-    /// keyed by (ad, minute) held an 80-byte key per bucket and copied it
-    /// in for every new group.)
-    index: Vec<u64>,
+    /// (ad, minute) → its group. (A `HashMap` keyed by (ad, minute) held
+    /// an 80-byte key per bucket and copied it in for every new group.)
+    index: DenseIndex,
     hasher: FastHash,
     /// Groups in first-seen order.
     groups: Vec<Group>,
     entries: Vec<Entry>,
 }
-
-/// The bits of an index bucket that hold the group's index plus one.
-const GROUP_MASK: u64 = u32::MAX as u64;
 
 impl CountDeltas {
     /// Counts `click` in `minute` under each configured filter.
@@ -116,17 +110,22 @@ impl CountDeltas {
     /// The index of the (ad, minute) group, started if it is new.
     #[inline]
     fn group_of(&mut self, ad: AdId, minute: i64) -> usize {
-        if (self.groups.len() + 1) * 2 > self.index.len() {
-            self.grow_index();
-        }
         let hash = self.hasher.hash_one((&ad, minute));
-        let tag = hash & !GROUP_MASK;
-        let mask = self.index.len() - 1;
-        let mut at = (hash as usize) & mask;
-        loop {
-            let bucket = self.index[at];
-            if bucket == 0 {
-                let g = self.groups.len();
+        let (groups, hasher) = (&self.groups, &self.hasher);
+        let found = self.index.find_or_insert(
+            hash,
+            |g| {
+                let group = &groups[g as usize];
+                group.minute == minute && group.ad == ad
+            },
+            |g| {
+                let group = &groups[g as usize];
+                hasher.hash_one((&group.ad, group.minute))
+            },
+        );
+        match found {
+            Found::Old(g) => g as usize,
+            Found::New(g) => {
                 self.groups.push(Group {
                     ad,
                     minute,
@@ -134,35 +133,8 @@ impl CountDeltas {
                     last: END,
                     kinds: [END; KINDS],
                 });
-                self.index[at] = tag | (g as u64 + 1);
-                return g;
+                g as usize
             }
-            let g = (bucket & GROUP_MASK) as usize - 1;
-            if bucket & !GROUP_MASK == tag {
-                let group = &self.groups[g];
-                if group.minute == minute && group.ad == ad {
-                    return g;
-                }
-            }
-            at = (at + 1) & mask;
-        }
-    }
-
-    /// Doubles the index (it is kept across batches: this happens only
-    /// while batches grow) and puts the current groups back in.
-    #[cold]
-    fn grow_index(&mut self) {
-        let len = (self.index.len() * 2).max(64);
-        self.index.clear();
-        self.index.resize(len, 0);
-        let mask = len - 1;
-        for (g, group) in self.groups.iter().enumerate() {
-            let hash = self.hasher.hash_one((&group.ad, group.minute));
-            let mut at = (hash as usize) & mask;
-            while self.index[at] != 0 {
-                at = (at + 1) & mask;
-            }
-            self.index[at] = (hash & !GROUP_MASK) | (g as u64 + 1);
         }
     }
 
@@ -183,7 +155,7 @@ impl CountDeltas {
                 e = entry.next;
             }
         }
-        self.index.fill(0);
+        self.index.clear();
         self.groups.clear();
         self.entries.clear();
         out
