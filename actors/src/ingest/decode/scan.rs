@@ -46,9 +46,7 @@ pub(super) fn click<'p>(
     } else {
         r.expect(b'"')?;
         loop {
-            let key = r.key()?;
-            r.colon()?;
-            read.field(&mut r, key, subject_ad, fields, &mut extras)?;
+            read.key_and_value(&mut r, subject_ad, fields, &mut extras)?;
             if !r.next_key()? {
                 break;
             }
@@ -108,7 +106,7 @@ const KNOWN_KEYS: [(&[u8], Key<'static>); 6] = [
     (b"country\"", Key::Country),
 ];
 
-/// A known key with its closing quote, as [`Scanner::key`] compares it:
+/// A known key with its closing quote, as [`Fields::key_and_value`] compares it:
 /// its first (up to) eight bytes as a little-endian word, the mask of those
 /// bytes, and its length.
 const fn key_word(key: &[u8]) -> (u64, u64, usize) {
@@ -158,8 +156,72 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 impl<'a> Fields<'a> {
-    /// Reads the value of `key` (the scanner is at its first byte),
-    /// checking what can be checked on the field alone.
+    /// Reads a key whose opening quote is consumed, the `:` after it, and
+    /// its value, checking what can be checked on the field alone.
+    ///
+    /// The usual keys are recognised by their bytes (and their closing
+    /// quote, so `"ts2"` is not `"ts"`), without searching for the end of
+    /// the string first: the next eight bytes are compared as one word with
+    /// the one known key that starts with the same letter (two for `c`).
+    /// Each match leads straight to its value's reading: naming the key and
+    /// then dispatching on the name cost a second jump per field.
+    #[inline(always)]
+    fn key_and_value(
+        &mut self,
+        r: &mut Scanner<'a>,
+        subject_ad: &str,
+        declared: &[String],
+        extras: &mut RawExtras<'a>,
+    ) -> Option<()> {
+        let rest = r.bytes.get(r.at..)?;
+        let Some(head) = rest.first_chunk::<9>() else {
+            // Near the end of the payload: only the short keys fit.
+            let key = r.short_key(rest)?;
+            r.colon()?;
+            return self.field(r, key, subject_ad, declared, extras);
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&head[..8]);
+        let word = u64::from_le_bytes(word);
+        let mut past = |len: usize| {
+            r.at += len;
+            r.colon()
+        };
+        match head[0] {
+            b'c' if word == CLICK_ID.0 && head[8] == b'"' => {
+                past(9)?;
+                self.click_id(r)
+            }
+            b'c' if word == COUNTRY.0 => {
+                past(COUNTRY.2)?;
+                self.country(r)
+            }
+            b'a' if word & AD_ID.1 == AD_ID.0 => {
+                past(AD_ID.2)?;
+                self.ad_id(r, subject_ad)
+            }
+            b't' if word & TS.1 == TS.0 => {
+                past(TS.2)?;
+                once(&mut self.ts, r.integer()?)
+            }
+            b'u' if word == USER_ID.0 => {
+                past(USER_ID.2)?;
+                self.user_id(r)
+            }
+            b'i' if word & IP.1 == IP.0 => {
+                past(IP.2)?;
+                self.ip(r)
+            }
+            _ => {
+                let key = r.string_body()?;
+                r.colon()?;
+                self.other_field(r, key, declared, extras)
+            }
+        }
+    }
+
+    /// Reads the value of `key` (the scanner is at its first byte): what
+    /// [`Fields::key_and_value`] does near the end of a payload.
     fn field(
         &mut self,
         r: &mut Scanner<'a>,
@@ -169,57 +231,71 @@ impl<'a> Fields<'a> {
         extras: &mut RawExtras<'a>,
     ) -> Option<()> {
         match key {
-            Key::ClickId => {
-                let id = r.string()?;
-                if !(1..=MAX_ID_CHARS).contains(&id.chars()?) {
-                    return None;
-                }
-                once(&mut self.click_id, id)
-            }
-            Key::AdId => {
-                // Almost always the subject's ad id: compared in place.
-                // `into_click` checks its bytes, so a subject holding a quote
-                // can never make this accept.
-                let text = match r.exact_string(subject_ad.as_bytes()) {
-                    Some(text) => {
-                        self.ad_is_subject = true;
-                        text
-                    }
-                    None => r.string()?,
-                };
-                once(&mut self.ad_id, text)
-            }
+            Key::ClickId => self.click_id(r),
+            Key::AdId => self.ad_id(r, subject_ad),
             Key::Ts => once(&mut self.ts, r.integer()?),
-            Key::UserId => {
-                if std::mem::replace(&mut self.user_id, true) || r.string()?.chars()? > MAX_ID_CHARS
-                {
-                    return None;
-                }
-                Some(())
-            }
-            Key::Ip => {
-                let ip = r.string()?;
-                // A non-ASCII `ip` is no address, but serde would still
-                // refuse it if it were not UTF-8.
-                let kind = if ip.ascii {
-                    IpType::classify(ip.raw)
-                } else {
-                    ip.as_str().map(|_| IpType::Unknown)?
-                };
-                once(&mut self.ip, kind)
-            }
-            Key::Country => {
-                let text = r.string()?;
-                if !text.ascii {
-                    text.as_str()?;
-                }
-                once(
-                    &mut self.country,
-                    Country::from_bytes(text.raw).unwrap_or(Country::UNKNOWN),
-                )
-            }
+            Key::UserId => self.user_id(r),
+            Key::Ip => self.ip(r),
+            Key::Country => self.country(r),
             Key::Other(key) => self.other_field(r, key, declared, extras),
         }
+    }
+
+    #[inline(always)]
+    fn click_id(&mut self, r: &mut Scanner<'a>) -> Option<()> {
+        let id = r.string()?;
+        if !(1..=MAX_ID_CHARS).contains(&id.chars()?) {
+            return None;
+        }
+        once(&mut self.click_id, id)
+    }
+
+    #[inline(always)]
+    fn ad_id(&mut self, r: &mut Scanner<'a>, subject_ad: &str) -> Option<()> {
+        // Almost always the subject's ad id: compared in place.
+        // `into_click` checks its bytes, so a subject holding a quote
+        // can never make this accept.
+        let text = match r.exact_string(subject_ad.as_bytes()) {
+            Some(text) => {
+                self.ad_is_subject = true;
+                text
+            }
+            None => r.string()?,
+        };
+        once(&mut self.ad_id, text)
+    }
+
+    #[inline(always)]
+    fn user_id(&mut self, r: &mut Scanner<'a>) -> Option<()> {
+        if std::mem::replace(&mut self.user_id, true) || r.string()?.chars()? > MAX_ID_CHARS {
+            return None;
+        }
+        Some(())
+    }
+
+    #[inline(always)]
+    fn ip(&mut self, r: &mut Scanner<'a>) -> Option<()> {
+        let ip = r.string()?;
+        // A non-ASCII `ip` is no address, but serde would still
+        // refuse it if it were not UTF-8.
+        let kind = if ip.ascii {
+            IpType::classify(ip.raw)
+        } else {
+            ip.as_str().map(|_| IpType::Unknown)?
+        };
+        once(&mut self.ip, kind)
+    }
+
+    #[inline(always)]
+    fn country(&mut self, r: &mut Scanner<'a>) -> Option<()> {
+        let text = r.string()?;
+        if !text.ascii {
+            text.as_str()?;
+        }
+        once(
+            &mut self.country,
+            Country::from_bytes(text.raw).unwrap_or(Country::UNKNOWN),
+        )
     }
 
     /// The value of a key adclick does not always read: a declared extra
@@ -339,36 +415,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A key whose opening quote is consumed, through its closing quote.
-    ///
-    /// The usual keys are recognised by their bytes (and their closing
-    /// quote, so `"ts2"` is not `"ts"`), without searching for the end of
-    /// the string first: the next eight bytes are compared as one word with
-    /// the one known key that starts with the same letter (two for `c`).
-    /// Any other key is read as a string.
-    fn key(&mut self) -> Option<Key<'a>> {
-        let rest = self.bytes.get(self.at..)?;
-        let Some(head) = rest.first_chunk::<9>() else {
-            return self.short_key(rest);
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&head[..8]);
-        let word = u64::from_le_bytes(word);
-        let (key, len) = match head[0] {
-            b'c' if word == CLICK_ID.0 && head[8] == b'"' => (Key::ClickId, 9),
-            b'c' if word == COUNTRY.0 => (Key::Country, COUNTRY.2),
-            b'a' if word & AD_ID.1 == AD_ID.0 => (Key::AdId, AD_ID.2),
-            b't' if word & TS.1 == TS.0 => (Key::Ts, TS.2),
-            b'u' if word == USER_ID.0 => (Key::UserId, USER_ID.2),
-            b'i' if word & IP.1 == IP.0 => (Key::Ip, IP.2),
-            _ => return self.string_body().map(Key::Other),
-        };
-        self.at += len;
-        Some(key)
-    }
-
-    /// [`Scanner::key`] near the end of the payload (fewer than nine bytes
-    /// left, so no known key but the short ones can follow).
+    /// A key whose opening quote is consumed, through its closing quote,
+    /// near the end of the payload (fewer than nine bytes left): a known
+    /// key if one fits, else any key, read as a string.
     fn short_key(&mut self, rest: &[u8]) -> Option<Key<'a>> {
         let first = *rest.first()?;
         for (bytes, key) in KNOWN_KEYS {
