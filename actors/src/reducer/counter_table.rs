@@ -29,6 +29,7 @@ impl CounterTable {
     }
 
     /// Adds `n` clicks to `slot`; returns its new total.
+    #[inline]
     pub fn add(&mut self, slot: u32, n: u64) -> u64 {
         let count = self.count_mut(slot);
         *count += n;
@@ -121,6 +122,8 @@ impl CounterTable {
         self.len == 0
     }
 
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.entries);
         self.entries = vec![Entry::default(); (old.len() * 2).max(8)];

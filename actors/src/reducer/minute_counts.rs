@@ -183,10 +183,27 @@ impl MinuteCounts {
         }
     }
 
+    /// The code of `filter`, numbering it if it is new.
+    #[inline]
     fn filter_code(&mut self, filter: &Filter) -> usize {
         // Filters carry the click's values (`country=US`, …): there are
         // hundreds of them, so a short scan misses and hashing a 20-byte
-        // key per increment is the cost to avoid.
+        // key per increment is the cost to avoid. A built-in filter already
+        // numbered (nearly every increment) is one load, inline.
+        if filter.extras.is_empty() {
+            if let Some(&code) = self.builtin_codes.get(builtin_index(filter)) {
+                if code != NO_CODE {
+                    return code as usize;
+                }
+            }
+        }
+        self.new_or_extra_filter_code(filter)
+    }
+
+    /// [`MinuteCounts::filter_code`] for a filter with extra dimensions, or
+    /// one seen for the first time.
+    #[inline(never)]
+    fn new_or_extra_filter_code(&mut self, filter: &Filter) -> usize {
         let builtin = filter.extras.is_empty().then(|| builtin_index(filter));
         if let Some(at) = builtin {
             match self.builtin_codes.get(at) {
