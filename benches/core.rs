@@ -8,9 +8,10 @@
 //! line, as `adclick loadgen --out` writes), so other engines can be run on the
 //! very same input.
 //!
-//! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce
-//! or whole) skips criterion and runs that one stage once over the workload,
-//! inside `profiled_stage`, so a profiler can count only it:
+//! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce,
+//! whole, or checkpoints: whole with its snapshots and commits, a commit
+//! every 8 batches) skips criterion and runs that one stage once over the
+//! workload, inside `profiled_stage`, so a profiler can count only it:
 //!
 //! ```text
 //! ADCLICK_BENCH_PROFILE=whole ADCLICK_BENCH_CLICKS=100000 valgrind --tool=callgrind \
@@ -157,6 +158,21 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
             }
             counts.ads_numbered()
         }
+        "checkpoints" => {
+            let (_, store, generation) = prepared.store.as_ref().expect("a store");
+            let split = CpuSplit::default();
+            let work = &prepared.work;
+            with_checkpoints(
+                work,
+                settings,
+                store,
+                *generation,
+                Commits::ByBatches,
+                &split,
+            );
+            split.report();
+            split.clicks.load(Relaxed) as usize
+        }
         _ => {
             let mut core = PartitionCore::new(0, settings);
             for (i, chunk) in prepared.work.chunks(BATCH).enumerate() {
@@ -172,6 +188,8 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
 struct Prepared {
     work: Vec<(String, Bytes)>,
     batches: Vec<Batch>,
+    /// For `checkpoints`: an empty partition file (in its directory).
+    store: Option<(tempfile::TempDir, PartitionStore, u64)>,
 }
 
 /// Runs `stage` once under `profiled_stage`, for a profiler.
@@ -193,7 +211,16 @@ fn profile(stage: &str, settings: &PipelineSettings) {
         batches.push(batch);
     }
     let n = work.len();
-    let mut prepared = Prepared { work, batches };
+    let store = (stage == "checkpoints").then(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, generation) = open_store(dir.path(), settings);
+        (dir, store, generation)
+    });
+    let mut prepared = Prepared {
+        work,
+        batches,
+        store,
+    };
     let out = profiled_stage(stage, &mut prepared, settings);
     println!("profiled {stage} over {n} clicks ({out})");
 }
@@ -214,8 +241,11 @@ fn bench(c: &mut Criterion) {
         ..settings.clone()
     };
     if let Ok(stage) = std::env::var("ADCLICK_BENCH_PROFILE") {
-        // As `whole` runs below: without snapshots.
-        profile(&stage, &no_snapshots);
+        // As the benches below run: snapshots with checkpoints only.
+        match stage.as_str() {
+            "checkpoints" => profile(&stage, &settings),
+            _ => profile(&stage, &no_snapshots),
+        }
         return;
     }
     let work = workload();
@@ -309,58 +339,97 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     group.bench_function("whole_with_checkpoints", |b| {
         b.iter_batched(
-            || {
-                let store = PartitionStore::open(dir.path(), rand_partition()).expect("store");
-                let generation = store
-                    .recover(settings.memory_minutes)
-                    .expect("recover")
-                    .generation;
-                (store, generation)
-            },
+            || open_store(dir.path(), &settings),
             |(store, generation)| {
-                let started = thread_cpu_ns();
-                let mut core = PartitionCore::new(0, &settings);
-                let mut pending = Checkpoint::default();
-                let interval =
-                    std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
-                let mut last_commit = std::time::Instant::now();
-                for (i, chunk) in work.chunks(BATCH).enumerate() {
-                    let mut batch = decoded_batch(i, chunk);
-                    core.process(&mut batch);
-                    batch.holds_credit = true;
-                    let t = thread_cpu_ns();
-                    pending.absorb(&mut batch);
-                    split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
-                    if last_commit.elapsed() >= interval
-                        || pending.credits * 2 >= settings.max_batches_in_flight
-                    {
-                        last_commit = std::time::Instant::now();
-                        let cp = pending.take();
-                        split
-                            .log_bytes
-                            .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
-                        split
-                            .id_bytes
-                            .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
-                        let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
-                        split
-                            .snapshot_bytes
-                            .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
-                        let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
-                        let t = thread_cpu_ns();
-                        store.commit(generation, &cp, final_until).expect("commit");
-                        split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
-                    }
-                }
-                split.all.fetch_add(thread_cpu_ns() - started, Relaxed);
-                split.clicks.fetch_add(work.len() as u64, Relaxed);
-                core.watermark()
+                with_checkpoints(
+                    &work,
+                    &settings,
+                    &store,
+                    generation,
+                    Commits::AsTheWriter,
+                    &split,
+                )
             },
             BatchSize::PerIteration,
         )
     });
     group.finish();
     split.report();
+}
+
+/// A fresh partition file in `dir`, recovered (empty): the store and its generation.
+fn open_store(dir: &std::path::Path, settings: &PipelineSettings) -> (PartitionStore, u64) {
+    let store = PartitionStore::open(dir, rand_partition()).expect("store");
+    let generation = store
+        .recover(settings.memory_minutes)
+        .expect("recover")
+        .generation;
+    (store, generation)
+}
+
+/// When [`with_checkpoints`] commits.
+#[derive(Clone, Copy)]
+enum Commits {
+    /// As the writer does: at the checkpoint interval or when
+    /// `max_batches_in_flight` / 2 batches wait, whichever comes first.
+    AsTheWriter,
+    /// Every `max_batches_in_flight` / 2 batches only: what the writer does
+    /// at full speed, and the same commits however slow the run (under
+    /// callgrind, the interval would fire on almost every batch).
+    ByBatches,
+}
+
+/// The whole core plus its checkpoints, committed on the same thread (the
+/// service commits on a blocking thread, beside the pipeline: this is the
+/// upper bound of what checkpointing costs), at the default
+/// `checkpoint_interval` (100 ms) or when `max_batches_in_flight` / 2
+/// batches wait, as `commits` says. Adds its CPU time and bytes to `split`.
+fn with_checkpoints(
+    work: &[(String, Bytes)],
+    settings: &PipelineSettings,
+    store: &PartitionStore,
+    generation: u64,
+    commits: Commits,
+    split: &CpuSplit,
+) -> i64 {
+    let started = thread_cpu_ns();
+    let mut core = PartitionCore::new(0, settings);
+    let mut pending = Checkpoint::default();
+    let interval = std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
+    let mut last_commit = std::time::Instant::now();
+    for (i, chunk) in work.chunks(BATCH).enumerate() {
+        let mut batch = decoded_batch(i, chunk);
+        core.process(&mut batch);
+        batch.holds_credit = true;
+        let t = thread_cpu_ns();
+        pending.absorb(&mut batch);
+        split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
+        let interval_passed = match commits {
+            Commits::AsTheWriter => last_commit.elapsed() >= interval,
+            Commits::ByBatches => false,
+        };
+        if interval_passed || pending.credits * 2 >= settings.max_batches_in_flight {
+            last_commit = std::time::Instant::now();
+            let cp = pending.take();
+            split
+                .log_bytes
+                .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
+            split
+                .id_bytes
+                .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+            let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
+            split
+                .snapshot_bytes
+                .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
+            let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
+            let t = thread_cpu_ns();
+            store.commit(generation, &cp, final_until).expect("commit");
+            split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
+        }
+    }
+    split.all.fetch_add(thread_cpu_ns() - started, Relaxed);
+    split.clicks.fetch_add(work.len() as u64, Relaxed);
+    core.watermark()
 }
 
 /// Where whole_with_checkpoints spends its thread's CPU time (fsync waits
@@ -384,17 +453,29 @@ impl CpuSplit {
     fn report(&self) {
         let clicks = self.clicks.load(Relaxed).max(1) as f64;
         let per_click = |n: &AtomicU64| n.load(Relaxed) as f64 / clicks;
-        let core = self.core.load(Relaxed) as f64 / self.core_clicks.load(Relaxed).max(1) as f64;
-        eprintln!(
-            "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
-             {:.0} ns committing; whole (no checkpoints): {core:.0} ns; checkpoints cost \
-             {:.0} ns, {:.1}% of the core's CPU",
-            per_click(&self.all),
-            per_click(&self.absorb),
-            per_click(&self.commit),
-            per_click(&self.all) - core,
-            100.0 * (per_click(&self.all) - core) / core,
-        );
+        let core_clicks = self.core_clicks.load(Relaxed);
+        if core_clicks == 0 {
+            // A profile run: no `whole` to compare with.
+            eprintln!(
+                "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
+                 {:.0} ns committing",
+                per_click(&self.all),
+                per_click(&self.absorb),
+                per_click(&self.commit),
+            );
+        } else {
+            let core = self.core.load(Relaxed) as f64 / core_clicks as f64;
+            eprintln!(
+                "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
+                 {:.0} ns committing; whole (no checkpoints): {core:.0} ns; checkpoints cost \
+                 {:.0} ns, {:.1}% of the core's CPU",
+                per_click(&self.all),
+                per_click(&self.absorb),
+                per_click(&self.commit),
+                per_click(&self.all) - core,
+                100.0 * (per_click(&self.all) - core) / core,
+            );
+        }
         eprintln!(
             "whole_with_checkpoints bytes per click: {:.1} count log, {:.1} ids, {:.1} snapshots",
             per_click(&self.log_bytes),
