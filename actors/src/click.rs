@@ -184,6 +184,17 @@ impl Country {
         let letter = |b: u8| usize::from(b.wrapping_sub(b'A')) % 26;
         letter(self.0[0]) * 26 + letter(self.0[1])
     }
+
+    /// The code whose [`Country::index`] is `index`; `None` past the last.
+    pub fn from_index(index: usize) -> Option<Country> {
+        if index >= Country::COUNT {
+            return None;
+        }
+        Some(Country([
+            b'A' + (index / 26) as u8,
+            b'A' + (index % 26) as u8,
+        ]))
+    }
 }
 
 /// The `ip_type` dimension: which address family the click's `ip` was.

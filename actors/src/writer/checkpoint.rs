@@ -62,9 +62,7 @@ impl Checkpoint {
         self.last_seq = self.last_seq.max(batch.last_seq);
         self.watermark = self.watermark.max(batch.watermark);
         self.new_ids.append(&mut batch.new_ids);
-        for d in &batch.deltas {
-            self.log_total(d.minute, &d.ad, &d.filter, d.total);
-        }
+        self.log.push_deltas(&batch.deltas);
         self.snapshots.append(&mut batch.snapshots);
         self.full_snapshot |= batch.full_snapshot;
         self.admitted.append(&mut batch.admitted);

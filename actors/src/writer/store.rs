@@ -1288,10 +1288,14 @@ mod tests {
         {
             let mut previous = txn.open_table(MINUTE_COUNTS).unwrap();
             for (minute, n) in [(7, 5u64), (8, 7)] {
-                let mut packed = packed_counts::PackedCounts::default();
-                packed.push(minute * MINUTE_MS, &ad("a"), &Filter::ALL, n);
+                let packed = packed_counts::tests::layout_1(&[(
+                    minute * MINUTE_MS,
+                    ad("a"),
+                    Filter::ALL,
+                    n,
+                )]);
                 let mut value = 1u64.to_le_bytes().to_vec();
-                value.extend_from_slice(packed.as_bytes());
+                value.extend_from_slice(&packed);
                 previous
                     .insert(minute * MINUTE_MS, value.as_slice())
                     .unwrap();
@@ -1319,6 +1323,58 @@ mod tests {
             .map(|d| (d.minute / MINUTE_MS, d.total))
             .collect();
         assert_eq!(counts, vec![(8, 9), (7, 5)]);
+    }
+
+    #[test]
+    fn count_log_records_of_the_previous_layout_replay_before_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let us = Filter {
+            country: crate::click::Country::parse("US"),
+            ..Filter::ALL
+        };
+        // Commits 1 and 2 as the previous version wrote them (layout 1).
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut log = txn.open_table(COUNT_LOG).unwrap();
+            let record_1 = packed_counts::tests::layout_1(&[
+                (9 * MINUTE_MS, ad("a"), Filter::ALL, 3),
+                (9 * MINUTE_MS, ad("a"), us, 2),
+                (8 * MINUTE_MS, ad("b"), Filter::ALL, 1),
+            ]);
+            let record_2 = packed_counts::tests::layout_1(&[(9 * MINUTE_MS, ad("a"), us, 4)]);
+            log.insert(1, record_1.as_slice()).unwrap();
+            log.insert(2, record_2.as_slice()).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("last_seq", 2).unwrap();
+            meta.insert("watermark", 9 * MINUTE_MS).unwrap();
+        }
+        txn.commit().unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        // Commit 3 by this version (layout 2): newer totals win.
+        let mut cp = Checkpoint::resume(3, 9 * MINUTE_MS);
+        cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 5);
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+
+        let recovered = store.recover(60).unwrap();
+        let mut last = std::collections::BTreeMap::new();
+        for d in &recovered.counts {
+            last.insert(
+                (d.minute / MINUTE_MS, d.ad.to_string(), d.filter.key()),
+                d.total,
+            );
+        }
+        let expected: std::collections::BTreeMap<_, _> = [
+            ((8, "b".to_string(), Filter::ALL.key()), 1),
+            ((9, "a".to_string(), Filter::ALL.key()), 5),
+            ((9, "a".to_string(), us.key()), 4),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(last, expected);
+        assert_eq!(recovered.logged_totals, 5);
+        assert_eq!(recovered.logged_minutes, vec![8 * MINUTE_MS, 9 * MINUTE_MS]);
+        assert_eq!(recovered.last_seq, 3);
     }
 
     #[test]
