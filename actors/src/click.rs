@@ -59,6 +59,14 @@ impl AdId {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+
+    /// The id's bytes followed by zeros up to [`AD_ID_MAX`]: a copy of a
+    /// fixed size is a few vector moves, where a copy of the id's own
+    /// length is a `memcpy` call.
+    #[inline]
+    pub fn padded(&self) -> &[u8; AD_ID_MAX] {
+        &self.bytes
+    }
 }
 
 impl AdId {
