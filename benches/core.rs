@@ -563,6 +563,12 @@ fn with_digest_checkpoints(
     }
     split.clicks.fetch_add(work.len() as u64, Relaxed);
     split.ads.store(slots.len() as u64, Relaxed);
+    // What the final snapshots would write, once each minute turns final
+    // (none does within the workload): every counter of every minute.
+    let minutes = core.counts.minutes_within(i64::MIN, i64::MAX);
+    let counters: usize = minutes.iter().map(|m| core.counts.counters_in(*m)).sum();
+    split.counters.store(counters as u64, Relaxed);
+    split.run_clicks.store(work.len() as u64, Relaxed);
     core.watermark()
 }
 
@@ -608,6 +614,9 @@ struct DigestSplit {
     snapshot_bytes: AtomicU64,
     clicks: AtomicU64,
     ads: AtomicU64,
+    /// Counters in memory at the end of the last run, and its clicks.
+    counters: AtomicU64,
+    run_clicks: AtomicU64,
 }
 
 impl DigestSplit {
@@ -626,6 +635,10 @@ impl DigestSplit {
             per_click(&self.digest_bytes),
             per_click(&self.snapshot_bytes),
             self.ads.load(Relaxed),
+        );
+        eprintln!(
+            "digest prototype: {:.2} counters per click to snapshot once their minutes turn final",
+            self.counters.load(Relaxed) as f64 / self.run_clicks.load(Relaxed).max(1) as f64,
         );
     }
 }
