@@ -89,8 +89,10 @@ impl Checkpoint {
     /// Starts the next checkpoint, keeping the sequence and watermark reached.
     pub fn take(&mut self) -> Checkpoint {
         let mut next = Checkpoint::resume(self.last_seq, self.watermark);
-        // Commits at a steady rate log similar amounts: start at the last size.
+        // Commits at a steady rate log similar amounts: start at the last
+        // sizes (growing by doubling cost a realloc and a copy each time).
         next.log = PackedCounts::with_capacity(self.log.as_bytes().len());
+        next.new_ids = Vec::with_capacity(self.new_ids.len());
         std::mem::replace(self, next)
     }
 

@@ -34,6 +34,14 @@ pub struct PackedMinute {
 }
 
 impl PackedMinute {
+    /// Empty, with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> PackedMinute {
+        PackedMinute {
+            bytes: Vec::with_capacity(bytes),
+            ..PackedMinute::default()
+        }
+    }
+
     /// Appends a counter. Counters of one filter should come together: each
     /// change of filter starts a section (correct either way, smaller so).
     pub fn push(&mut self, filter: &Filter, ad: &AdId, total: u64) {
