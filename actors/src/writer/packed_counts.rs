@@ -1,5 +1,6 @@
-//! Counter totals packed into one value: the count log's records and the
-//! minute snapshots of a partition's redb file.
+//! Counter totals packed into one value: the count log's records of a
+//! partition's redb file (and the previous version's minute snapshots,
+//! table `minute_counts`).
 //!
 //! A counter of an open minute changes in almost every commit (a hot ad gets
 //! clicks every 100 ms). Writing each changed counter as its own B-tree row
@@ -25,8 +26,8 @@
 //! high bits), or the tag `0x08` then the filter's key text
 //! ([`Filter::key`], which names every dimension) behind a `u16` LE length
 //! for filters with extra dimensions, stored as text because their
-//! in-memory codes are numbered per process. About 15 bytes a click where
-//! layout 1 took 20 (bench `whole_with_checkpoints`).
+//! in-memory codes are numbered per process. About 13.5 bytes a click where
+//! layout 1 took 21 (bench `whole_with_checkpoints`, four default filters).
 //!
 //! Layout 1 (read only: records of files written before layout 2, and the
 //! previous version's minute snapshots): the same groups without the format
