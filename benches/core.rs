@@ -550,7 +550,7 @@ fn with_digest_checkpoints(
             // The digests' bytes, as extra ids of their minutes' blocks.
             for (minute, bytes) in digest_minutes.drain(..) {
                 for _ in 0..bytes.div_ceil(16) {
-                    cp.new_ids.push((minute, fake_id));
+                    cp.new_ids.push(minute, fake_id);
                     fake_id -= 1;
                 }
             }
