@@ -8,9 +8,10 @@
 //! line, as `adclick loadgen --out` writes), so other engines can be run on the
 //! very same input.
 //!
-//! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce
-//! or whole) skips criterion and runs that one stage once over the workload,
-//! inside `profiled_stage`, so a profiler can count only it:
+//! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce,
+//! whole, or checkpoints: whole with its snapshots and commits, a commit
+//! every 8 batches) skips criterion and runs that one stage once over the
+//! workload, inside `profiled_stage`, so a profiler can count only it:
 //!
 //! ```text
 //! ADCLICK_BENCH_PROFILE=whole ADCLICK_BENCH_CLICKS=100000 valgrind --tool=callgrind \
@@ -23,12 +24,14 @@
 
 use adclick::loadgen::{ClickGenerator, LoadgenArgs};
 use adclick_actors::batch::Batch;
-use adclick_actors::click::Click;
+use adclick_actors::click::{AdId, Click, Country, IpType};
 use adclick_actors::core::PartitionCore;
 use adclick_actors::dedup::repeat_filter::RepeatFilter;
 use adclick_actors::ingest::decode::decode;
+use adclick_actors::reducer::ad_slots::AdSlots;
 use adclick_actors::reducer::minute_counts::MinuteCounts;
 use adclick_actors::settings::PipelineSettings;
+use adclick_actors::time::minute_floor;
 use adclick_actors::window::event_clock::final_until;
 use adclick_actors::window::event_clock::{EventClock, NO_WATERMARK};
 use adclick_actors::window::minute_assigner::MinuteAssigner;
@@ -157,6 +160,29 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
             }
             counts.ads_numbered()
         }
+        "digests" => {
+            let (_, store, generation) = prepared.store.as_ref().expect("a store");
+            let split = DigestSplit::default();
+            let work = &prepared.work;
+            with_digest_checkpoints(work, settings, store, *generation, &split);
+            split.report();
+            split.clicks.load(Relaxed) as usize
+        }
+        "checkpoints" => {
+            let (_, store, generation) = prepared.store.as_ref().expect("a store");
+            let split = CpuSplit::default();
+            let work = &prepared.work;
+            with_checkpoints(
+                work,
+                settings,
+                store,
+                *generation,
+                Commits::ByBatches,
+                &split,
+            );
+            split.report();
+            split.clicks.load(Relaxed) as usize
+        }
         _ => {
             let mut core = PartitionCore::new(0, settings);
             for (i, chunk) in prepared.work.chunks(BATCH).enumerate() {
@@ -172,6 +198,8 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
 struct Prepared {
     work: Vec<(String, Bytes)>,
     batches: Vec<Batch>,
+    /// For `checkpoints`: an empty partition file (in its directory).
+    store: Option<(tempfile::TempDir, PartitionStore, u64)>,
 }
 
 /// Runs `stage` once under `profiled_stage`, for a profiler.
@@ -193,7 +221,16 @@ fn profile(stage: &str, settings: &PipelineSettings) {
         batches.push(batch);
     }
     let n = work.len();
-    let mut prepared = Prepared { work, batches };
+    let store = (stage == "checkpoints" || stage == "digests").then(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, generation) = open_store(dir.path(), settings);
+        (dir, store, generation)
+    });
+    let mut prepared = Prepared {
+        work,
+        batches,
+        store,
+    };
     let out = profiled_stage(stage, &mut prepared, settings);
     println!("profiled {stage} over {n} clicks ({out})");
 }
@@ -215,9 +252,16 @@ fn bench(c: &mut Criterion) {
         snapshot_log_floor: usize::MAX,
         ..settings.clone()
     };
+    // The digest prototype's: minutes snapshot when they turn final only.
+    let only_final_snapshots = no_snapshots.clone();
     if let Ok(stage) = std::env::var("ADCLICK_BENCH_PROFILE") {
-        // As `whole` runs below: without snapshots.
-        profile(&stage, &no_snapshots);
+        // As the benches below run: snapshots with checkpoints only.
+        match stage.as_str() {
+            "checkpoints" => profile(&stage, &settings),
+            // The digest design needs no full snapshots (see below).
+            "digests" => profile(&stage, &only_final_snapshots),
+            _ => profile(&stage, &no_snapshots),
+        }
         return;
     }
     let work = workload();
@@ -311,58 +355,294 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     group.bench_function("whole_with_checkpoints", |b| {
         b.iter_batched(
-            || {
-                let store = PartitionStore::open(dir.path(), rand_partition()).expect("store");
-                let generation = store
-                    .recover(settings.memory_minutes)
-                    .expect("recover")
-                    .generation;
-                (store, generation)
-            },
+            || open_store(dir.path(), &settings),
             |(store, generation)| {
-                let started = thread_cpu_ns();
-                let mut core = PartitionCore::new(0, &settings);
-                let mut pending = Checkpoint::default();
-                let interval =
-                    std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
-                let mut last_commit = std::time::Instant::now();
-                for (i, chunk) in work.chunks(BATCH).enumerate() {
-                    let mut batch = decoded_batch(i, chunk);
-                    core.process(&mut batch);
-                    batch.holds_credit = true;
-                    let t = thread_cpu_ns();
-                    pending.absorb(&mut batch);
-                    split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
-                    if last_commit.elapsed() >= interval
-                        || pending.credits * 2 >= settings.max_batches_in_flight
-                    {
-                        last_commit = std::time::Instant::now();
-                        let cp = pending.take();
-                        split
-                            .log_bytes
-                            .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
-                        split
-                            .id_bytes
-                            .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
-                        let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
-                        split
-                            .snapshot_bytes
-                            .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
-                        let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
-                        let t = thread_cpu_ns();
-                        store.commit(generation, &cp, final_until).expect("commit");
-                        split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
-                    }
-                }
-                split.all.fetch_add(thread_cpu_ns() - started, Relaxed);
-                split.clicks.fetch_add(work.len() as u64, Relaxed);
-                core.watermark()
+                with_checkpoints(
+                    &work,
+                    &settings,
+                    &store,
+                    generation,
+                    Commits::AsTheWriter,
+                    &split,
+                )
             },
             BatchSize::PerIteration,
         )
     });
+    if std::env::var_os("ADCLICK_BENCH_DIGESTS").is_some() {
+        let digests = DigestSplit::default();
+        group.bench_function("whole_with_digest_checkpoints_prototype", |b| {
+            b.iter_batched(
+                || open_store(dir.path(), &settings),
+                |(store, generation)| {
+                    with_digest_checkpoints(
+                        &work,
+                        &only_final_snapshots,
+                        &store,
+                        generation,
+                        &digests,
+                    )
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        digests.report();
+    }
     group.finish();
     split.report();
+}
+
+/// A fresh partition file in `dir`, recovered (empty): the store and its generation.
+fn open_store(dir: &std::path::Path, settings: &PipelineSettings) -> (PartitionStore, u64) {
+    let store = PartitionStore::open(dir, rand_partition()).expect("store");
+    let generation = store
+        .recover(settings.memory_minutes)
+        .expect("recover")
+        .generation;
+    (store, generation)
+}
+
+/// When [`with_checkpoints`] commits.
+#[derive(Clone, Copy)]
+enum Commits {
+    /// As the writer does: at the checkpoint interval or when
+    /// `max_batches_in_flight` / 2 batches wait, whichever comes first.
+    AsTheWriter,
+    /// Every `max_batches_in_flight` / 2 batches only: what the writer does
+    /// at full speed, and the same commits however slow the run (under
+    /// callgrind, the interval would fire on almost every batch).
+    ByBatches,
+}
+
+/// The whole core plus its checkpoints, committed on the same thread (the
+/// service commits on a blocking thread, beside the pipeline: this is the
+/// upper bound of what checkpointing costs), at the default
+/// `checkpoint_interval` (100 ms) or when `max_batches_in_flight` / 2
+/// batches wait, as `commits` says. Adds its CPU time and bytes to `split`.
+fn with_checkpoints(
+    work: &[(String, Bytes)],
+    settings: &PipelineSettings,
+    store: &PartitionStore,
+    generation: u64,
+    commits: Commits,
+    split: &CpuSplit,
+) -> i64 {
+    let started = thread_cpu_ns();
+    let mut core = PartitionCore::new(0, settings);
+    let mut pending = Checkpoint::default();
+    let interval = std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
+    let mut last_commit = std::time::Instant::now();
+    for (i, chunk) in work.chunks(BATCH).enumerate() {
+        let mut batch = decoded_batch(i, chunk);
+        core.process(&mut batch);
+        batch.holds_credit = true;
+        let t = thread_cpu_ns();
+        pending.absorb(&mut batch);
+        split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
+        let interval_passed = match commits {
+            Commits::AsTheWriter => last_commit.elapsed() >= interval,
+            Commits::ByBatches => false,
+        };
+        if interval_passed || pending.credits * 2 >= settings.max_batches_in_flight {
+            last_commit = std::time::Instant::now();
+            let cp = pending.take();
+            split
+                .log_bytes
+                .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
+            split
+                .id_bytes
+                .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+            let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
+            split
+                .snapshot_bytes
+                .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
+            let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
+            let t = thread_cpu_ns();
+            store.commit(generation, &cp, final_until).expect("commit");
+            split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
+        }
+    }
+    split.all.fetch_add(thread_cpu_ns() - started, Relaxed);
+    split.clicks.fetch_add(work.len() as u64, Relaxed);
+    core.watermark()
+}
+
+/// A prototype of another checkpoint design, measured, not built: no count
+/// log. Each new click id would be stored with a digest of the counters its
+/// click touched (ad slot, country, ip type, minute), and recovery would
+/// rebuild the counts from the minutes' snapshots plus the digests of ids
+/// committed after them. Ids live until their minute is final, so the log
+/// never needs a full snapshot: minutes are snapshot once, when they turn
+/// final (`settings` should say so).
+///
+/// What it costs per click, as the current design's [`with_checkpoints`]
+/// measures it: building the digests (with an `AdSlots` of its own, where
+/// the reducer's lookup could be reused: an upper bound), absorbing the
+/// batch without its deltas, and the commit, its digests stored as extra
+/// 16-byte ids in the minute's block (the same bytes and the same redb
+/// operations as ids carrying their digests). Recovery is not built.
+fn with_digest_checkpoints(
+    work: &[(String, Bytes)],
+    settings: &PipelineSettings,
+    store: &PartitionStore,
+    generation: u64,
+    split: &DigestSplit,
+) -> i64 {
+    let mut core = PartitionCore::new(0, settings);
+    let mut pending = Checkpoint::default();
+    let mut slots = AdSlots::default();
+    // A commit's digests, packed, and their bytes per id minute.
+    let mut digests: Vec<u8> = Vec::new();
+    let mut digest_minutes: Vec<(i64, usize)> = Vec::new();
+    let mut fake_id = u128::MAX;
+    for (i, chunk) in work.chunks(BATCH).enumerate() {
+        let mut batch = decoded_batch(i, chunk);
+        // The clicks as the window sees them (bench bookkeeping, untimed:
+        // in the design the window would write the digests as it counts).
+        let clicks: Vec<(u128, AdId, i64, Country, IpType)> = batch
+            .clicks
+            .iter()
+            .map(|c| (c.id, c.ad, c.ts, c.country, c.ip_type))
+            .collect();
+        let t = thread_cpu_ns();
+        core.process(&mut batch);
+        split.core.fetch_add(thread_cpu_ns() - t, Relaxed);
+        let t = thread_cpu_ns();
+        // Dedup lists the batch's new ids in click order.
+        let mut new = batch.new_ids.iter().peekable();
+        for (id, ad, ts, country, ip_type) in &clicks {
+            let Some((keep_until, _)) = new.next_if(|(_, new_id)| new_id == id) else {
+                continue;
+            };
+            let before = digests.len();
+            push_digest(
+                &mut digests,
+                slots.slot(ad),
+                *keep_until,
+                *ts,
+                *country,
+                *ip_type,
+            );
+            let added = digests.len() - before;
+            match digest_minutes
+                .iter_mut()
+                .rev()
+                .find(|(m, _)| m == keep_until)
+            {
+                Some((_, n)) => *n += added,
+                None => digest_minutes.push((*keep_until, added)),
+            }
+        }
+        split.digest.fetch_add(thread_cpu_ns() - t, Relaxed);
+        batch.deltas.clear();
+        batch.holds_credit = true;
+        let t = thread_cpu_ns();
+        pending.absorb(&mut batch);
+        split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
+        if pending.credits * 2 >= settings.max_batches_in_flight {
+            let mut cp = pending.take();
+            split
+                .id_bytes
+                .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+            split.digest_bytes.fetch_add(digests.len() as u64, Relaxed);
+            let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
+            split
+                .snapshot_bytes
+                .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
+            // The digests' bytes, as extra ids of their minutes' blocks.
+            for (minute, bytes) in digest_minutes.drain(..) {
+                for _ in 0..bytes.div_ceil(16) {
+                    cp.new_ids.push(minute, fake_id);
+                    fake_id -= 1;
+                }
+            }
+            digests.clear();
+            let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
+            let t = thread_cpu_ns();
+            store.commit(generation, &cp, final_until).expect("commit");
+            split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
+        }
+    }
+    split.clicks.fetch_add(work.len() as u64, Relaxed);
+    split.ads.store(slots.len() as u64, Relaxed);
+    // What the final snapshots would write, once each minute turns final
+    // (none does within the workload): every counter of every minute.
+    let minutes = core.counts.minutes_within(i64::MIN, i64::MAX);
+    let counters: usize = minutes.iter().map(|m| core.counts.counters_in(*m)).sum();
+    split.counters.store(counters as u64, Relaxed);
+    split.run_clicks.store(work.len() as u64, Relaxed);
+    core.watermark()
+}
+
+/// A click's digest: its ad slot (LEB128), then 16 bits: the country's
+/// index (10), the ip type (2) and the click's minute before its id's
+/// minute (4; 15 and a byte more when further back).
+fn push_digest(
+    out: &mut Vec<u8>,
+    slot: u32,
+    keep_until: i64,
+    ts: i64,
+    country: Country,
+    ip_type: IpType,
+) {
+    let mut n = slot;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    let back = ((keep_until - minute_floor(ts)) / 60_000).clamp(0, 255) as u16;
+    let ip = match ip_type {
+        IpType::V4 => 0,
+        IpType::V6 => 1,
+        IpType::Unknown => 2,
+    };
+    let packed = country.index() as u16 | ip << 10 | back.min(15) << 12;
+    out.extend_from_slice(&packed.to_le_bytes());
+    if back >= 15 {
+        out.push(back as u8);
+    }
+}
+
+/// What [`with_digest_checkpoints`] spends, per click.
+#[derive(Default)]
+struct DigestSplit {
+    core: AtomicU64,
+    digest: AtomicU64,
+    absorb: AtomicU64,
+    commit: AtomicU64,
+    id_bytes: AtomicU64,
+    digest_bytes: AtomicU64,
+    snapshot_bytes: AtomicU64,
+    clicks: AtomicU64,
+    ads: AtomicU64,
+    /// Counters in memory at the end of the last run, and its clicks.
+    counters: AtomicU64,
+    run_clicks: AtomicU64,
+}
+
+impl DigestSplit {
+    fn report(&self) {
+        let clicks = self.clicks.load(Relaxed).max(1) as f64;
+        let per_click = |n: &AtomicU64| n.load(Relaxed) as f64 / clicks;
+        eprintln!(
+            "digest prototype CPU per click: {:.0} ns core, {:.0} ns building digests, \
+             {:.0} ns absorbing, {:.0} ns committing; bytes per click: {:.1} ids, \
+             {:.1} digests, {:.1} snapshots ({} ad slots)",
+            per_click(&self.core),
+            per_click(&self.digest),
+            per_click(&self.absorb),
+            per_click(&self.commit),
+            per_click(&self.id_bytes),
+            per_click(&self.digest_bytes),
+            per_click(&self.snapshot_bytes),
+            self.ads.load(Relaxed),
+        );
+        eprintln!(
+            "digest prototype: {:.2} counters per click to snapshot once their minutes turn final",
+            self.counters.load(Relaxed) as f64 / self.run_clicks.load(Relaxed).max(1) as f64,
+        );
+    }
 }
 
 /// Where whole_with_checkpoints spends its thread's CPU time (fsync waits
@@ -386,17 +666,29 @@ impl CpuSplit {
     fn report(&self) {
         let clicks = self.clicks.load(Relaxed).max(1) as f64;
         let per_click = |n: &AtomicU64| n.load(Relaxed) as f64 / clicks;
-        let core = self.core.load(Relaxed) as f64 / self.core_clicks.load(Relaxed).max(1) as f64;
-        eprintln!(
-            "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
-             {:.0} ns committing; whole (no checkpoints): {core:.0} ns; checkpoints cost \
-             {:.0} ns, {:.1}% of the core's CPU",
-            per_click(&self.all),
-            per_click(&self.absorb),
-            per_click(&self.commit),
-            per_click(&self.all) - core,
-            100.0 * (per_click(&self.all) - core) / core,
-        );
+        let core_clicks = self.core_clicks.load(Relaxed);
+        if core_clicks == 0 {
+            // A profile run: no `whole` to compare with.
+            eprintln!(
+                "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
+                 {:.0} ns committing",
+                per_click(&self.all),
+                per_click(&self.absorb),
+                per_click(&self.commit),
+            );
+        } else {
+            let core = self.core.load(Relaxed) as f64 / core_clicks as f64;
+            eprintln!(
+                "whole_with_checkpoints CPU per click: {:.0} ns in all, {:.0} ns absorbing, \
+                 {:.0} ns committing; whole (no checkpoints): {core:.0} ns; checkpoints cost \
+                 {:.0} ns, {:.1}% of the core's CPU",
+                per_click(&self.all),
+                per_click(&self.absorb),
+                per_click(&self.commit),
+                per_click(&self.all) - core,
+                100.0 * (per_click(&self.all) - core) / core,
+            );
+        }
         eprintln!(
             "whole_with_checkpoints bytes per click: {:.1} count log, {:.1} ids, {:.1} snapshots",
             per_click(&self.log_bytes),

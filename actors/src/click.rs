@@ -59,6 +59,14 @@ impl AdId {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+
+    /// The id's bytes followed by zeros up to [`AD_ID_MAX`]: a copy of a
+    /// fixed size is a few vector moves, where a copy of the id's own
+    /// length is a `memcpy` call.
+    #[inline]
+    pub fn padded(&self) -> &[u8; AD_ID_MAX] {
+        &self.bytes
+    }
 }
 
 impl AdId {
@@ -183,6 +191,17 @@ impl Country {
         // `from_bytes`); the `%` keeps any other byte in range regardless.
         let letter = |b: u8| usize::from(b.wrapping_sub(b'A')) % 26;
         letter(self.0[0]) * 26 + letter(self.0[1])
+    }
+
+    /// The code whose [`Country::index`] is `index`; `None` past the last.
+    pub fn from_index(index: usize) -> Option<Country> {
+        if index >= Country::COUNT {
+            return None;
+        }
+        Some(Country([
+            b'A' + (index / 26) as u8,
+            b'A' + (index % 26) as u8,
+        ]))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Counter totals packed into one value: the count log's records and the
-//! minute snapshots of a partition's redb file.
+//! Counter totals packed into one value: the count log's records of a
+//! partition's redb file (and the previous version's minute snapshots,
+//! table `minute_counts`).
 //!
 //! A counter of an open minute changes in almost every commit (a hot ad gets
 //! clicks every 100 ms). Writing each changed counter as its own B-tree row
@@ -11,30 +12,64 @@
 //! Recovery loads the snapshots and replays the newer records in commit
 //! order (totals, so the last one wins).
 //!
-//! Layout: groups of counters sharing a minute and an ad (the window emits
-//! an ad's increments of a minute together, one per filter, so the minute
-//! and the ad are written once per group, not once per counter):
-//! `minute: i64 LE, ad length: u8, ad bytes, counters: u8`, then per counter
-//! a filter and its total as a LEB128 varint. A filter is a tag byte
-//! (1: country, 2: ip type, 4: extra dimensions) then the country's two
-//! letters if tagged, the ip type's code (1 v4, 2 v6, 3 unknown) if tagged,
-//! and for extra dimensions the filter's key text ([`Filter::key`], which
-//! names every dimension) behind a `u16` LE length. Extra dimensions are
-//! stored as text because their in-memory codes are numbered per process.
+//! Layout 2 (written since 2026-11-30): a format byte `0x01`, then groups
+//! of counters sharing a minute and an ad (the window emits an ad's
+//! increments of a minute together, one per filter, so the ad is written
+//! once per group, not once per counter). A group is `head: u8` (the ad
+//! id's length, 1 to 64, plus `0x80` when the group's minute follows the
+//! ad), the ad bytes, the minute (`i64` LE) only if flagged — most groups of
+//! a commit share the previous group's minute, and the first group always
+//! names it —, `counters: u8`, then per counter a filter and its total as a
+//! LEB128 varint. A filter is one tag byte: bits 0–1 the ip type (0 none,
+//! 1 v4, 2 v6, 3 unknown), bit 2 set when a country follows as the low 8
+//! bits of its [`Country::index`] (bits 4–5 of the tag hold the index's
+//! high bits), or the tag `0x08` then the filter's key text
+//! ([`Filter::key`], which names every dimension) behind a `u16` LE length
+//! for filters with extra dimensions, stored as text because their
+//! in-memory codes are numbered per process. About 13.5 bytes a click where
+//! layout 1 took 21 (bench `whole_with_checkpoints`, four default filters).
+//!
+//! Layout 1 (read only: records of files written before layout 2, and the
+//! previous version's minute snapshots): the same groups without the format
+//! byte, each `minute: i64 LE, ad length: u8, ad bytes, counters: u8`, and
+//! per counter a tag byte (1: country, 2: ip type, 4: extra dimensions)
+//! then the country's two letters if tagged, the ip type's code (1 v4,
+//! 2 v6, 3 unknown) if tagged, and for extra dimensions the key text as in
+//! layout 2. Minute snapshots ([`crate::writer::packed_minute`]) still
+//! write their filters this way. A layout-1 value starts with a minute, a
+//! multiple of 60,000 ms (so of 32): its first byte is never `0x01`, which
+//! is how a reader tells the layouts apart.
 
 use crate::batch::CountDelta;
-use crate::click::{AdId, Country, Filter, IpType, AD_ID_MAX};
+use crate::click::{AdId, Country, Filter, IpType};
 
+/// Layout 1's filter tags (minute snapshots still use them).
 const COUNTRY: u8 = 1;
 const IP_TYPE: u8 = 2;
 const EXTRAS: u8 = 4;
 
-/// Counter totals being packed.
+/// First byte of a layout-2 value.
+const LAYOUT_2: u8 = 0x01;
+/// In a layout-2 group's head: the group's minute follows its ad.
+const MINUTE_FOLLOWS: u8 = 0x80;
+/// Layout 2's filter tag: the ip type's code, in the low two bits.
+const TAG_IP_TYPE: u8 = 0b11;
+/// Layout 2's filter tag: a country byte follows.
+const TAG_COUNTRY: u8 = 0b100;
+/// Layout 2's filter tag, alone: extra dimensions, as key text.
+const TAG_EXTRAS: u8 = 0b1000;
+/// Where layout 2's filter tag keeps the country index's high bits.
+const TAG_COUNTRY_HIGH: u32 = 4;
+
+/// Counter totals being packed (layout 2).
 #[derive(Default, Clone, Debug)]
 pub struct PackedCounts {
     bytes: Vec<u8>,
     /// The open group: its minute, ad, and where its counter count is.
     group: Option<(i64, AdId, usize)>,
+    /// The minute of the last group started: a group of the same minute
+    /// does not repeat it.
+    minute: Option<i64>,
     counters: usize,
 }
 
@@ -49,50 +84,40 @@ impl PackedCounts {
 
     /// Appends a counter's total.
     pub fn push(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
-        if !filter.extras.is_empty() {
-            self.push_slow(minute, ad, filter, total);
-            return;
-        }
-        // The common case (built-in filters only) is assembled on the stack
-        // and appended at once: one capacity check instead of one a field.
-        let mut out = [0u8; 8 + 1 + AD_ID_MAX + 1 + 4 + 10];
-        let mut len = 0;
         let at = match self.open_group(minute, ad) {
             Some(at) => at,
-            None => {
-                let id = ad.as_bytes();
-                out[..8].copy_from_slice(&minute.to_le_bytes());
-                // An AdId is at most 64 bytes: its length fits a byte.
-                out[8] = id.len() as u8;
-                out[9..9 + id.len()].copy_from_slice(id);
-                len = 9 + id.len() + 1; // then the group's counter count
-                let at = self.bytes.len() + len - 1;
-                self.group = Some((minute, *ad, at));
-                at
-            }
+            None => self.start_group(minute, ad),
         };
-        out[len] = if filter.country.is_some() { COUNTRY } else { 0 }
-            | if filter.ip_type.is_some() { IP_TYPE } else { 0 };
-        len += 1;
-        if let Some(country) = filter.country {
-            out[len..len + 2].copy_from_slice(country.as_bytes());
-            len += 2;
-        }
-        if let Some(ip_type) = filter.ip_type {
-            out[len] = ip_type_code(ip_type);
-            len += 1;
-        }
-        let mut n = total;
-        while n >= 0x80 {
-            out[len] = (n as u8) | 0x80;
-            n >>= 7;
-            len += 1;
-        }
-        out[len] = n as u8;
-        len += 1;
-        self.bytes.extend_from_slice(&out[..len]);
         self.bytes[at] += 1;
         self.counters += 1;
+        push_counter(&mut self.bytes, filter, total);
+    }
+
+    /// Appends the totals of a batch's deltas, in order: what
+    /// [`PackedCounts::push`] of each would write, in one pass over the
+    /// runs of one (minute, ad) the window emits (the run's group is looked
+    /// up once, not once per counter).
+    pub fn push_deltas(&mut self, deltas: &[CountDelta]) {
+        let mut i = 0;
+        while let Some(first) = deltas.get(i) {
+            let at = match self.open_group(first.minute, &first.ad) {
+                Some(at) => at,
+                None => self.start_group(first.minute, &first.ad),
+            };
+            let mut n = self.bytes[at];
+            let start = i;
+            while let Some(d) = deltas.get(i) {
+                // The run ends at another (minute, ad), or a full group.
+                if n == u8::MAX || (i > start && (d.minute != first.minute || d.ad != first.ad)) {
+                    break;
+                }
+                push_counter(&mut self.bytes, &d.filter, d.total);
+                n += 1;
+                i += 1;
+            }
+            self.bytes[at] = n;
+            self.counters += i - start;
+        }
     }
 
     /// Where the open group's counter count is, if the counter joins it.
@@ -104,25 +129,29 @@ impl PackedCounts {
         }
     }
 
-    /// [`PackedCounts::push`] for any filter, field by field.
-    fn push_slow(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
-        let at = match self.open_group(minute, ad) {
-            Some(at) => at,
-            None => {
-                self.bytes.extend_from_slice(&minute.to_le_bytes());
-                let id = ad.as_bytes();
-                self.bytes.push(id.len() as u8);
-                self.bytes.extend_from_slice(id);
-                self.bytes.push(0);
-                let at = self.bytes.len() - 1;
-                self.group = Some((minute, *ad, at));
-                at
-            }
-        };
-        self.bytes[at] += 1;
-        self.counters += 1;
-        push_filter(&mut self.bytes, filter);
-        push_varint(&mut self.bytes, total);
+    /// Starts a group of no counters yet; returns where its count is.
+    fn start_group(&mut self, minute: i64, ad: &AdId) -> usize {
+        if self.bytes.is_empty() {
+            self.bytes.push(LAYOUT_2);
+        }
+        let id_len = ad.as_bytes().len();
+        let new_minute = self.minute != Some(minute);
+        // An AdId is 1 to 64 bytes: its length leaves the head's top bit free.
+        let head = id_len as u8 | if new_minute { MINUTE_FOLLOWS } else { 0 };
+        self.bytes.push(head);
+        // Copied padded, then cut to the id's length: cheaper than a
+        // copy of a variable length (see `AdId::padded`).
+        let end = self.bytes.len() + id_len;
+        self.bytes.extend_from_slice(ad.padded());
+        self.bytes.truncate(end);
+        if new_minute {
+            self.bytes.extend_from_slice(&minute.to_le_bytes());
+            self.minute = Some(minute);
+        }
+        self.bytes.push(0);
+        let at = self.bytes.len() - 1;
+        self.group = Some((minute, *ad, at));
+        at
     }
 
     /// The packed bytes.
@@ -141,6 +170,54 @@ impl PackedCounts {
     }
 }
 
+/// Most bytes a counter of built-in filters takes in layout 2: tag,
+/// country, a u64's varint.
+const COUNTER_MAX: usize = 2 + 10;
+
+/// Appends a counter in layout 2: its filter's tag (and country byte, or
+/// key text), then its total.
+#[inline(always)]
+fn push_counter(out: &mut Vec<u8>, filter: &Filter, total: u64) {
+    if !filter.extras.is_empty() {
+        push_extras_counter(out, filter, total);
+        return;
+    }
+    // Assembled on the stack, appended as a fixed-size copy (a few moves,
+    // not a `memcpy` call), then cut to its length.
+    let mut counter = [0u8; COUNTER_MAX];
+    let mut len = 1;
+    counter[0] = filter.ip_type.map_or(0, ip_type_code);
+    if let Some(country) = filter.country {
+        // Below 26 × 26 = 676: ten bits, two of them in the tag.
+        let index = country.index();
+        counter[0] |= TAG_COUNTRY | ((index >> 8) as u8) << TAG_COUNTRY_HIGH;
+        counter[1] = index as u8;
+        len = 2;
+    }
+    let mut n = total;
+    while n >= 0x80 {
+        counter[len] = (n as u8) | 0x80;
+        n >>= 7;
+        len += 1;
+    }
+    counter[len] = n as u8;
+    let end = out.len() + len + 1;
+    out.extend_from_slice(&counter);
+    out.truncate(end);
+}
+
+/// [`push_counter`] for a filter with extra dimensions: its key text.
+#[cold]
+fn push_extras_counter(out: &mut Vec<u8>, filter: &Filter, total: u64) {
+    // A few dimensions of at most 64-byte values: far below 64 KiB.
+    let key = filter.key();
+    out.push(TAG_EXTRAS);
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    push_varint(out, total);
+}
+
+/// Appends a filter in layout 1 (minute snapshots' sections).
 pub(crate) fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
     if !filter.extras.is_empty() {
         // A few dimensions of at most 64-byte values: far below 64 KiB.
@@ -169,6 +246,15 @@ fn ip_type_code(ip_type: IpType) -> u8 {
     }
 }
 
+fn ip_type_of_code(code: u8) -> Option<IpType> {
+    match code {
+        1 => Some(IpType::V4),
+        2 => Some(IpType::V6),
+        3 => Some(IpType::Unknown),
+        _ => None,
+    }
+}
+
 /// Appends `n` as a LEB128 varint (7 bits a byte, low first).
 pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -178,9 +264,83 @@ pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-/// Reads packed counters back (`count` and `total` both set to the stored
-/// total). `None` if the bytes are not packed counters.
-pub fn read(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
+/// Reads packed counters back, in either layout (`count` and `total` both
+/// set to the stored total). `None` if the bytes are not packed counters.
+pub fn read(bytes: &[u8]) -> Option<Vec<CountDelta>> {
+    match bytes.split_first() {
+        // Never written without a group.
+        Some((&LAYOUT_2, [])) => None,
+        Some((&LAYOUT_2, rest)) => read_layout_2(rest),
+        _ => read_layout_1(bytes),
+    }
+}
+
+/// Reads layout 2's groups (after the format byte).
+fn read_layout_2(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
+    let mut out = Vec::new();
+    let mut minute = None;
+    while !bytes.is_empty() {
+        let head = take(&mut bytes, 1)?[0];
+        let ad_len = (head & !MINUTE_FOLLOWS) as usize;
+        let ad = AdId::parse(std::str::from_utf8(take(&mut bytes, ad_len)?).ok()?)?;
+        if head & MINUTE_FOLLOWS != 0 {
+            minute = Some(i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?));
+        }
+        // The first group must name its minute.
+        let minute = minute?;
+        let counters = take(&mut bytes, 1)?[0];
+        if counters == 0 {
+            return None;
+        }
+        for _ in 0..counters {
+            let filter = read_filter_2(&mut bytes)?;
+            let total = read_varint(&mut bytes)?;
+            out.push(CountDelta {
+                minute,
+                ad,
+                filter,
+                count: total,
+                total,
+            });
+        }
+    }
+    Some(out)
+}
+
+/// Reads a layout-2 filter off the front of `bytes`.
+fn read_filter_2(bytes: &mut &[u8]) -> Option<Filter> {
+    let tag = take(bytes, 1)?[0];
+    if tag == TAG_EXTRAS {
+        let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?) as usize;
+        return Filter::from_key(std::str::from_utf8(take(bytes, len)?).ok()?);
+    }
+    let high = tag >> TAG_COUNTRY_HIGH;
+    if high > 0b11 || tag & TAG_EXTRAS != 0 {
+        return None;
+    }
+    let country = if tag & TAG_COUNTRY != 0 {
+        let low = take(bytes, 1)?[0];
+        Some(Country::from_index(
+            usize::from(high) << 8 | usize::from(low),
+        )?)
+    } else if high != 0 {
+        return None;
+    } else {
+        None
+    };
+    let ip_type = match tag & TAG_IP_TYPE {
+        0 => None,
+        code => Some(ip_type_of_code(code)?),
+    };
+    Some(Filter {
+        country,
+        ip_type,
+        ..Filter::ALL
+    })
+}
+
+/// Reads layout 1's groups.
+fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let minute = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
@@ -205,6 +365,7 @@ pub fn read(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
     Some(out)
 }
 
+/// Reads a layout-1 filter off the front of `bytes`.
 pub(crate) fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
     let tag = take(bytes, 1)?[0];
     if tag == EXTRAS {
@@ -220,12 +381,7 @@ pub(crate) fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
         None
     };
     let ip_type = if tag & IP_TYPE != 0 {
-        Some(match take(bytes, 1)?[0] {
-            1 => IpType::V4,
-            2 => IpType::V6,
-            3 => IpType::Unknown,
-            _ => return None,
-        })
+        Some(ip_type_of_code(take(bytes, 1)?[0])?)
     } else {
         None
     };
@@ -291,25 +447,175 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Packs `counters` in layout 1, as versions before layout 2 wrote the
+    /// count log and the minute snapshots of `minute_counts`.
+    pub(crate) fn layout_1(counters: &[(i64, AdId, Filter, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut group: Option<(i64, AdId, usize)> = None;
+        for (minute, ad, filter, total) in counters {
+            let at = match group {
+                Some((m, a, at)) if m == *minute && a == *ad && out[at] < u8::MAX => at,
+                _ => {
+                    out.extend_from_slice(&minute.to_le_bytes());
+                    out.push(ad.as_bytes().len() as u8);
+                    out.extend_from_slice(ad.as_bytes());
+                    out.push(0);
+                    group = Some((*minute, *ad, out.len() - 1));
+                    out.len() - 1
+                }
+            };
+            out[at] += 1;
+            push_filter(&mut out, filter);
+            push_varint(&mut out, *total);
+        }
+        out
+    }
+
+    fn deltas(counters: &[(i64, AdId, Filter, u64)]) -> Vec<CountDelta> {
+        counters
+            .iter()
+            .map(|(minute, ad, filter, total)| CountDelta {
+                minute: *minute,
+                ad: *ad,
+                filter: *filter,
+                count: *total,
+                total: *total,
+            })
+            .collect()
+    }
+
+    /// Any counters over three ads, five filters and six minutes.
+    fn counters() -> impl Strategy<Value = Vec<(i64, AdId, Filter, u64)>> {
+        let ads = ["a", "b-2", &"x".repeat(64)].map(|a| AdId::parse(a).unwrap());
+        let filters = filters();
+        prop::collection::vec((-3i64..3, 0usize..3, 0usize..5, any::<u64>()), 0..600).prop_map(
+            move |counters| {
+                counters
+                    .into_iter()
+                    .map(|(minute, ad, filter, total)| {
+                        (minute * 60_000, ads[ad], filters[filter], total)
+                    })
+                    .collect()
+            },
+        )
+    }
+
     proptest! {
         /// Whatever the order and grouping, reading gives back every pushed
-        /// counter in order.
+        /// counter in order, and pushing a batch's deltas at once writes
+        /// what pushing them one by one does.
         #[test]
         fn pushed_counters_read_back_in_order(
-            counters in prop::collection::vec((-3i64..3, 0usize..3, 0usize..5, any::<u64>()), 0..600)
+            counters in counters(),
+            cuts in prop::collection::vec(0usize..600, 0..4),
         ) {
-            let ads = ["a", "b-2", &"x".repeat(64)];
-            let filters = filters();
             let mut packed = PackedCounts::default();
-            let mut expected = Vec::new();
-            for (minute, ad, filter, total) in counters {
-                let (minute, ad) = (minute * 60_000, AdId::parse(ads[ad]).unwrap());
-                packed.push(minute, &ad, &filters[filter], total);
-                expected.push(CountDelta { minute, ad, filter: filters[filter], count: total, total });
+            for (minute, ad, filter, total) in &counters {
+                packed.push(*minute, ad, filter, *total);
             }
+            let expected = deltas(&counters);
             prop_assert_eq!(packed.counters(), expected.len());
-            prop_assert_eq!(read(packed.as_bytes()), Some(expected));
+            let read_back = read(packed.as_bytes());
+            if expected.is_empty() {
+                // Nothing pushed, nothing written (the log stores no empty record).
+                prop_assert!(packed.as_bytes().is_empty());
+            } else {
+                prop_assert_eq!(read_back, Some(expected.clone()));
+            }
+            // The same deltas as batches, cut anywhere.
+            let mut by_batch = PackedCounts::default();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(expected.len())).collect();
+            cuts.sort_unstable();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([expected.len()]) {
+                by_batch.push_deltas(&expected[from..cut]);
+                from = cut;
+            }
+            prop_assert_eq!(by_batch.as_bytes(), packed.as_bytes());
+            prop_assert_eq!(by_batch.counters(), packed.counters());
         }
+
+        /// Records and snapshots of earlier versions (layout 1) still read
+        /// back exactly.
+        #[test]
+        fn layout_1_values_read_back(counters in counters()) {
+            prop_assert_eq!(read(&layout_1(&counters)), Some(deltas(&counters)));
+        }
+
+        /// A layout-1 value starts with its first minute, a multiple of
+        /// 60,000 ms: never with layout 2's format byte.
+        #[test]
+        fn a_layout_1_value_never_starts_like_layout_2(minute in any::<i64>()) {
+            let minute = minute / 60_000 * 60_000;
+            prop_assert_ne!(minute.to_le_bytes()[0], LAYOUT_2);
+        }
+    }
+
+    #[test]
+    fn layout_1_is_the_one_earlier_versions_wrote() {
+        // Bytes as the previous version's `PackedCounts::push` wrote them.
+        let ad = AdId::parse("ad").unwrap();
+        let de_v6 = filters()[3];
+        let written = layout_1(&[(60_000, ad, Filter::ALL, 300), (60_000, ad, de_v6, 2)]);
+        let mut expected = 60_000i64.to_le_bytes().to_vec();
+        expected.extend_from_slice(&[2, b'a', b'd', 2, 0, 0xAC, 0x02, 3, b'D', b'E', 2, 2]);
+        assert_eq!(written, expected);
+        let read_back = read(&written).unwrap();
+        assert_eq!(read_back.len(), 2);
+        assert_eq!((read_back[1].filter, read_back[1].total), (de_v6, 2));
+    }
+
+    #[test]
+    fn layout_2_writes_a_minute_once_per_run_and_countries_in_ten_bits() {
+        let (a, b) = (AdId::parse("a").unwrap(), AdId::parse("b").unwrap());
+        let zz = Filter {
+            country: Country::parse("ZZ"),
+            ip_type: Some(IpType::V6),
+            ..Filter::ALL
+        };
+        let mut packed = PackedCounts::default();
+        packed.push(60_000, &a, &Filter::ALL, 1);
+        packed.push(60_000, &b, &zz, 2);
+        packed.push(0, &a, &Filter::ALL, 3);
+        let mut expected = vec![LAYOUT_2, 0x80 | 1, b'a'];
+        expected.extend_from_slice(&60_000i64.to_le_bytes());
+        expected.extend_from_slice(&[1, 0, 1]);
+        // ZZ is index 675 = 0b10_1010_0011: high bits 2 in the tag.
+        expected.extend_from_slice(&[1, b'b', 1, 2 | TAG_COUNTRY | 2 << 4, 0xA3, 2]);
+        expected.extend_from_slice(&[0x80 | 1, b'a']);
+        expected.extend_from_slice(&0i64.to_le_bytes());
+        expected.extend_from_slice(&[1, 0, 3]);
+        assert_eq!(packed.as_bytes(), expected);
+        let totals: Vec<(i64, u64)> = read(packed.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|d| (d.minute, d.total))
+            .collect();
+        assert_eq!(totals, vec![(60_000, 1), (60_000, 2), (0, 3)]);
+    }
+
+    #[test]
+    fn every_country_round_trips_in_layout_2() {
+        let ad = AdId::parse("ad").unwrap();
+        let mut packed = PackedCounts::default();
+        let mut expected = Vec::new();
+        for index in 0..Country::COUNT {
+            let country = Country::from_index(index).unwrap();
+            assert_eq!(country.index(), index);
+            let filter = Filter {
+                country: Some(country),
+                ..Filter::ALL
+            };
+            packed.push(0, &ad, &filter, index as u64);
+            expected.push(filter);
+        }
+        assert_eq!(Country::from_index(Country::COUNT), None);
+        let read_back: Vec<Filter> = read(packed.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|d| d.filter)
+            .collect();
+        assert_eq!(read_back, expected);
     }
 
     #[test]
@@ -329,15 +635,27 @@ pub(crate) mod tests {
         let mut packed = PackedCounts::default();
         packed.push(0, &AdId::parse("ad").unwrap(), &Filter::ALL, 300);
         let bytes = packed.as_bytes().to_vec();
+        // Format, head, "ad", minute, counters, tag, total (2 bytes).
+        assert_eq!(bytes.len(), 1 + 1 + 2 + 8 + 1 + 1 + 2);
         for cut in 1..bytes.len() {
             assert_eq!(read(&bytes[..cut]), None, "cut at {cut}");
         }
-        let mut damaged = bytes.clone();
-        let tag = bytes.len() - 3;
-        damaged[tag] = 8;
-        assert_eq!(read(&damaged), None);
-        let mut empty_group = bytes;
-        empty_group[8 + 1 + 2] = 0;
-        assert_eq!(read(&empty_group), None);
+        let damaged = |at: usize, byte: u8| {
+            let mut damaged = bytes.clone();
+            damaged[at] = byte;
+            read(&damaged)
+        };
+        let (head, counters, tag) = (1, 12, 13);
+        assert_eq!(damaged(tag, 0x80), None, "tag bits beyond the country's");
+        assert_eq!(damaged(tag, TAG_EXTRAS | 1), None);
+        assert_eq!(
+            damaged(tag, 1 << TAG_COUNTRY_HIGH),
+            None,
+            "high bits without a country"
+        );
+        assert_eq!(damaged(counters, 0), None, "an empty group");
+        assert_eq!(damaged(head, 2), None, "a first group without its minute");
+        // Country index 3 << 8 | 0xAC = 940: past ZZ.
+        assert_eq!(damaged(tag, TAG_COUNTRY | 3 << TAG_COUNTRY_HIGH), None);
     }
 }

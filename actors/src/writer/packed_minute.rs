@@ -10,8 +10,9 @@
 //! skips the other sections by their length, without decoding them.
 //!
 //! Layout: `sections: u32 LE` (so a value cut at a section's end is
-//! refused too), then the sections, each `filter` (as in [`crate::writer::packed_counts`]),
-//! `counters: u32 LE`, `length: u32 LE` (bytes of the counters that follow),
+//! refused too), then the sections, each `filter` (as in layout 1 of
+//! [`crate::writer::packed_counts`]), `counters: u32 LE`, `length: u32 LE`
+//! (bytes of the counters that follow),
 //! then per counter `ad length: u8, ad bytes, total` (LEB128 varint). The
 //! row's value is the writing commit's stream sequence (`u64 LE`) followed
 //! by these bytes.
@@ -33,6 +34,14 @@ pub struct PackedMinute {
 }
 
 impl PackedMinute {
+    /// Empty, with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> PackedMinute {
+        PackedMinute {
+            bytes: Vec::with_capacity(bytes),
+            ..PackedMinute::default()
+        }
+    }
+
     /// Appends a counter. Counters of one filter should come together: each
     /// change of filter starts a section (correct either way, smaller so).
     pub fn push(&mut self, filter: &Filter, ad: &AdId, total: u64) {
@@ -50,15 +59,25 @@ impl PackedMinute {
                 at
             }
         };
-        let start = self.bytes.len();
-        let id = ad.as_bytes();
+        let id_len = ad.as_bytes().len();
         // An AdId is at most 64 bytes: its length fits a byte.
-        self.bytes.push(id.len() as u8);
-        self.bytes.extend_from_slice(id);
+        self.bytes.push(id_len as u8);
+        // Copied padded, then cut to the id's length: a copy of a fixed
+        // size is a few moves, a copy of the id's length a `memcpy` call.
+        let end = self.bytes.len() + id_len;
+        self.bytes.extend_from_slice(ad.padded());
+        self.bytes.truncate(end);
         push_varint(&mut self.bytes, total);
-        let added = (self.bytes.len() - start) as u32;
-        add_u32(&mut self.bytes[header..header + 4], 1);
-        add_u32(&mut self.bytes[header + 4..header + HEADER], added);
+        // The section's counters and length, rewritten whole: one 8-byte
+        // store instead of two read-modify-writes.
+        let mut fields = [0; HEADER];
+        fields.copy_from_slice(&self.bytes[header..header + HEADER]);
+        let counters =
+            u32::from_le_bytes([fields[0], fields[1], fields[2], fields[3]]).wrapping_add(1);
+        let length = (self.bytes.len() - header - HEADER) as u32;
+        fields[..4].copy_from_slice(&counters.to_le_bytes());
+        fields[4..].copy_from_slice(&length.to_le_bytes());
+        self.bytes[header..header + HEADER].copy_from_slice(&fields);
         self.counters += 1;
     }
 

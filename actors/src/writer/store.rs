@@ -509,47 +509,17 @@ impl PartitionStore {
                         .map_err(|e| self.io("prune counts", e))?;
                 }
             }
-            // A commit's ids fall in the few minutes still open (under the
-            // default lateness, at most 11): count them per minute, then
-            // write each minute's block in place, one pass over the ids per
-            // minute. Past 16 minutes (a long lateness), sort a copy instead.
-            let mut minutes: Vec<(i64, usize)> = Vec::new();
-            for (minute, _) in &checkpoint.new_ids {
-                match minutes.iter_mut().rev().find(|(m, _)| m == minute) {
-                    Some((_, n)) => *n += 1,
-                    None => minutes.push((*minute, 1)),
-                }
-                if minutes.len() > 16 {
-                    break;
-                }
-            }
+            // The checkpoint packed each minute's ids as they came: one
+            // row per minute, its block copied in place.
             let mut blocks = txn
                 .open_table(SEEN_BLOCKS)
                 .map_err(|e| self.io("open seen", e))?;
-            let mut write = |minute: i64,
-                             n: usize,
-                             ids: &mut dyn Iterator<Item = u128>|
-             -> Result<(), StoreError> {
-                let mut block = blocks
-                    .insert_reserve((minute, checkpoint.last_seq), n * 16)
-                    .map_err(|e| self.io("write seen", e))?;
-                for (slot, id) in block.as_mut().chunks_exact_mut(16).zip(ids) {
-                    slot.copy_from_slice(&id.to_le_bytes());
-                }
-                Ok(())
-            };
-            if minutes.len() <= 16 {
-                for (minute, n) in minutes {
-                    let new_ids = &checkpoint.new_ids;
-                    let mut ids = new_ids.iter().filter(|(m, _)| *m == minute).map(|e| e.1);
-                    write(minute, n, &mut ids)?;
-                }
-            } else {
-                let mut sorted = checkpoint.new_ids.clone();
-                sorted.sort_unstable_by_key(|(minute, _)| *minute);
-                for run in sorted.chunk_by(|a, b| a.0 == b.0) {
-                    write(run[0].0, run.len(), &mut run.iter().map(|e| e.1))?;
-                }
+            for (minute, ids) in checkpoint.new_ids.blocks() {
+                blocks
+                    .insert_reserve((minute, checkpoint.last_seq), ids.len())
+                    .map_err(|e| self.io("write seen", e))?
+                    .as_mut()
+                    .copy_from_slice(ids);
             }
             if final_until != NO_WATERMARK {
                 blocks
@@ -897,7 +867,7 @@ mod tests {
         let mut cp = Checkpoint::resume(0, NO_WATERMARK);
         cp.last_seq = 42;
         cp.watermark = 10 * MINUTE_MS;
-        cp.new_ids = vec![(MINUTE_MS, 7), (9 * MINUTE_MS, 8)];
+        cp.new_ids = [(MINUTE_MS, 7), (9 * MINUTE_MS, 8)].into_iter().collect();
         cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 3);
         cp.log_total(2 * MINUTE_MS, &ad("b"), &Filter::ALL, 1);
         cp.snapshots.push(snapshot(2, &[("b", Filter::ALL, 1)]));
@@ -1269,13 +1239,14 @@ mod tests {
             let generation = store.recover(60).unwrap().generation;
             let mut cp = Checkpoint::resume(1, 50 * MINUTE_MS);
             // Interleaved, as late clicks arrive among current ones.
-            cp.new_ids = (0..minutes * 5)
+            let ids: Vec<(i64, u128)> = (0..minutes * 5)
                 .map(|i| ((i % minutes) as i64 * MINUTE_MS, 1000 + i as u128))
                 .collect();
+            cp.new_ids = ids.iter().copied().collect();
             store.commit(generation, &cp, NO_WATERMARK).unwrap();
             let mut seen = store.recover(60).unwrap().seen;
             seen.sort_unstable_by_key(|(_, id)| *id);
-            assert_eq!(seen, cp.new_ids, "{minutes} minutes");
+            assert_eq!(seen, ids, "{minutes} minutes");
         }
     }
 
@@ -1288,10 +1259,14 @@ mod tests {
         {
             let mut previous = txn.open_table(MINUTE_COUNTS).unwrap();
             for (minute, n) in [(7, 5u64), (8, 7)] {
-                let mut packed = packed_counts::PackedCounts::default();
-                packed.push(minute * MINUTE_MS, &ad("a"), &Filter::ALL, n);
+                let packed = packed_counts::tests::layout_1(&[(
+                    minute * MINUTE_MS,
+                    ad("a"),
+                    Filter::ALL,
+                    n,
+                )]);
                 let mut value = 1u64.to_le_bytes().to_vec();
-                value.extend_from_slice(packed.as_bytes());
+                value.extend_from_slice(&packed);
                 previous
                     .insert(minute * MINUTE_MS, value.as_slice())
                     .unwrap();
@@ -1319,6 +1294,58 @@ mod tests {
             .map(|d| (d.minute / MINUTE_MS, d.total))
             .collect();
         assert_eq!(counts, vec![(8, 9), (7, 5)]);
+    }
+
+    #[test]
+    fn count_log_records_of_the_previous_layout_replay_before_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let us = Filter {
+            country: crate::click::Country::parse("US"),
+            ..Filter::ALL
+        };
+        // Commits 1 and 2 as the previous version wrote them (layout 1).
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut log = txn.open_table(COUNT_LOG).unwrap();
+            let record_1 = packed_counts::tests::layout_1(&[
+                (9 * MINUTE_MS, ad("a"), Filter::ALL, 3),
+                (9 * MINUTE_MS, ad("a"), us, 2),
+                (8 * MINUTE_MS, ad("b"), Filter::ALL, 1),
+            ]);
+            let record_2 = packed_counts::tests::layout_1(&[(9 * MINUTE_MS, ad("a"), us, 4)]);
+            log.insert(1, record_1.as_slice()).unwrap();
+            log.insert(2, record_2.as_slice()).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("last_seq", 2).unwrap();
+            meta.insert("watermark", 9 * MINUTE_MS).unwrap();
+        }
+        txn.commit().unwrap();
+        let generation = store.recover(60).unwrap().generation;
+        // Commit 3 by this version (layout 2): newer totals win.
+        let mut cp = Checkpoint::resume(3, 9 * MINUTE_MS);
+        cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 5);
+        store.commit(generation, &cp, NO_WATERMARK).unwrap();
+
+        let recovered = store.recover(60).unwrap();
+        let mut last = std::collections::BTreeMap::new();
+        for d in &recovered.counts {
+            last.insert(
+                (d.minute / MINUTE_MS, d.ad.to_string(), d.filter.key()),
+                d.total,
+            );
+        }
+        let expected: std::collections::BTreeMap<_, _> = [
+            ((8, "b".to_string(), Filter::ALL.key()), 1),
+            ((9, "a".to_string(), Filter::ALL.key()), 5),
+            ((9, "a".to_string(), us.key()), 4),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(last, expected);
+        assert_eq!(recovered.logged_totals, 5);
+        assert_eq!(recovered.logged_minutes, vec![8 * MINUTE_MS, 9 * MINUTE_MS]);
+        assert_eq!(recovered.last_seq, 3);
     }
 
     #[test]
