@@ -311,19 +311,22 @@ impl IngestState {
             }
             self.last_seq = seq;
             batch.last_seq = seq;
+            let mut raw = decode::RawExtras::default();
             let decoded = match decode::split_subject(&message.subject) {
-                Some((_, ad)) => decode::decode_with(ad, seq, &message.payload, &self.extra_fields),
+                Some((_, ad)) => {
+                    decode::decode_with(ad, seq, &message.payload, &self.extra_fields, &mut raw)
+                }
                 None => Err(format!(
                     "subject `{}` is not a click subject",
                     message.subject
                 )),
             };
             let reason = match decoded {
-                Ok((click, _)) if click.ts > latest_allowed => {
+                Ok(click) if click.ts > latest_allowed => {
                     future += 1;
                     RejectReason::Future
                 }
-                Ok((mut click, raw)) => {
+                Ok(mut click) => {
                     // A valid click that is not from the future admits its
                     // values (even if it later proves a repeat or too late).
                     for (i, value) in raw.iter().enumerate().take(self.extra_fields.len()) {

@@ -160,7 +160,7 @@ fn read_slow<'a>(payload: &'a [u8], fields: &[String]) -> Result<Wire<'a>, serde
 /// message's subject; the payload's `ad_id` must equal it. The error is the
 /// human sentence that goes into the reject header.
 pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, String> {
-    decode_with(subject_ad, seq, payload, &[]).map(|(click, _)| click)
+    decode_with(subject_ad, seq, payload, &[], &mut RawExtras::default())
 }
 
 /// Like [`decode`], and also reads the declared extra fields `fields`
@@ -168,22 +168,27 @@ pub fn decode(subject_ad: &str, seq: u64, payload: &Bytes) -> Result<Click, Stri
 /// click invalid (a non-string reads as `None`), except that a declared field
 /// given twice is, as for every field adclick reads. The click's
 /// `extras` codes are left 0: ingest sets them once the values are admitted.
+/// The fields' raw values are written to `extras` (by position in
+/// `fields`); they mean nothing when the click is refused.
 pub fn decode_with<'p>(
     subject_ad: &str,
     seq: u64,
     payload: &'p Bytes,
     fields: &[String],
-) -> Result<(Click, RawExtras<'p>), String> {
+    extras: &mut RawExtras<'p>,
+) -> Result<Click, String> {
     if payload.len() > MAX_PAYLOAD {
         return Err(format!(
             "payload is {} bytes, more than the {MAX_PAYLOAD}-byte limit",
             payload.len()
         ));
     }
-    if let Some(read) = scan::click(subject_ad, seq, payload, fields) {
-        return Ok(read);
+    if let Some(click) = scan::click_into(subject_ad, seq, payload, fields, extras) {
+        return Ok(click);
     }
-    decode_slow(subject_ad, seq, payload, fields)
+    let (click, raw) = decode_slow(subject_ad, seq, payload, fields)?;
+    *extras = raw;
+    Ok(click)
 }
 
 /// The serde_json reading and the rules one by one: for every payload the
@@ -401,6 +406,17 @@ mod tests {
         assert!(run("a", &big).unwrap_err().contains("limit"));
     }
 
+    /// [`decode_with`]'s click and raw extras as one result.
+    fn decode_pair<'p>(
+        subject_ad: &str,
+        seq: u64,
+        payload: &'p Bytes,
+        fields: &[String],
+    ) -> Result<(Click, RawExtras<'p>), String> {
+        let mut extras = RawExtras::default();
+        decode_with(subject_ad, seq, payload, fields, &mut extras).map(|c| (c, extras))
+    }
+
     /// A decoding's outcome as plain values, for comparing the two readers.
     type Outcome = Result<(u128, String, i64, Country, IpType, u64, Vec<Option<String>>), String>;
 
@@ -467,7 +483,8 @@ mod tests {
     fn extras_of(json: &str, fields: &[&str]) -> Result<Vec<Option<String>>, String> {
         let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
         let payload = Bytes::copy_from_slice(json.as_bytes());
-        let (click, raw) = decode_with("a", 1, &payload, &fields)?;
+        let mut raw = RawExtras::default();
+        let click = decode_with("a", 1, &payload, &fields, &mut raw)?;
         assert_eq!(
             click.extras, [0; MAX_EXTRA_DIMENSIONS],
             "codes are set by ingest"
@@ -664,7 +681,7 @@ mod tests {
             if let Some(fast) = scan::click("a", 3, &bytes, &declared) {
                 prop_assert_eq!(outcome(Ok(fast)), slow.clone());
             }
-            prop_assert_eq!(outcome(decode_with("a", 3, &bytes, &declared)), slow);
+            prop_assert_eq!(outcome(decode_pair("a", 3, &bytes, &declared)), slow);
         }
 
         /// The fast reader is not merely safe but complete on plain
