@@ -287,24 +287,36 @@ fn read_layout_2(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
             minute = Some(i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?));
         }
         // The first group must name its minute.
-        let minute = minute?;
-        let counters = take(&mut bytes, 1)?[0];
-        if counters == 0 {
-            return None;
-        }
-        for _ in 0..counters {
-            let filter = read_filter_2(&mut bytes)?;
-            let total = read_varint(&mut bytes)?;
-            out.push(CountDelta {
-                minute,
-                ad,
-                filter,
-                count: total,
-                total,
-            });
-        }
+        read_group(&mut bytes, minute?, ad, read_filter_2, &mut out)?;
     }
     Some(out)
+}
+
+/// Reads a group's counters (their count, then each one's filter, read
+/// with the layout's `read_filter`, and total) onto `out`.
+fn read_group(
+    bytes: &mut &[u8],
+    minute: i64,
+    ad: AdId,
+    read_filter: fn(&mut &[u8]) -> Option<Filter>,
+    out: &mut Vec<CountDelta>,
+) -> Option<()> {
+    let counters = take(bytes, 1)?[0];
+    if counters == 0 {
+        return None;
+    }
+    for _ in 0..counters {
+        let filter = read_filter(bytes)?;
+        let total = read_varint(bytes)?;
+        out.push(CountDelta {
+            minute,
+            ad,
+            filter,
+            count: total,
+            total,
+        });
+    }
+    Some(())
 }
 
 /// Reads a layout-2 filter off the front of `bytes`.
@@ -346,21 +358,7 @@ fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
         let minute = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
         let ad_len = take(&mut bytes, 1)?[0] as usize;
         let ad = AdId::parse(std::str::from_utf8(take(&mut bytes, ad_len)?).ok()?)?;
-        let counters = take(&mut bytes, 1)?[0];
-        if counters == 0 {
-            return None;
-        }
-        for _ in 0..counters {
-            let filter = read_filter(&mut bytes)?;
-            let total = read_varint(&mut bytes)?;
-            out.push(CountDelta {
-                minute,
-                ad,
-                filter,
-                count: total,
-                total,
-            });
-        }
+        read_group(&mut bytes, minute, ad, read_filter, &mut out)?;
     }
     Some(out)
 }
