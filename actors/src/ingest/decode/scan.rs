@@ -5,8 +5,10 @@
 //! valid. This reader walks such a payload once, byte by byte only where it
 //! must: string bodies are searched eight bytes at a time for the few bytes
 //! that end or complicate them (see [`special_in`]), the known keys are
-//! matched as byte strings, and each rule of SPEC §1 is checked on the field
-//! as it is read. Nothing is allocated.
+//! matched as one 8-byte word each and lead straight to their value's
+//! reading, integers are read eight digits at a time (see
+//! [`leading_digits`]), and each rule of SPEC §1 is checked on the field as
+//! it is read. Nothing is allocated.
 //!
 //! It *declines* (returns `None`) whenever it is not certain, and the caller
 //! then runs the serde_json path, which decides and words every error:
