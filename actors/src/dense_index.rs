@@ -14,6 +14,8 @@
 //! The index never sees a key: the caller confirms a candidate number
 //! (`is_key`), and gives the hashes of all numbers when the index grows.
 
+use crate::prefetch::prefetch;
+
 /// The bits of a bucket that hold the number plus one.
 const NUMBER_MASK: u64 = u32::MAX as u64;
 
@@ -123,13 +125,12 @@ impl DenseIndex {
     /// bucket is in cache (a hint; the key may still be elsewhere).
     #[inline]
     pub fn likely(&self, hash: u64) -> Option<u32> {
-        let bucket = *self.buckets.get(self.home_checked(hash)?)?;
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let bucket = self.buckets[self.home(hash)];
         (bucket != 0 && bucket & !NUMBER_MASK == Self::tag(hash))
             .then(|| (bucket & NUMBER_MASK) as u32 - 1)
-    }
-
-    fn home_checked(&self, hash: u64) -> Option<usize> {
-        (!self.buckets.is_empty()).then(|| self.home(hash))
     }
 
     /// Forgets every number (the buckets' memory is kept).
@@ -154,20 +155,6 @@ impl DenseIndex {
             self.buckets[at] = Self::tag(hash) | (u64::from(number) + 1);
         }
     }
-}
-
-/// Asks the CPU to bring `value` into cache (a hint; no effect on results).
-#[inline]
-pub fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults or reads into the program; the
-    // pointer is to a live value besides.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 #[cfg(test)]

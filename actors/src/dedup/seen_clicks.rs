@@ -203,17 +203,9 @@ impl Table {
     #[inline]
     fn prefetch(&self, at: usize) {
         let bucket = self.bucket(at);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch never faults or reads into the program; the
-        // pointer is to a live element besides.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // Both cache lines of the bucket (slots 0..4 and 4..8).
-            _mm_prefetch::<_MM_HINT_T0>(bucket.as_ptr().cast::<i8>());
-            _mm_prefetch::<_MM_HINT_T0>(bucket[SLOTS / 2..].as_ptr().cast::<i8>());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = bucket;
+        // Both cache lines of the bucket (slots 0..4 and 4..8).
+        crate::prefetch::prefetch(&bucket[0]);
+        crate::prefetch::prefetch(&bucket[SLOTS / 2]);
     }
 }
 

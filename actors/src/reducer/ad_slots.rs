@@ -9,8 +9,9 @@
 //! misses overlap with the work on the ads before.
 
 use crate::click::AdId;
-use crate::dense_index::{prefetch, DenseIndex, Found};
+use crate::dense_index::{DenseIndex, Found};
 use crate::fast_hash::FastHash;
+use crate::prefetch::prefetch;
 use std::hash::BuildHasher;
 
 /// Ad id → slot (dense numbers from 0, in first-seen order) and back.

@@ -6,6 +6,8 @@
 //! asks for the bucket of the increment a few places ahead while it adds the
 //! current one, so the misses overlap instead of queueing.
 
+use crate::prefetch::prefetch;
+
 /// Ad slot → clicks, for one (minute, filter).
 #[derive(Default)]
 pub struct CounterTable {
@@ -92,16 +94,7 @@ impl CounterTable {
         if self.entries.is_empty() {
             return;
         }
-        let bucket = &self.entries[self.home(slot)];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch never faults or reads into the program; the
-        // pointer is to a live element besides.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>((bucket as *const Entry).cast::<i8>());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = bucket;
+        prefetch(&self.entries[self.home(slot)]);
     }
 
     /// Every (slot, clicks) pair, in no particular order.

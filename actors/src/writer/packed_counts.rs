@@ -209,22 +209,31 @@ fn push_counter(out: &mut Vec<u8>, filter: &Filter, total: u64) {
 /// [`push_counter`] for a filter with extra dimensions: its key text.
 #[cold]
 fn push_extras_counter(out: &mut Vec<u8>, filter: &Filter, total: u64) {
+    out.push(TAG_EXTRAS);
+    push_key_text(out, filter);
+    push_varint(out, total);
+}
+
+/// Appends a filter's key text ([`Filter::key`]) behind its `u16` LE
+/// length: how both layouts store a filter with extra dimensions.
+fn push_key_text(out: &mut Vec<u8>, filter: &Filter) {
     // A few dimensions of at most 64-byte values: far below 64 KiB.
     let key = filter.key();
-    out.push(TAG_EXTRAS);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(key.as_bytes());
-    push_varint(out, total);
+}
+
+/// Reads what [`push_key_text`] wrote off the front of `bytes`.
+fn read_key_text(bytes: &mut &[u8]) -> Option<Filter> {
+    let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?) as usize;
+    Filter::from_key(std::str::from_utf8(take(bytes, len)?).ok()?)
 }
 
 /// Appends a filter in layout 1 (minute snapshots' sections).
 pub(crate) fn push_filter(out: &mut Vec<u8>, filter: &Filter) {
     if !filter.extras.is_empty() {
-        // A few dimensions of at most 64-byte values: far below 64 KiB.
-        let key = filter.key();
         out.push(EXTRAS);
-        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        out.extend_from_slice(key.as_bytes());
+        push_key_text(out, filter);
         return;
     }
     let tag = if filter.country.is_some() { COUNTRY } else { 0 }
@@ -323,8 +332,7 @@ fn read_group(
 fn read_filter_2(bytes: &mut &[u8]) -> Option<Filter> {
     let tag = take(bytes, 1)?[0];
     if tag == TAG_EXTRAS {
-        let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?) as usize;
-        return Filter::from_key(std::str::from_utf8(take(bytes, len)?).ok()?);
+        return read_key_text(bytes);
     }
     let high = tag >> TAG_COUNTRY_HIGH;
     if high > 0b11 || tag & TAG_EXTRAS != 0 {
@@ -367,8 +375,7 @@ fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
 pub(crate) fn read_filter(bytes: &mut &[u8]) -> Option<Filter> {
     let tag = take(bytes, 1)?[0];
     if tag == EXTRAS {
-        let len = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?) as usize;
-        return Filter::from_key(std::str::from_utf8(take(bytes, len)?).ok()?);
+        return read_key_text(bytes);
     }
     if tag & !(COUNTRY | IP_TYPE) != 0 {
         return None;
