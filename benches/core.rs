@@ -20,7 +20,8 @@
 //!
 //! Callgrind's instruction count divided by the clicks is noise-free on a
 //! busy machine, unlike the timings (`ADCLICK_BENCH_CLICKS` sets the
-//! workload's size, 500,000 by default).
+//! workload's size, 500,000 by default). `ADCLICK_BENCH_COMMIT_BATCHES=N`
+//! makes commits wait for N batches instead of 8 (see `bench`).
 
 use adclick::loadgen::{ClickGenerator, LoadgenArgs};
 use adclick_actors::batch::Batch;
@@ -246,7 +247,16 @@ fn clock(settings: &PipelineSettings) -> EventClock {
 fn bench(c: &mut Criterion) {
     // What every adclick command does first (see adclick::allocator).
     adclick::allocator::keep_batch_memory();
-    let settings = PipelineSettings::with_defaults(1);
+    let mut settings = PipelineSettings::with_defaults(1);
+    // ADCLICK_BENCH_COMMIT_BATCHES=N: commits wait for N batches of 1,000
+    // clicks (the default's `max_batches_in_flight` / 2 = 8), or the 100 ms
+    // interval: how a checkpoint's cost depends on the clicks a commit covers.
+    if let Some(n) = std::env::var("ADCLICK_BENCH_COMMIT_BATCHES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        settings.max_batches_in_flight = 2 * n.max(1);
+    }
     // Snapshots are checkpoint work: measured in whole_with_checkpoints only.
     let no_snapshots = PipelineSettings {
         snapshot_log_floor: usize::MAX,

@@ -25,6 +25,158 @@ pub struct CountDelta {
     pub total: u64,
 }
 
+/// A batch's increments, grouped by (ad, minute): each group's ad and
+/// minute once, then its filters' counts together. What the window folds
+/// and the reducer, the snapshots and the checkpoint read.
+///
+/// A flat list of [`CountDelta`]s repeated the 65-byte ad id and the minute
+/// in every increment (112 bytes each, ~2.9 a click with the default
+/// filters), and each reader found the runs of one ad again by comparing
+/// ids; here an increment is 40 bytes and the groups are given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Increments {
+    groups: Vec<IncrementGroup>,
+    counts: Vec<FilterCount>,
+}
+
+/// One (ad, minute) of [`Increments`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncrementGroup {
+    /// Start of the minute, epoch ms.
+    pub minute: i64,
+    /// The ad.
+    pub ad: AdId,
+    /// Where the group's counts start in [`Increments`]' counts (they end
+    /// where the next group's start).
+    start: u32,
+}
+
+/// `count` more clicks under one filter, in an [`IncrementGroup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterCount {
+    /// The filter the count is kept under.
+    pub filter: Filter,
+    /// How many clicks to add.
+    pub count: u64,
+    /// The counter's total once this increment is added: set by the
+    /// reducer, and what the writer stores (see [`CountDelta::total`]).
+    pub total: u64,
+}
+
+impl Increments {
+    /// Empty, with room for `groups` groups and `counts` counts.
+    pub fn with_capacity(groups: usize, counts: usize) -> Increments {
+        Increments {
+            groups: Vec::with_capacity(groups),
+            counts: Vec::with_capacity(counts),
+        }
+    }
+
+    /// Starts a group: the counts pushed next are its.
+    pub fn start_group(&mut self, minute: i64, ad: AdId) {
+        self.groups.push(IncrementGroup {
+            minute,
+            ad,
+            start: self.counts.len() as u32,
+        });
+    }
+
+    /// Adds a count to the last group started.
+    #[inline]
+    pub fn push(&mut self, filter: Filter, count: u64) {
+        self.counts.push(FilterCount {
+            filter,
+            count,
+            total: 0,
+        });
+    }
+
+    /// Adds one increment, in a new group unless it has the last group's
+    /// (ad, minute).
+    pub fn push_delta(&mut self, delta: &CountDelta) {
+        match self.groups.last() {
+            Some(g) if g.minute == delta.minute && g.ad == delta.ad => {}
+            _ => self.start_group(delta.minute, delta.ad),
+        }
+        self.push(delta.filter, delta.count);
+        if let Some(last) = self.counts.last_mut() {
+            last.total = delta.total;
+        }
+    }
+
+    /// The number of increments (counters touched).
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Whether there is no increment.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// The number of (ad, minute) groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The groups with their counts, in order.
+    pub fn groups(&self) -> impl Iterator<Item = (&IncrementGroup, &[FilterCount])> + '_ {
+        let ends = self.groups.iter().skip(1).map(|g| g.start as usize);
+        let ends = ends.chain([self.counts.len()]);
+        (self.groups.iter().zip(ends)).map(|(g, end)| (g, &self.counts[g.start as usize..end]))
+    }
+
+    /// The groups alone, in order.
+    pub fn group_heads(&self) -> &[IncrementGroup] {
+        &self.groups
+    }
+
+    /// Every count in order (their groups given by [`Increments::groups`]).
+    pub fn counts_mut(&mut self) -> &mut [FilterCount] {
+        &mut self.counts
+    }
+
+    /// Where group `g`'s counts start and end in the counts.
+    #[inline]
+    pub fn span(&self, g: usize) -> (usize, usize) {
+        let end = self
+            .groups
+            .get(g + 1)
+            .map_or(self.counts.len(), |next| next.start as usize);
+        (self.groups[g].start as usize, end)
+    }
+
+    /// Each increment as a [`CountDelta`] (a copy: for tests and cold paths).
+    pub fn iter(&self) -> impl Iterator<Item = CountDelta> + '_ {
+        self.groups().flat_map(|(g, counts)| {
+            counts.iter().map(move |c| CountDelta {
+                minute: g.minute,
+                ad: g.ad,
+                filter: c.filter,
+                count: c.count,
+                total: c.total,
+            })
+        })
+    }
+
+    /// Empties, keeping the memory.
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.counts.clear();
+    }
+}
+
+impl FromIterator<CountDelta> for Increments {
+    /// Groups runs of one (ad, minute), in order.
+    fn from_iter<I: IntoIterator<Item = CountDelta>>(deltas: I) -> Increments {
+        let mut out = Increments::default();
+        for d in deltas {
+            out.push_delta(&d);
+        }
+        out
+    }
+}
+
 /// Every counter of one minute, packed (see [`crate::writer::packed_minute`]):
 /// written whole, it makes the count log's older totals of that minute moot.
 #[derive(Debug, Clone)]
@@ -67,8 +219,8 @@ pub struct Batch {
     pub new_ids: Vec<(i64, u128)>,
     /// Duplicates dedup dropped (for metrics).
     pub duplicates: usize,
-    /// Added by window: count increments.
-    pub deltas: Vec<CountDelta>,
+    /// Added by window: count increments, grouped by (ad, minute).
+    pub deltas: Increments,
     /// Added by window: the watermark after this batch.
     pub watermark: i64,
     /// Added by reducer: output-feed messages this batch caused (minutes

@@ -10,7 +10,7 @@ pub mod snapshots;
 pub mod top_n;
 pub mod window_sums;
 
-use crate::batch::{Batch, CountDelta};
+use crate::batch::{Batch, Increments};
 use crate::click::{AdId, Filter, FilterQuery};
 use crate::partition::directory::PartitionSlot;
 use crate::settings::PipelineSettings;
@@ -247,9 +247,9 @@ impl ReducerState {
 
     /// Keeps the running window totals current: late clicks first (against
     /// the windows as they were), then the move to the newest closed minute.
-    fn move_windows(&mut self, deltas: &[CountDelta], before: i64) {
+    fn move_windows(&mut self, increments: &Increments, before: i64) {
         for sums in self.latest.iter_mut().chain(self.previous.iter_mut()) {
-            sums.correct(deltas);
+            sums.correct(increments);
         }
         let after = self.watermark;
         if after == NO_WATERMARK {
@@ -291,19 +291,21 @@ impl ReducerState {
             // Corrections: counters of minutes closed before this batch, with
             // the totals the counts just set (a batch has one increment per
             // counter: the window folds it).
-            let mut corrected: Vec<&CountDelta> = batch
+            let mut corrected: Vec<_> = batch
                 .deltas
-                .iter()
-                .filter(|d| d.minute < closed_before)
+                .groups()
+                .filter(|(g, _)| g.minute < closed_before)
                 .collect();
-            corrected.sort_unstable_by_key(|d| d.minute);
-            for group in corrected.chunk_by(|a, b| a.minute == b.minute) {
+            corrected.sort_by_key(|(g, _)| g.minute);
+            for minute in corrected.chunk_by(|a, b| a.0.minute == b.0.minute) {
                 let mut packer = CountersPacker::default();
-                for d in group {
-                    packer.push(&d.ad, &d.filter, d.total);
+                for (g, counts) in minute {
+                    for c in *counts {
+                        packer.push(&g.ad, &c.filter, c.total);
+                    }
                 }
                 items.push(FeedItem::Counts(self.feed.counts(
-                    group[0].minute,
+                    minute[0].0.minute,
                     Publication::Correction,
                     packer,
                 )));

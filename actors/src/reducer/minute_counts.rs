@@ -8,7 +8,7 @@
 //! the last minute and ad touched are remembered, because the window sends
 //! the increments of one ad and minute together.
 
-use crate::batch::CountDelta;
+use crate::batch::{CountDelta, Increments};
 use crate::click::{AdId, Country, Filter};
 use crate::fast_hash::FastMap;
 use crate::reducer::ad_slots::AdSlots;
@@ -63,9 +63,8 @@ pub struct MinuteCounts {
     ads_at_last_look: usize,
     /// Reused between batches: each increment as (minute index, filter code, slot, n).
     resolved: Vec<(u32, u32, u32, u64)>,
-    /// Reused between batches: each run of increments of one ad as (the
-    /// ad's hash, first increment, end).
-    runs: Vec<(u64, u32, u32)>,
+    /// Reused between batches: the hash of each group's ad.
+    hashes: Vec<u64>,
 }
 
 impl Default for MinuteCounts {
@@ -88,13 +87,13 @@ impl MinuteCounts {
             last_minute: 0,
             ads_at_last_look: 0,
             resolved: Vec::new(),
-            runs: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 
     /// Adds an increment.
     pub fn apply(&mut self, delta: &CountDelta) {
-        self.apply_all(&mut [*delta]);
+        self.apply_all(&mut Increments::from_iter([*delta]));
     }
 
     /// Adds a batch's increments and sets each one's `total`: first each is
@@ -102,57 +101,53 @@ impl MinuteCounts {
     /// then the counters are added with the buckets a few increments ahead
     /// prefetched.
     ///
-    /// The window sends the increments of an ad together: its slot is looked
-    /// up once per run, with the index bucket of the run `2 × AD_AHEAD` on
-    /// and then the id that bucket names (`AD_AHEAD` on) prefetched, so the
-    /// misses into a table of every ad overlap.
-    pub fn apply_all(&mut self, deltas: &mut [CountDelta]) {
-        let mut runs = std::mem::take(&mut self.runs);
-        runs.clear();
-        let mut start = 0;
-        while start < deltas.len() {
-            let ad = deltas[start].ad;
-            let end = start
-                + deltas[start..]
-                    .iter()
-                    .position(|d| d.ad != ad)
-                    .unwrap_or(deltas.len() - start);
-            runs.push((self.ads.hash(&ad), start as u32, end as u32));
-            start = end;
-        }
+    /// The increments come grouped by (ad, minute): an ad's slot is looked
+    /// up once per group, with the index bucket of the group `2 × AD_AHEAD`
+    /// on and then the id that bucket names (`AD_AHEAD` on) prefetched, so
+    /// the misses into a table of every ad overlap.
+    pub fn apply_all(&mut self, increments: &mut Increments) {
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.clear();
+        let groups = increments.group_heads();
+        hashes.extend(groups.iter().map(|g| self.ads.hash(&g.ad)));
         let mut resolved = std::mem::take(&mut self.resolved);
         resolved.clear();
-        for r in 0..runs.len() {
-            if let Some(&(hash, _, _)) = runs.get(r + 2 * AD_AHEAD) {
+        for (g, (group, counts)) in increments.groups().enumerate() {
+            if let Some(&hash) = hashes.get(g + 2 * AD_AHEAD) {
                 self.ads.prefetch_bucket(hash);
             }
-            if let Some(&(hash, _, _)) = runs.get(r + AD_AHEAD) {
+            if let Some(&hash) = hashes.get(g + AD_AHEAD) {
                 self.ads.prefetch_id(hash);
             }
-            let (hash, start, end) = runs[r];
-            let run = &deltas[start as usize..end as usize];
-            let slot = self.ads.slot_hashed(&run[0].ad, hash);
-            for delta in run {
-                let code = self.filter_code(&delta.filter);
-                let table = self.minute_mut(delta.minute);
-                if table.len() <= code {
-                    table.resize_with(code + 1, CounterTable::default);
-                }
-                // Minute indices shift while minutes are added: keep the minute for now.
-                resolved.push((0, code as u32, slot, delta.count));
+            let slot = self.ads.slot_hashed(&group.ad, hashes[g]);
+            let mut top_code = 0;
+            for c in counts {
+                let code = self.filter_code(&c.filter);
+                top_code = top_code.max(code);
+                // Minute indices shift while minutes are added: set below.
+                resolved.push((0, code as u32, slot, c.count));
+            }
+            let table = self.minute_mut(group.minute);
+            if table.len() <= top_code {
+                table.resize_with(top_code + 1, CounterTable::default);
             }
         }
-        self.runs = runs;
+        self.hashes = hashes;
         // No minute is added from here on: indices are stable.
-        for (r, delta) in resolved.iter_mut().zip(deltas.iter()) {
-            r.0 = self.minute_index(delta.minute) as u32;
+        for (g, group) in groups.iter().enumerate() {
+            let m = self.minute_index(group.minute) as u32;
+            let (start, end) = increments.span(g);
+            for r in &mut resolved[start..end] {
+                r.0 = m;
+            }
         }
-        for i in 0..resolved.len() {
+        let counts = increments.counts_mut();
+        for (i, (r, c)) in resolved.iter().zip(counts.iter_mut()).enumerate() {
             if let Some(&(m, code, slot, _)) = resolved.get(i + PREFETCH_AHEAD) {
                 self.minutes[m as usize].1[code as usize].prefetch(slot);
             }
-            let (m, code, slot, n) = resolved[i];
-            deltas[i].total = self.minutes[m as usize].1[code as usize].add(slot, n);
+            let (m, code, slot, n) = *r;
+            c.total = self.minutes[m as usize].1[code as usize].add(slot, n);
         }
         self.resolved = resolved;
     }
@@ -519,16 +514,19 @@ mod tests {
             split in 0usize..120,
         ) {
             let filters = filters();
-            let mut all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
+            let all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
                 minute: m * MINUTE_MS, ad: ad(*a), filter: filters[*f], count: *n, total: 0,
             }).collect();
             let mut counts = MinuteCounts::new(0);
             let split = split.min(all.len());
-            let (first, second) = all.split_at_mut(split);
-            counts.apply_all(first);
-            counts.apply_all(second);
+            let mut first: Increments = all[..split].iter().copied().collect();
+            let mut second: Increments = all[split..].iter().copied().collect();
+            counts.apply_all(&mut first);
+            counts.apply_all(&mut second);
+            let applied: Vec<CountDelta> = first.iter().chain(second.iter()).collect();
+            prop_assert_eq!(applied.len(), all.len());
             let mut naive: HashMap<(u8, i64, usize), u64> = HashMap::new();
-            for ((a, m, f, n), applied) in deltas.iter().zip(&all) {
+            for ((a, m, f, n), applied) in deltas.iter().zip(&applied) {
                 let total = naive.entry((*a, *m, *f)).or_insert(0);
                 *total += n;
                 prop_assert_eq!(applied.total, *total);

@@ -15,7 +15,7 @@
 //!   totals of it: its history must not depend on the log, which the next
 //!   full snapshot trims without it.
 
-use crate::batch::{Batch, CountDelta, MinuteSnapshot};
+use crate::batch::{Batch, Increments, MinuteSnapshot};
 use crate::reducer::minute_counts::MinuteCounts;
 use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::packed_minute::PackedMinute;
@@ -85,14 +85,14 @@ impl MinuteSnapshots {
         }
     }
 
-    fn note(&mut self, deltas: &[CountDelta]) {
-        self.logged += deltas.len();
+    fn note(&mut self, increments: &Increments) {
+        self.logged += increments.len();
         let mut last = None;
-        for d in deltas {
-            // The window sends an ad's increments together: minutes repeat in runs.
-            if last != Some(d.minute) {
-                self.logged_minutes.insert(d.minute);
-                last = Some(d.minute);
+        for group in increments.group_heads() {
+            // Groups of one minute mostly follow each other.
+            if last != Some(group.minute) {
+                self.logged_minutes.insert(group.minute);
+                last = Some(group.minute);
             }
         }
     }
@@ -123,6 +123,7 @@ fn snapshot(counts: &MinuteCounts, minute: i64) -> Option<MinuteSnapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::CountDelta;
     use crate::click::{AdId, Filter};
     use crate::time::MINUTE_MS;
 
@@ -143,7 +144,7 @@ mod tests {
         finals: (i64, i64),
     ) -> Batch {
         let mut batch = Batch {
-            deltas,
+            deltas: deltas.into_iter().collect(),
             ..Batch::default()
         };
         counts.apply_all(&mut batch.deltas);

@@ -7,7 +7,7 @@
 //! minute the window covers is added as it comes. The top-N is cached until
 //! the totals change again.
 
-use crate::batch::CountDelta;
+use crate::batch::Increments;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
 use crate::reducer::minute_counts::MinuteCounts;
@@ -48,12 +48,15 @@ impl WindowSums {
 
     /// Adds the batch's increments (already applied to the counts) of the
     /// minutes the window covers: late clicks of closed minutes.
-    pub fn correct(&mut self, deltas: &[CountDelta]) {
+    pub fn correct(&mut self, increments: &Increments) {
         let Some(end) = self.end else { return };
         let first = end - (self.window - 1) * MINUTE_MS;
-        for d in deltas {
-            if d.filter == Filter::ALL && d.minute >= first && d.minute <= end {
-                *self.totals.entry(d.ad).or_insert(0) += d.count;
+        for (group, counts) in increments.groups() {
+            if group.minute < first || group.minute > end {
+                continue;
+            }
+            for c in counts.iter().filter(|c| c.filter == Filter::ALL) {
+                *self.totals.entry(group.ad).or_insert(0) += c.count;
                 self.ranked = None;
             }
         }
@@ -120,6 +123,7 @@ impl WindowSums {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::CountDelta;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -142,12 +146,12 @@ mod tests {
             let mut sums = WindowSums::new(window);
             let mut end = window - 1; // in minutes
             for (adds, forward) in steps {
-                let mut deltas: Vec<CountDelta> = adds.iter()
+                let mut increments: Increments = adds.iter()
                     .filter(|(_, m, _)| *m <= end + 1) // nothing far in the future
                     .map(|(a, m, n)| CountDelta { minute: m * MINUTE_MS, ad: ad(*a), filter: Filter::ALL, count: *n, total: 0 })
                     .collect();
-                counts.apply_all(&mut deltas);
-                sums.correct(&deltas);
+                counts.apply_all(&mut increments);
+                sums.correct(&increments);
                 end += forward;
                 sums.advance(&counts, end * MINUTE_MS);
                 let mut fresh = HashMap::new();

@@ -5,7 +5,7 @@
 //! and a short scan for its filters. The increments leave grouped the same
 //! way, which lets the reducer look each ad up once.
 
-use crate::batch::CountDelta;
+use crate::batch::Increments;
 use crate::click::{AdId, Click, Filter};
 use crate::dense_index::{DenseIndex, Found};
 use crate::fast_hash::FastHash;
@@ -140,18 +140,13 @@ impl CountDeltas {
 
     /// Takes the increments out, grouped by (ad, minute) in first-seen
     /// order (filters too), leaving the fold empty (its memory is kept).
-    pub fn drain(&mut self) -> Vec<CountDelta> {
-        let mut out = Vec::with_capacity(self.entries.len());
+    pub fn drain(&mut self) -> Increments {
+        let mut out = Increments::with_capacity(self.groups.len(), self.entries.len());
         for group in &self.groups {
+            out.start_group(group.minute, group.ad);
             let mut e = group.first;
             while let Some(entry) = self.entries.get(e as usize) {
-                out.push(CountDelta {
-                    minute: group.minute,
-                    ad: group.ad,
-                    filter: entry.filter,
-                    count: entry.count,
-                    total: 0,
-                });
+                out.push(entry.filter, entry.count);
                 e = entry.next;
             }
         }
@@ -165,6 +160,7 @@ impl CountDeltas {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::CountDelta;
     use crate::click::{Country, IpType};
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -241,7 +237,10 @@ mod tests {
                     .flat_map(|g| order.iter().filter(move |k| (k.0, k.1) == *g))
                     .map(|k| CountDelta { minute: k.1, ad: k.0, filter: k.2, count: naive[k], total: 0 })
                     .collect();
-                prop_assert_eq!(fold.drain(), want);
+                let drained = fold.drain();
+                // One group per (ad, minute), its increments together.
+                prop_assert_eq!(drained.group_count(), groups.len());
+                prop_assert_eq!(drained.iter().collect::<Vec<_>>(), want);
             }
         }
     }

@@ -63,7 +63,7 @@ impl Checkpoint {
         self.watermark = self.watermark.max(batch.watermark);
         self.new_ids.extend(&batch.new_ids);
         batch.new_ids.clear();
-        self.log.push_deltas(&batch.deltas);
+        self.log.push_increments(&batch.deltas);
         self.snapshots.append(&mut batch.snapshots);
         self.full_snapshot |= batch.full_snapshot;
         self.admitted.append(&mut batch.admitted);

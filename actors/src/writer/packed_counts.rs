@@ -40,7 +40,7 @@
 //! multiple of 60,000 ms (so of 32): its first byte is never `0x01`, which
 //! is how a reader tells the layouts apart.
 
-use crate::batch::CountDelta;
+use crate::batch::{CountDelta, Increments};
 use crate::click::{AdId, Country, Filter, IpType};
 
 /// Layout 1's filter tags (minute snapshots still use them).
@@ -93,30 +93,27 @@ impl PackedCounts {
         push_counter(&mut self.bytes, filter, total);
     }
 
-    /// Appends the totals of a batch's deltas, in order: what
-    /// [`PackedCounts::push`] of each would write, in one pass over the
-    /// runs of one (minute, ad) the window emits (the run's group is looked
-    /// up once, not once per counter).
-    pub fn push_deltas(&mut self, deltas: &[CountDelta]) {
-        let mut i = 0;
-        while let Some(first) = deltas.get(i) {
-            let at = match self.open_group(first.minute, &first.ad) {
-                Some(at) => at,
-                None => self.start_group(first.minute, &first.ad),
-            };
-            let mut n = self.bytes[at];
-            let start = i;
-            while let Some(d) = deltas.get(i) {
-                // The run ends at another (minute, ad), or a full group.
-                if n == u8::MAX || (i > start && (d.minute != first.minute || d.ad != first.ad)) {
-                    break;
+    /// Appends the totals of a batch's increments, in order: what
+    /// [`PackedCounts::push`] of each would write, with one group look-up
+    /// per (minute, ad) group of the increments, not one per counter.
+    pub fn push_increments(&mut self, increments: &Increments) {
+        for (group, counts) in increments.groups() {
+            let mut counts = counts.iter();
+            while counts.len() > 0 {
+                let at = match self.open_group(group.minute, &group.ad) {
+                    Some(at) => at,
+                    None => self.start_group(group.minute, &group.ad),
+                };
+                // A record's group holds at most 255 counters: the rest start another.
+                let room = usize::from(u8::MAX - self.bytes[at]);
+                let mut n = 0;
+                for c in counts.by_ref().take(room) {
+                    push_counter(&mut self.bytes, &c.filter, c.total);
+                    n += 1;
                 }
-                push_counter(&mut self.bytes, &d.filter, d.total);
-                n += 1;
-                i += 1;
+                self.bytes[at] += n as u8;
+                self.counters += n;
             }
-            self.bytes[at] = n;
-            self.counters += i - start;
         }
     }
 
@@ -533,7 +530,7 @@ pub(crate) mod tests {
             cuts.sort_unstable();
             let mut from = 0;
             for cut in cuts.into_iter().chain([expected.len()]) {
-                by_batch.push_deltas(&expected[from..cut]);
+                by_batch.push_increments(&expected[from..cut].iter().copied().collect());
                 from = cut;
             }
             prop_assert_eq!(by_batch.as_bytes(), packed.as_bytes());
@@ -554,6 +551,26 @@ pub(crate) mod tests {
             let minute = minute / 60_000 * 60_000;
             prop_assert_ne!(minute.to_le_bytes()[0], LAYOUT_2);
         }
+    }
+
+    /// A group of more than 255 counters (a record's count byte) goes on
+    /// in another group, both when pushed one by one and as increments.
+    #[test]
+    fn long_groups_split_alike() {
+        let ad = AdId::parse("ad-long").unwrap();
+        let counters: Vec<_> = (0..600u64)
+            .map(|n| (60_000, ad, filters()[(n % 5) as usize], n))
+            .collect();
+        let mut one_by_one = PackedCounts::default();
+        for (minute, ad, filter, total) in &counters {
+            one_by_one.push(*minute, ad, filter, *total);
+        }
+        let mut grouped = PackedCounts::default();
+        let increments: Increments = deltas(&counters).into_iter().collect();
+        assert_eq!(increments.group_count(), 1);
+        grouped.push_increments(&increments);
+        assert_eq!(grouped.as_bytes(), one_by_one.as_bytes());
+        assert_eq!(read(grouped.as_bytes()), Some(deltas(&counters)));
     }
 
     #[test]
