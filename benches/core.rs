@@ -157,7 +157,7 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
         "reduce" => {
             let mut counts = MinuteCounts::new(i64::MIN);
             for batch in &mut prepared.batches {
-                counts.apply_all(&mut batch.deltas);
+                counts.apply_all(&mut batch.increments);
             }
             counts.ads_numbered()
         }
@@ -337,7 +337,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut counts = MinuteCounts::new(i64::MIN);
             for batch in &mut windowed {
-                counts.apply_all(&mut batch.deltas);
+                counts.apply_all(&mut batch.increments);
             }
             counts
         })
@@ -442,6 +442,23 @@ fn with_checkpoints(
     let mut pending = Checkpoint::default();
     let interval = std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
     let mut last_commit = std::time::Instant::now();
+    let commit = |pending: &mut Checkpoint| {
+        let cp = pending.take();
+        split
+            .log_bytes
+            .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
+        split
+            .id_bytes
+            .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+        let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
+        split
+            .snapshot_bytes
+            .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
+        let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
+        let t = thread_cpu_ns();
+        store.commit(generation, &cp, final_until).expect("commit");
+        split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
+    };
     for (i, chunk) in work.chunks(BATCH).enumerate() {
         let mut batch = decoded_batch(i, chunk);
         core.process(&mut batch);
@@ -455,22 +472,12 @@ fn with_checkpoints(
         };
         if interval_passed || pending.credits * 2 >= settings.max_batches_in_flight {
             last_commit = std::time::Instant::now();
-            let cp = pending.take();
-            split
-                .log_bytes
-                .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
-            split
-                .id_bytes
-                .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
-            let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
-            split
-                .snapshot_bytes
-                .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
-            let final_until = final_until(cp.watermark, settings.allowed_lateness_ms);
-            let t = thread_cpu_ns();
-            store.commit(generation, &cp, final_until).expect("commit");
-            split.commit.fetch_add(thread_cpu_ns() - t, Relaxed);
+            commit(&mut pending);
         }
+    }
+    // The writer commits what is left at its next interval: counted too.
+    if pending.batches > 0 {
+        commit(&mut pending);
     }
     split.all.fetch_add(thread_cpu_ns() - started, Relaxed);
     split.clicks.fetch_add(work.len() as u64, Relaxed);
@@ -544,7 +551,7 @@ fn with_digest_checkpoints(
             }
         }
         split.digest.fetch_add(thread_cpu_ns() - t, Relaxed);
-        batch.deltas.clear();
+        batch.increments.clear();
         batch.holds_credit = true;
         let t = thread_cpu_ns();
         pending.absorb(&mut batch);

@@ -9,7 +9,9 @@ use async_nats::jetstream::message::Acker;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-/// `n` more clicks for one ad, minute and filter.
+/// `n` more clicks for one ad, minute and filter, with the counter's total:
+/// one increment of [`Increments`] on its own (what recovery reads back
+/// from the count log and snapshots, and what tests build).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CountDelta {
     /// Start of the minute, epoch ms.
@@ -20,8 +22,7 @@ pub struct CountDelta {
     pub filter: Filter,
     /// How many clicks to add.
     pub count: u64,
-    /// The counter's total once this increment is added: set by the reducer,
-    /// and what the writer stores (so a commit writes totals, never reads).
+    /// The counter's total (see [`FilterCount::total`]).
     pub total: u64,
 }
 
@@ -59,7 +60,8 @@ pub struct FilterCount {
     /// How many clicks to add.
     pub count: u64,
     /// The counter's total once this increment is added: set by the
-    /// reducer, and what the writer stores (see [`CountDelta::total`]).
+    /// reducer, and what the writer stores (so a commit writes totals,
+    /// never reads).
     pub total: u64,
 }
 
@@ -72,8 +74,10 @@ impl Increments {
         }
     }
 
-    /// Starts a group: the counts pushed next are its.
+    /// Starts a group: the counts pushed next are its. (A batch holds at
+    /// most a few counts per click: far below `u32::MAX`.)
     pub fn start_group(&mut self, minute: i64, ad: AdId) {
+        debug_assert!(self.counts.len() < u32::MAX as usize);
         self.groups.push(IncrementGroup {
             minute,
             ad,
@@ -81,9 +85,10 @@ impl Increments {
         });
     }
 
-    /// Adds a count to the last group started.
+    /// Adds a count to the last group started (there must be one).
     #[inline]
     pub fn push(&mut self, filter: Filter, count: u64) {
+        debug_assert!(!self.groups.is_empty(), "a count outside any group");
         self.counts.push(FilterCount {
             filter,
             count,
@@ -136,7 +141,8 @@ impl Increments {
         &mut self.counts
     }
 
-    /// Where group `g`'s counts start and end in the counts.
+    /// Where group `g`'s counts start and end in the counts (`g` must be a
+    /// group's index: below [`Increments::group_count`]).
     #[inline]
     pub fn span(&self, g: usize) -> (usize, usize) {
         let end = self
@@ -220,7 +226,7 @@ pub struct Batch {
     /// Duplicates dedup dropped (for metrics).
     pub duplicates: usize,
     /// Added by window: count increments, grouped by (ad, minute).
-    pub deltas: Increments,
+    pub increments: Increments,
     /// Added by window: the watermark after this batch.
     pub watermark: i64,
     /// Added by reducer: output-feed messages this batch caused (minutes
@@ -241,4 +247,62 @@ pub struct Batch {
     pub closes_minute: bool,
     /// Set on the last batch of a drain: answered once it is committed.
     pub flush: Option<oneshot::Sender<()>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::click::Country;
+
+    fn delta(minute: i64, ad: &str, country: Option<&str>, count: u64) -> CountDelta {
+        CountDelta {
+            minute,
+            ad: AdId::parse(ad).unwrap(),
+            filter: Filter {
+                country: country.and_then(Country::parse),
+                ..Filter::ALL
+            },
+            count,
+            total: 0,
+        }
+    }
+
+    #[test]
+    fn runs_of_one_ad_and_minute_make_one_group_each() {
+        let empty = Increments::default();
+        assert!(empty.is_empty());
+        assert_eq!(empty.groups().count(), 0);
+        assert_eq!(empty.iter().count(), 0);
+
+        let deltas = vec![
+            delta(0, "a", None, 1),
+            delta(0, "a", Some("US"), 2),
+            delta(0, "b", None, 3),
+            // The same ad in another minute, then back: new groups each time.
+            delta(60_000, "b", None, 4),
+            delta(0, "a", Some("DE"), 5),
+        ];
+        let increments: Increments = deltas.iter().copied().collect();
+        assert_eq!(increments.len(), 5);
+        assert_eq!(increments.group_count(), 4);
+        let groups: Vec<(i64, String, Vec<u64>)> = increments
+            .groups()
+            .map(|(g, counts)| {
+                let counts = counts.iter().map(|c| c.count).collect();
+                (g.minute, g.ad.as_str().to_string(), counts)
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                (0, "a".to_string(), vec![1, 2]),
+                (0, "b".to_string(), vec![3]),
+                (60_000, "b".to_string(), vec![4]),
+                (0, "a".to_string(), vec![5]),
+            ]
+        );
+        assert_eq!(increments.span(0), (0, 2));
+        assert_eq!(increments.span(3), (4, 5));
+        assert_eq!(increments.iter().collect::<Vec<_>>(), deltas);
+    }
 }

@@ -86,7 +86,7 @@ impl PartitionCore {
     pub fn process(&mut self, batch: &mut Batch) -> Assigned {
         self.filter.apply(batch);
         let done = self.assigner.apply(batch);
-        self.counts.apply_all(&mut batch.deltas);
+        self.counts.apply_all(&mut batch.increments);
         let before = self.watermark;
         self.watermark = self.watermark.max(batch.watermark);
         self.snapshots.after_batch(

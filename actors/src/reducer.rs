@@ -214,9 +214,9 @@ impl Actor for ReducerActor {
 impl ReducerState {
     fn apply(&mut self, batch: &mut Batch) -> Result<(), String> {
         let before = self.watermark;
-        self.args.counts.apply_all(&mut batch.deltas);
+        self.args.counts.apply_all(&mut batch.increments);
         self.watermark = self.watermark.max(batch.watermark);
-        self.move_windows(&batch.deltas, before);
+        self.move_windows(&batch.increments, before);
         self.publish(batch, before)?;
         let lateness = self.args.settings.allowed_lateness_ms;
         self.snapshots.after_batch(
@@ -292,7 +292,7 @@ impl ReducerState {
             // the totals the counts just set (a batch has one increment per
             // counter: the window folds it).
             let mut corrected: Vec<_> = batch
-                .deltas
+                .increments
                 .groups()
                 .filter(|(g, _)| g.minute < closed_before)
                 .collect();

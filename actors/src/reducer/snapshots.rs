@@ -61,7 +61,7 @@ impl MinuteSnapshots {
         final_before: i64,
         final_after: i64,
     ) {
-        self.note(&batch.deltas);
+        self.note(&batch.increments);
         if self.logged >= self.floor {
             let counters: usize = self
                 .logged_minutes
@@ -144,10 +144,10 @@ mod tests {
         finals: (i64, i64),
     ) -> Batch {
         let mut batch = Batch {
-            deltas: deltas.into_iter().collect(),
+            increments: deltas.into_iter().collect(),
             ..Batch::default()
         };
-        counts.apply_all(&mut batch.deltas);
+        counts.apply_all(&mut batch.increments);
         snapshots.after_batch(
             counts,
             &mut batch,

@@ -137,18 +137,27 @@ mod tests {
         #[test]
         fn equals_a_fresh_sum(
             steps in prop::collection::vec(
-                (prop::collection::vec((0u8..6, 0i64..12, 1u64..4), 0..20), 0i64..3),
+                // (ad, minute, clicks, whether under a country filter, not `{}`)
+                (prop::collection::vec((0u8..6, 0i64..12, 1u64..4, any::<bool>()), 0..20), 0i64..3),
                 1..25,
             ),
             window in 1i64..5,
         ) {
+            let germany = Filter { country: crate::click::Country::parse("DE"), ..Filter::ALL };
             let mut counts = MinuteCounts::new(0);
             let mut sums = WindowSums::new(window);
             let mut end = window - 1; // in minutes
             for (adds, forward) in steps {
                 let mut increments: Increments = adds.iter()
-                    .filter(|(_, m, _)| *m <= end + 1) // nothing far in the future
-                    .map(|(a, m, n)| CountDelta { minute: m * MINUTE_MS, ad: ad(*a), filter: Filter::ALL, count: *n, total: 0 })
+                    .filter(|(_, m, _, _)| *m <= end + 1) // nothing far in the future
+                    .map(|(a, m, n, by_country)| CountDelta {
+                        minute: m * MINUTE_MS,
+                        ad: ad(*a),
+                        // Only `{}` counts feed the sums: others must be skipped.
+                        filter: if *by_country { germany } else { Filter::ALL },
+                        count: *n,
+                        total: 0,
+                    })
                     .collect();
                 counts.apply_all(&mut increments);
                 sums.correct(&increments);

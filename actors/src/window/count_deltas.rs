@@ -142,7 +142,9 @@ impl CountDeltas {
     /// order (filters too), leaving the fold empty (its memory is kept).
     pub fn drain(&mut self) -> Increments {
         let mut out = Increments::with_capacity(self.groups.len(), self.entries.len());
-        for group in &self.groups {
+        // A group without entries (no dimension set configured) is left
+        // out: readers take every group for a counted (ad, minute).
+        for group in self.groups.iter().filter(|g| g.first != END) {
             out.start_group(group.minute, group.ad);
             let mut e = group.first;
             while let Some(entry) = self.entries.get(e as usize) {

@@ -42,7 +42,7 @@ impl MinuteAssigner {
         }
     }
 
-    /// Turns the batch's clicks (repeats skipped) into `batch.deltas` or
+    /// Turns the batch's clicks (repeats skipped) into `batch.increments` or
     /// `batch.rejects`, emptying `clicks` and `payloads`; then
     /// applies an idle tick and stamps `batch.watermark`.
     pub fn apply(&mut self, batch: &mut Batch) -> Assigned {
@@ -83,7 +83,7 @@ impl MinuteAssigner {
         if let Some(now) = batch.idle_tick {
             self.clock.observe_idle(now);
         }
-        batch.deltas = self.deltas.drain();
+        batch.increments = self.deltas.drain();
         batch.watermark = self.clock.watermark();
         done.closed_after = self.clock.closed_until();
         done

@@ -57,13 +57,13 @@ impl Checkpoint {
         }
     }
 
-    /// Folds a batch's deltas in. Batches arrive in order, so its watermark is the newest.
+    /// Folds a batch's state deltas in (ids, increments, snapshots, …). Batches arrive in order, so its watermark is the newest.
     pub fn absorb(&mut self, batch: &mut Batch) {
         self.last_seq = self.last_seq.max(batch.last_seq);
         self.watermark = self.watermark.max(batch.watermark);
         self.new_ids.extend(&batch.new_ids);
         batch.new_ids.clear();
-        self.log.push_increments(&batch.deltas);
+        self.log.push_increments(&batch.increments);
         self.snapshots.append(&mut batch.snapshots);
         self.full_snapshot |= batch.full_snapshot;
         self.admitted.append(&mut batch.admitted);

@@ -571,6 +571,25 @@ pub(crate) mod tests {
         grouped.push_increments(&increments);
         assert_eq!(grouped.as_bytes(), one_by_one.as_bytes());
         assert_eq!(read(grouped.as_bytes()), Some(deltas(&counters)));
+
+        // A group left part-full by the previous batch, then a batch of two
+        // adjacent groups of the same (minute, ad) past 255 in all.
+        let (head, tail) = counters.split_at(200);
+        let mut carried = PackedCounts::default();
+        for (minute, ad, filter, total) in head {
+            carried.push(*minute, ad, filter, *total);
+        }
+        let mut increments = Increments::default();
+        for (n, (minute, ad, filter, total)) in tail.iter().enumerate() {
+            if n == 0 || n == 150 {
+                increments.start_group(*minute, *ad);
+            }
+            increments.push(*filter, 0);
+            increments.counts_mut()[n].total = *total;
+        }
+        assert_eq!(increments.group_count(), 2);
+        carried.push_increments(&increments);
+        assert_eq!(carried.as_bytes(), one_by_one.as_bytes());
     }
 
     #[test]
