@@ -558,7 +558,7 @@ pub async fn run(
                         result
                     }
                 };
-                settle_result(result, &mut report);
+                settle(result, &mut report);
             }
         }
         if last_progress.elapsed() >= Duration::from_secs(10) {
@@ -571,7 +571,7 @@ pub async fn run(
     }
     let waiting = Instant::now();
     while let Some(ack) = inflight.pop_front() {
-        settle(Some(ack), &mut report).await;
+        settle(ack.await, &mut report);
     }
     report.ack_wait_seconds += waiting.elapsed().as_secs_f64();
     let report = finish(report, started);
@@ -659,13 +659,8 @@ impl Source {
     }
 }
 
-async fn settle(ack: Option<PublishAckFuture>, report: &mut Report) {
-    let Some(ack) = ack else { return };
-    settle_result(ack.await, report);
-}
-
 /// Counts an ack's outcome.
-fn settle_result(
+fn settle(
     result: Result<
         async_nats::jetstream::publish::PublishAck,
         async_nats::jetstream::context::PublishError,

@@ -119,11 +119,6 @@ impl Increments {
         self.counts.is_empty()
     }
 
-    /// The number of (ad, minute) groups.
-    pub fn group_count(&self) -> usize {
-        self.groups.len()
-    }
-
     /// The groups with their counts, in order.
     pub fn groups(&self) -> impl Iterator<Item = (&IncrementGroup, &[FilterCount])> + '_ {
         let ends = self.groups.iter().skip(1).map(|g| g.start as usize);
@@ -139,17 +134,6 @@ impl Increments {
     /// Every count in order (their groups given by [`Increments::groups`]).
     pub fn counts_mut(&mut self) -> &mut [FilterCount] {
         &mut self.counts
-    }
-
-    /// Where group `g`'s counts start and end in the counts (`g` must be a
-    /// group's index: below [`Increments::group_count`]).
-    #[inline]
-    pub fn span(&self, g: usize) -> (usize, usize) {
-        let end = self
-            .groups
-            .get(g + 1)
-            .map_or(self.counts.len(), |next| next.start as usize);
-        (self.groups[g].start as usize, end)
     }
 
     /// Each increment as a [`CountDelta`] (a copy: for tests and cold paths).
@@ -284,7 +268,7 @@ mod tests {
         ];
         let increments: Increments = deltas.iter().copied().collect();
         assert_eq!(increments.len(), 5);
-        assert_eq!(increments.group_count(), 4);
+        assert_eq!(increments.group_heads().len(), 4);
         let groups: Vec<(i64, String, Vec<u64>)> = increments
             .groups()
             .map(|(g, counts)| {
@@ -301,8 +285,6 @@ mod tests {
                 (0, "a".to_string(), vec![5]),
             ]
         );
-        assert_eq!(increments.span(0), (0, 2));
-        assert_eq!(increments.span(3), (4, 5));
         assert_eq!(increments.iter().collect::<Vec<_>>(), deltas);
     }
 }

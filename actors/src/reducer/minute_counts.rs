@@ -134,12 +134,13 @@ impl MinuteCounts {
         }
         self.hashes = hashes;
         // No minute is added from here on: indices are stable.
-        for (g, group) in groups.iter().enumerate() {
+        let mut at = 0;
+        for (group, counts) in increments.groups() {
             let m = self.minute_index(group.minute) as u32;
-            let (start, end) = increments.span(g);
-            for r in &mut resolved[start..end] {
+            for r in &mut resolved[at..at + counts.len()] {
                 r.0 = m;
             }
+            at += counts.len();
         }
         let counts = increments.counts_mut();
         for (i, (r, c)) in resolved.iter().zip(counts.iter_mut()).enumerate() {

@@ -241,7 +241,7 @@ mod tests {
                     .collect();
                 let drained = fold.drain();
                 // One group per (ad, minute), its increments together.
-                prop_assert_eq!(drained.group_count(), groups.len());
+                prop_assert_eq!(drained.group_heads().len(), groups.len());
                 prop_assert_eq!(drained.iter().collect::<Vec<_>>(), want);
             }
         }

@@ -567,7 +567,7 @@ pub(crate) mod tests {
         }
         let mut grouped = PackedCounts::default();
         let increments: Increments = deltas(&counters).into_iter().collect();
-        assert_eq!(increments.group_count(), 1);
+        assert_eq!(increments.group_heads().len(), 1);
         grouped.push_increments(&increments);
         assert_eq!(grouped.as_bytes(), one_by_one.as_bytes());
         assert_eq!(read(grouped.as_bytes()), Some(deltas(&counters)));
@@ -587,7 +587,7 @@ pub(crate) mod tests {
             increments.push(*filter, 0);
             increments.counts_mut()[n].total = *total;
         }
-        assert_eq!(increments.group_count(), 2);
+        assert_eq!(increments.group_heads().len(), 2);
         carried.push_increments(&increments);
         assert_eq!(carried.as_bytes(), one_by_one.as_bytes());
     }
