@@ -594,8 +594,8 @@ fn with_digest_checkpoints(
     split.ads.store(slots.len() as u64, Relaxed);
     // What the final snapshots would write, once each minute turns final
     // (none does within the workload): every counter of every minute.
-    let minutes = core.counts.minutes_within(i64::MIN, i64::MAX);
-    let counters: usize = minutes.iter().map(|m| core.counts.counters_in(*m)).sum();
+    let minutes = core.counts().minutes_within(i64::MIN, i64::MAX);
+    let counters: usize = minutes.iter().map(|m| core.counts().counters_in(*m)).sum();
     split.counters.store(counters as u64, Relaxed);
     split.run_clicks.store(work.len() as u64, Relaxed);
     core.watermark()

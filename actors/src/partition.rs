@@ -12,7 +12,7 @@ pub mod directory;
 use crate::dedup::{DedupActor, DedupArgs};
 use crate::ingest::{IngestActor, IngestArgs, IngestMsg};
 use crate::reducer::minute_counts::MinuteCounts;
-use crate::reducer::{ReducerActor, ReducerArgs};
+use crate::reducer::{ReducerActor, ReducerArgs, ReducerCore, ReducerStart};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
 use crate::window::{WindowActor, WindowArgs};
@@ -209,22 +209,29 @@ impl PartitionState {
             );
         }
         // Both block for a while with a big state: off the async workers.
-        let (mut recovered, counts, read_ms) = tokio::task::spawn_blocking(move || {
-            let recovered = store.recover_keeping(memory_minutes, lateness)?;
-            let read_ms = started.elapsed().as_millis();
-            let mut counts = MinuteCounts::new(recovered.counts_from);
-            counts.set_totals(&recovered.counts);
-            Ok::<_, StoreError>((recovered, counts, read_ms))
-        })
-        .await??;
+        let (partition, core_settings) = (args.partition, settings.clone());
+        let (mut recovered, reducer_core, counters, read_ms) =
+            tokio::task::spawn_blocking(move || {
+                let mut recovered = store.recover_keeping(memory_minutes, lateness)?;
+                let read_ms = started.elapsed().as_millis();
+                let mut counts = MinuteCounts::new(recovered.counts_from);
+                counts.set_totals(&recovered.counts);
+                // The counts hold them now; free the list before the rest is built.
+                let counters = std::mem::take(&mut recovered.counts).len();
+                let start = ReducerStart {
+                    partition,
+                    counts,
+                    logged_minutes: std::mem::take(&mut recovered.logged_minutes),
+                    logged_totals: recovered.logged_totals,
+                    watermark: recovered.watermark,
+                    feed_version: recovered.feed_version,
+                };
+                let core = ReducerCore::new(core_settings, start);
+                Ok::<_, StoreError>((recovered, core, counters, read_ms))
+            })
+            .await??;
         drop(gate);
-        let (ids, counters, logged) = (
-            recovered.seen.len(),
-            recovered.counts.len(),
-            recovered.logged_totals,
-        );
-        // The counts hold them now; free the list before the rest is built.
-        recovered.counts = Vec::new();
+        let (ids, logged) = (recovered.seen.len(), recovered.logged_totals);
         let committed_watermark = Arc::new(AtomicI64::new(recovered.watermark));
         let credits = Arc::new(Semaphore::new(settings.max_batches_in_flight));
         let supervisor = myself.get_cell();
@@ -256,15 +263,9 @@ impl PartitionState {
             None,
             ReducerActor,
             ReducerArgs {
-                settings: settings.clone(),
+                core: reducer_core,
                 next: writer,
                 store: args.store.clone(),
-                counts,
-                logged_minutes: std::mem::take(&mut recovered.logged_minutes),
-                logged_totals: recovered.logged_totals,
-                watermark: recovered.watermark,
-                feed_version: recovered.feed_version,
-                partition: args.partition,
                 committed_watermark,
                 slot: args.slot.clone(),
                 meters: meters.clone(),

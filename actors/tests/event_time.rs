@@ -15,7 +15,7 @@ use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMAR
 use adclick_actors::writer::checkpoint::Checkpoint;
 use adclick_actors::writer::store::PartitionStore;
 use proptest::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const MINUTE: i64 = 60_000;
 const DELAY: i64 = 5_000;
@@ -48,6 +48,8 @@ struct Model {
     counts: BTreeMap<(u8, i64, Option<u8>, Option<u8>), u64>,
     too_late: Vec<u16>,
     duplicates: u64,
+    /// Counters the events since the last `take_touched` added to.
+    touched: BTreeSet<(u8, i64, Option<u8>, Option<u8>)>,
 }
 
 impl Model {
@@ -99,6 +101,7 @@ impl Model {
                     (Some(country), Some(ip)),
                 ] {
                     *self.counts.entry((ad, minute, c, t)).or_insert(0) += 1;
+                    self.touched.insert((ad, minute, c, t));
                 }
                 self.watermark = Some(self.watermark.map_or(ts - DELAY, |w| w.max(ts - DELAY)));
             }
@@ -127,6 +130,178 @@ impl Model {
 
 fn ad_name(ad: u8) -> String {
     format!("ad-{ad}")
+}
+
+/// One message of the output feed, as a subscriber reads it (versions
+/// aside): what the model expects and what the core's feed renders to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Published {
+    /// `agg.counts`, kind `close` or `correction`: counters with totals.
+    Counts {
+        minute: i64,
+        kind: String,
+        counters: BTreeMap<(u8, Option<u8>, Option<u8>), u64>,
+    },
+    /// `agg.counts`, kind `final`: the marker, with how many counters.
+    Final { minute: i64, counters: u64 },
+    /// `agg.top.<window>`.
+    Top {
+        window: i64,
+        minute: i64,
+        kind: String,
+        ads: Vec<(String, u64)>,
+    },
+}
+
+/// The configured top windows and N (the defaults).
+const TOP_WINDOWS: [i64; 3] = [1, 5, 60];
+const TOP_N: usize = 100;
+
+impl Model {
+    fn minutes(&self) -> BTreeSet<i64> {
+        self.counts.keys().map(|(_, m, _, _)| *m).collect()
+    }
+
+    fn counters_of(&self, minute: i64) -> BTreeMap<(u8, Option<u8>, Option<u8>), u64> {
+        self.counts
+            .iter()
+            .filter(|((_, m, _, _), _)| *m == minute)
+            .map(|((a, _, c, t), n)| ((*a, *c, *t), *n))
+            .collect()
+    }
+
+    fn tops(&self, minute: i64, kind: &str) -> Vec<Published> {
+        TOP_WINDOWS
+            .iter()
+            .map(|&window| Published::Top {
+                window,
+                minute,
+                kind: kind.to_string(),
+                ads: self.top(None, minute - (window - 1) * MINUTE, minute + MINUTE, TOP_N),
+            })
+            .collect()
+    }
+
+    /// What docs/FEED.md says a partition publishes for the events since
+    /// the last call, given the watermark before them: corrections of
+    /// minutes closed before (changed counters, new totals), then each
+    /// minute closed now (every counter, then its tops), then each minute
+    /// final now (the marker, then its final tops).
+    fn feed_since(&mut self, watermark_before: Option<i64>) -> Vec<Published> {
+        let was_closed = |m: i64| watermark_before.is_some_and(|w| w >= m + MINUTE);
+        let was_final = |m: i64| watermark_before.is_some_and(|w| w >= m + MINUTE + LATENESS);
+        let touched = std::mem::take(&mut self.touched);
+        let mut out = Vec::new();
+        let mut corrected: BTreeMap<i64, BTreeMap<_, u64>> = BTreeMap::new();
+        for (a, m, c, t) in touched {
+            if was_closed(m) {
+                corrected
+                    .entry(m)
+                    .or_default()
+                    .insert((a, c, t), self.counts[&(a, m, c, t)]);
+            }
+        }
+        for (minute, counters) in corrected {
+            out.push(Published::Counts {
+                minute,
+                kind: "correction".into(),
+                counters,
+            });
+        }
+        let minutes = self.minutes();
+        for &minute in minutes
+            .iter()
+            .filter(|m| !was_closed(**m) && self.closed(**m))
+        {
+            out.push(Published::Counts {
+                minute,
+                kind: "close".into(),
+                counters: self.counters_of(minute),
+            });
+            out.extend(self.tops(minute, "close"));
+        }
+        for &minute in minutes
+            .iter()
+            .filter(|m| !was_final(**m) && self.is_final(**m))
+        {
+            out.push(Published::Final {
+                minute,
+                counters: self.counters_of(minute).len() as u64,
+            });
+            out.extend(self.tops(minute, "final"));
+        }
+        out
+    }
+}
+
+/// The core's feed items of one batch, rendered as a subscriber gets them,
+/// read back; checks that versions follow on from `last_version`.
+fn published(
+    items: &[adclick_actors::reducer::aggregate_feed::FeedItem],
+    last_version: &mut u64,
+) -> Result<Vec<Published>, TestCaseError> {
+    use adclick_actors::reducer::aggregate_feed::FeedItem;
+    let mut out = Vec::new();
+    for item in items {
+        let messages = match item {
+            FeedItem::Message(m) => vec![m.clone()],
+            FeedItem::Counts(c) => c.render(0).unwrap(),
+        };
+        for m in messages {
+            prop_assert_eq!(m.version, *last_version + 1, "versions follow on");
+            *last_version = m.version;
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let kind = v["kind"].as_str().unwrap().to_string();
+            if m.subject.starts_with("agg.top.") {
+                let to = adclick_actors::time::parse_rfc3339(v["to"].as_str().unwrap()).unwrap();
+                let ads = v["ads"].as_array().unwrap().iter();
+                out.push(Published::Top {
+                    window: v["window_minutes"].as_i64().unwrap(),
+                    minute: to - MINUTE,
+                    kind,
+                    ads: ads
+                        .map(|a| {
+                            (
+                                a["ad_id"].as_str().unwrap().to_string(),
+                                a["count"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect(),
+                });
+                continue;
+            }
+            let minute =
+                adclick_actors::time::parse_rfc3339(v["minute"].as_str().unwrap()).unwrap();
+            if kind == "final" {
+                out.push(Published::Final {
+                    minute,
+                    counters: v["counters"].as_u64().unwrap(),
+                });
+                continue;
+            }
+            let mut counters = BTreeMap::new();
+            for c in v["counts"].as_array().unwrap() {
+                let ad: u8 = c["ad_id"].as_str().unwrap()["ad-".len()..].parse().unwrap();
+                let index = |key: &str, names: &[&str]| {
+                    c["filter"][key]
+                        .as_str()
+                        .map(|text| names.iter().position(|n| *n == text).unwrap() as u8)
+                };
+                let key = (
+                    ad,
+                    index("country", &COUNTRIES),
+                    index("ip_type", &IP_TYPES),
+                );
+                counters.insert(key, c["count"].as_u64().unwrap());
+            }
+            out.push(Published::Counts {
+                minute,
+                kind,
+                counters,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn settings() -> PipelineSettings {
@@ -276,7 +451,7 @@ fn compare(core: &PartitionCore, model: &Model, events: &[Event]) -> Result<(), 
         for ad in 0..6u8 {
             for c in [None, Some(0), Some(1), Some(2)] {
                 for t in [None, Some(0), Some(1), Some(2)] {
-                    let got = core.counts.count(
+                    let got = core.counts().count(
                         &AdId::parse(&ad_name(ad)).unwrap(),
                         &filter(c, t),
                         minute,
@@ -309,7 +484,7 @@ fn compare(core: &PartitionCore, model: &Model, events: &[Event]) -> Result<(), 
         for window in [1, 3, 10] {
             for c in [None, Some(0)] {
                 let mut sums = HashMap::new();
-                core.counts.add_sums(
+                core.counts().add_sums(
                     &filter(c, None),
                     minute,
                     minute + window * MINUTE,
@@ -338,7 +513,9 @@ proptest! {
 
     /// Same stream, same answers: counts per ad, minute and filter; the
     /// watermark; which minutes are closed and final; top-N over sliding
-    /// windows; repeats dropped and clicks rejected as too late.
+    /// windows; repeats dropped and clicks rejected as too late; and, batch
+    /// by batch, the output feed (close, correction and final of every
+    /// minute, with their tops).
     #[test]
     fn the_core_answers_like_the_model(raw in raw_events(), cuts in prop::collection::vec(any::<bool>(), 250)) {
         let events = events_from(&raw);
@@ -348,9 +525,22 @@ proptest! {
         }
         let mut core = PartitionCore::new(0, &settings());
         let (mut duplicates, mut too_late) = (0u64, Vec::new());
+        let (mut feed_model, mut last_version) = (Model::default(), 0);
         for group in batches(&events, &cuts) {
             let mut batch = to_batch(&group);
             core.process(&mut batch);
+            // The feed, batch by batch: what the model says this batch
+            // publishes, against what the core decided.
+            let before = feed_model.watermark;
+            for (_, e) in &group {
+                feed_model.event(e);
+            }
+            prop_assert_eq!(
+                published(&batch.feed, &mut last_version)?,
+                feed_model.feed_since(before),
+                "feed of the batch ending at seq {}",
+                batch.last_seq
+            );
             duplicates += batch.duplicates as u64;
             for r in &batch.rejects {
                 let Event::Click { id, .. } = events[r.seq as usize - 1] else { unreachable!() };

@@ -57,7 +57,7 @@ fn tick(core: &mut PartitionCore, now: i64) {
 }
 
 fn count(core: &PartitionCore, ad: &str, minute: i64) -> u64 {
-    core.counts.count(
+    core.counts().count(
         &AdId::parse(ad).unwrap(),
         &Filter::ALL,
         minute,
@@ -67,7 +67,7 @@ fn count(core: &PartitionCore, ad: &str, minute: i64) -> u64 {
 
 fn top(core: &PartitionCore, from: i64, to: i64, n: usize) -> Vec<(String, u64)> {
     let mut sums = HashMap::new();
-    core.counts.add_sums(&Filter::ALL, from, to, &mut sums);
+    core.counts().add_sums(&Filter::ALL, from, to, &mut sums);
     top_n(sums.into_iter().collect(), n)
         .into_iter()
         .map(|(a, c)| (a.to_string(), c))
