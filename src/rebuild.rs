@@ -9,8 +9,7 @@
 //! only within the rejected stream's 10-minute duplicate window).
 
 use crate::config::Config;
-use adclick_actors::partition::directory::PartitionDirectory;
-use adclick_actors::partition::PartitionMsg;
+use adclick_actors::partitions::Partitions;
 use adclick_actors::writer::store::{PartitionStore, StoreError};
 use anyhow::{bail, Context as _};
 use std::sync::Arc;
@@ -53,19 +52,14 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
     let client = crate::nats::connect(&config.nats_url).await?;
     let js = async_nats::jetstream::new(client);
     crate::nats::ensure_streams(&js, &config).await?;
-    let directory = PartitionDirectory::new(settings.partitions);
-    let supervisor =
-        crate::serve::start_partition(&config, &js, &settings, &directory, partition).await?;
-    let slot = directory
-        .slot(partition)
-        .context("directory is smaller than the partition count")?
-        .clone();
+    let partitions = Partitions::new(settings.clone(), config.query_timeout);
+    partitions.start(&js, &config.data_dir, partition).await?;
 
     let stream = js.get_stream(&settings.stream).await?;
     let consumer = settings.consumer_name(partition);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if !slot.is_ready() {
+        if !partitions.is_ready(partition) {
             continue;
         }
         let Ok(info) = stream.consumer_info(&consumer).await else {
@@ -79,12 +73,11 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
             break;
         }
     }
-    let (done, committed) = tokio::sync::oneshot::channel();
-    supervisor.cast(PartitionMsg::Drain(done))?;
-    tokio::time::timeout(config.shutdown_timeout, committed)
-        .await
-        .context("the final commit did not finish within shutdown_timeout")??;
-    supervisor.stop(None);
+    let committed = partitions.drain(config.shutdown_timeout).await;
+    partitions.stop();
+    if !committed {
+        bail!("the final commit did not finish within shutdown_timeout");
+    }
     eprintln!("partition {partition} rebuilt from the retained stream");
     Ok(())
 }

@@ -3,12 +3,9 @@
 
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
-use adclick_actors::partition::directory::PartitionDirectory;
-use adclick_actors::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
-use adclick_actors::writer::store::PartitionStore;
+use adclick_actors::partitions::Partitions;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use ractor::{Actor, ActorRef};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -16,10 +13,9 @@ use tokio::sync::oneshot;
 /// A running service.
 pub struct Service {
     /// The partitions, as the gateway sees them.
-    pub directory: Arc<PartitionDirectory>,
+    pub partitions: Arc<Partitions>,
     /// Where the REST API listens (the bound address, if port 0 was asked).
     pub http_addr: SocketAddr,
-    supervisors: Vec<ActorRef<PartitionMsg>>,
     http_stop: oneshot::Sender<()>,
     http_task: tokio::task::JoinHandle<()>,
     config: Config,
@@ -46,39 +42,6 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Opens a partition's file (a damaged file stops here, named) and starts
-/// its supervisor, which builds the chain from the checkpoint.
-pub async fn start_partition(
-    config: &Config,
-    js: &async_nats::jetstream::Context,
-    settings: &Arc<adclick_actors::PipelineSettings>,
-    directory: &PartitionDirectory,
-    partition: u32,
-) -> anyhow::Result<ActorRef<PartitionMsg>> {
-    let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || PartitionStore::open(&dir, partition))
-        .await
-        .context("opening a partition file panicked")??;
-    let slot = directory
-        .slot(partition)
-        .context("directory is smaller than the partition count")?
-        .clone();
-    let (supervisor, _) = Actor::spawn(
-        None,
-        PartitionSupervisor,
-        PartitionArgs {
-            partition,
-            settings: settings.clone(),
-            js: js.clone(),
-            store: Arc::new(store),
-            slot,
-        },
-    )
-    .await
-    .with_context(|| format!("cannot start partition {partition}"))?;
-    Ok(supervisor)
-}
-
 /// Starts everything: streams, partitions, REST. Returns once the HTTP
 /// listener is bound; partitions become ready in the background (`/readyz`).
 pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Service> {
@@ -93,10 +56,9 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let server_max = js_max_payload(&js);
     pipeline.feed.max_payload = (server_max / 2).clamp(4096, 1 << 20);
     let settings = Arc::new(pipeline);
-    let directory = Arc::new(PartitionDirectory::new(settings.partitions));
-    let mut supervisors = Vec::new();
+    let partitions = Arc::new(Partitions::new(settings.clone(), config.query_timeout));
     for partition in 0..settings.partitions {
-        supervisors.push(start_partition(&config, &js, &settings, &directory, partition).await?);
+        partitions.start(&js, &config.data_dir, partition).await?;
     }
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -104,9 +66,8 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
     let router = gateway::router(Arc::new(Gateway {
-        directory: directory.clone(),
+        partitions: partitions.clone(),
         settings,
-        query_timeout: config.query_timeout,
         metrics,
     }))
     .context("cannot serialize the OpenAPI document")?;
@@ -119,11 +80,10 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
             tracing::error!("REST server failed: {e}");
         }
     });
-    tracing::info!(%http_addr, partitions = supervisors.len(), "adclick serving");
+    tracing::info!(%http_addr, partitions = partitions.len(), "adclick serving");
     Ok(Service {
-        directory,
+        partitions,
         http_addr,
-        supervisors,
         http_stop,
         http_task,
         config,
@@ -135,18 +95,7 @@ impl Service {
     /// server. Bounded by `shutdown_timeout`; returns whether every partition
     /// committed in time (if not, the next start replays the rest: no loss).
     pub async fn shutdown(self) -> bool {
-        let mut waits = Vec::new();
-        for supervisor in &self.supervisors {
-            let (done, wait) = oneshot::channel();
-            if supervisor.cast(PartitionMsg::Drain(done)).is_ok() {
-                waits.push(wait);
-            }
-        }
-        let all = futures::future::join_all(waits);
-        // A drain whose chain failed drops its sender: that is not a commit.
-        let in_time = tokio::time::timeout(self.config.shutdown_timeout, all)
-            .await
-            .is_ok_and(|results| results.iter().all(Result::is_ok));
+        let in_time = self.partitions.drain(self.config.shutdown_timeout).await;
         if !in_time {
             tracing::warn!(
                 "not every partition committed within shutdown_timeout ({:?}); the rest replays on the next start",
@@ -155,9 +104,7 @@ impl Service {
         }
         let _ = self.http_stop.send(());
         let _ = self.http_task.await;
-        for supervisor in self.supervisors {
-            supervisor.stop(None);
-        }
+        self.partitions.stop();
         in_time
     }
 }

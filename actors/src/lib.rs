@@ -37,6 +37,7 @@ pub mod fast_hash;
 pub mod fault;
 pub mod ingest;
 pub mod partition;
+pub mod partitions;
 pub mod prefetch;
 pub mod reducer;
 pub mod reject;

@@ -8,9 +8,8 @@ pub mod body;
 pub mod openapi;
 pub mod params;
 
-use adclick_actors::partition::directory::{partition_of, PartitionDirectory};
-use adclick_actors::reducer::top_n::top_n;
-use adclick_actors::reducer::{Answer, CountQuery, ReducerMsg, TopQuery};
+use adclick_actors::partitions::{Partitions, QueryError};
+use adclick_actors::reducer::{CountQuery, TopQuery};
 use adclick_actors::telemetry::HTTP_SECONDS;
 use adclick_actors::time::{format_rfc3339, minute_floor, now_ms, MINUTE_MS};
 use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMARK};
@@ -32,9 +31,8 @@ use params::{
     ApiError, ErrorCode, Params, AGGREGATED_COUNT_PARAMS, AT, COUNT, FROM, MINUTES, POPULAR_PARAMS,
     TO, WINDOW,
 };
-use ractor::rpc::CallResult;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What an ad id in a path must match (SPEC §1).
 pub const AD_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
@@ -49,12 +47,10 @@ pub const MAX_RANGE_MINUTES: i64 = 31 * 24 * 60;
 
 /// What every handler shares.
 pub struct Gateway {
-    /// The partitions and their reducers.
-    pub directory: Arc<PartitionDirectory>,
+    /// The partitions: where every question goes.
+    pub partitions: Arc<Partitions>,
     /// Service settings (partition count, filters, lateness).
     pub settings: Arc<PipelineSettings>,
-    /// How long to wait for a reducer.
-    pub query_timeout: Duration,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -134,33 +130,22 @@ fn closed_end(watermark: i64) -> i64 {
     }
 }
 
-impl Gateway {
-    async fn ask<T: Send + 'static>(
-        &self,
-        reducer: &ractor::ActorRef<ReducerMsg>,
-        partition: u32,
-        make: impl FnOnce(ractor::RpcReplyPort<Result<Answer<T>, String>>) -> ReducerMsg,
-    ) -> Result<Answer<T>, ApiError> {
-        match reducer.call(make, Some(self.query_timeout)).await {
-            Ok(CallResult::Success(Ok(answer))) => Ok(answer),
-            Ok(CallResult::Success(Err(e))) => Err(ApiError::new(
-                ErrorCode::StorageError,
-                format!("partition {partition} could not read its data: {e}"),
-            )),
-            Ok(CallResult::Timeout) => Err(ApiError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "partition {partition} did not answer within {:?}",
-                    self.query_timeout
-                ),
-            )),
-            _ => Err(ApiError::new(
-                ErrorCode::NotReady,
-                format!("partition {partition} is restarting; retry shortly"),
-            )),
-        }
+impl From<QueryError> for ApiError {
+    /// The error's type decides the status: a partition that cannot answer
+    /// now is a 503 (retry), one that cannot read its file a 500.
+    fn from(e: QueryError) -> ApiError {
+        let code = match &e {
+            QueryError::Storage { .. } => ErrorCode::StorageError,
+            QueryError::Timeout { .. } => ErrorCode::Timeout,
+            QueryError::NotServed { .. }
+            | QueryError::NotReady { .. }
+            | QueryError::Restarting { .. } => ErrorCode::NotReady,
+        };
+        ApiError::new(code, e.to_string())
     }
+}
 
+impl Gateway {
     /// Refuses a range that starts before the retained history of a partition
     /// with this watermark: its count would silently be too small.
     fn check_retained(&self, from: i64, watermark: i64) -> Result<(), ApiError> {
@@ -229,13 +214,8 @@ async fn aggregated_count(
         &gw.settings.extra_dimensions,
     )?;
     let filter = params.filter(&gw.settings)?;
-    let partition = partition_of(ad.as_str(), gw.settings.partitions);
-    let slot = gw.directory.slot(partition).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotReady,
-            format!("partition {partition} is not served here"),
-        )
-    })?;
+    let partition = gw.partitions.partition_of(&ad);
+    let watermark = gw.partitions.watermark(partition)?;
     let (from, to) = match (
         params.minute(&FROM)?,
         params.minute(&TO)?,
@@ -244,7 +224,7 @@ async fn aggregated_count(
         (Some(from), Some(to), None) => (from, to),
         (None, None, _) => {
             let minutes = params.int(&MINUTES)?;
-            let to = closed_end(slot.watermark());
+            let to = closed_end(watermark);
             (to - minutes * MINUTE_MS, to)
         }
         (_, _, Some(_)) => {
@@ -261,23 +241,16 @@ async fn aggregated_count(
         }
     };
     Gateway::check_range(from, to)?;
-    gw.check_retained(from, slot.watermark())?;
-    // Readiness last: a malformed request is a 400 even while recovering.
-    let reducer = slot.reducer().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotReady,
-            format!("partition {partition} is still recovering; retry shortly"),
-        )
-    })?;
+    gw.check_retained(from, watermark)?;
+    // Readiness last (inside `count`): a malformed request is a 400 even
+    // while recovering.
     let query = CountQuery {
         ad,
         filter: filter.clone(),
         from,
         to,
     };
-    let answer = gw
-        .ask(&reducer, partition, |reply| ReducerMsg::Count(query, reply))
-        .await?;
+    let answer = gw.partitions.count(query).await?;
     let known = answer.watermark != NO_WATERMARK;
     Ok(Json(AggregatedCount {
         ad_id: ad.as_str().to_string(),
@@ -317,61 +290,30 @@ async fn popular(
     let n = params.int(&COUNT)? as usize;
     let window = params.int(&WINDOW)?;
     let at_param = params.minute(&AT)?;
-    let mut reducers = Vec::new();
-    let mut not_ready = Vec::new();
-    for slot in gw.directory.slots() {
-        match slot.reducer() {
-            Some(r) => reducers.push((slot.partition, r)),
-            None => not_ready.push(slot.partition.to_string()),
-        }
-    }
+    let not_ready = gw.partitions.not_ready();
     if !not_ready.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::NotReady,
-            format!(
-                "partitions {} are still recovering; retry shortly",
-                not_ready.join(", ")
-            ),
-        ));
-    }
-    let at = match at_param {
-        Some(at) => at,
-        None => {
-            let slowest = gw
-                .directory
-                .slots()
-                .iter()
-                .map(|s| s.watermark())
-                .min()
-                .unwrap_or(NO_WATERMARK);
-            closed_end(slowest)
+        return Err(QueryError::NotReady {
+            partitions: not_ready,
         }
-    };
-    let from = at - window * MINUTE_MS;
-    let newest = gw.directory.slots().iter().map(|s| s.watermark()).max();
-    gw.check_retained(from, newest.unwrap_or(NO_WATERMARK))?;
-    let asks = reducers.iter().map(|(p, reducer)| {
-        let query = TopQuery {
-            filter: filter.clone(),
-            from,
-            to: at,
-            n,
-        };
-        gw.ask(reducer, *p, move |reply| ReducerMsg::Top(query, reply))
-    });
-    let answers = futures::future::join_all(asks).await;
-    let mut merged = Vec::new();
-    let (mut complete, mut fin) = (true, true);
-    for answer in answers {
-        let answer = answer?;
-        complete &= answer.watermark != NO_WATERMARK && at <= closed_until(answer.watermark);
-        fin &= answer.watermark != NO_WATERMARK
-            && at <= final_until(answer.watermark, gw.settings.allowed_lateness_ms);
-        merged.extend(answer.value);
+        .into());
     }
-    // All clicks of an ad are in one partition, so the per-partition exact
-    // top-N lists merge into the exact global top-N.
-    let ads = top_n(merged, n)
+    let at = at_param.unwrap_or_else(|| closed_end(gw.partitions.slowest_watermark()));
+    let from = at - window * MINUTE_MS;
+    gw.check_retained(from, gw.partitions.newest_watermark())?;
+    let query = TopQuery {
+        filter: filter.clone(),
+        from,
+        to: at,
+        n,
+    };
+    // The merged answer carries the slowest partition's watermark: the
+    // window is complete (final) only where every partition says so.
+    let answer = gw.partitions.top(query).await?;
+    let known = answer.watermark != NO_WATERMARK;
+    let complete = known && at <= closed_until(answer.watermark);
+    let fin = known && at <= final_until(answer.watermark, gw.settings.allowed_lateness_ms);
+    let ads = answer
+        .value
         .into_iter()
         .map(|(ad, count)| AdCount {
             ad_id: ad.as_str().to_string(),
@@ -415,13 +357,7 @@ async fn healthz() -> Json<Health> {
     )
 )]
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, Json<Readiness>) {
-    let not_ready: Vec<u32> = gw
-        .directory
-        .slots()
-        .iter()
-        .filter(|s| !s.is_ready())
-        .map(|s| s.partition)
-        .collect();
+    let not_ready = gw.partitions.not_ready();
     let status = if not_ready.is_empty() {
         StatusCode::OK
     } else {
@@ -429,7 +365,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, Json<Readiness>)
     };
     let body = Readiness {
         ready: not_ready.is_empty(),
-        partitions: gw.directory.slots().len(),
+        partitions: gw.partitions.len(),
         not_ready,
     };
     (status, Json(body))

@@ -273,7 +273,7 @@ mod tests {
     //! bounds (and nothing undocumented is).
     use super::super::{router, routes, Gateway};
     use super::*;
-    use adclick_actors::partition::directory::PartitionDirectory;
+    use adclick_actors::partitions::Partitions;
     use adclick_actors::DimensionSet;
     use axum::body::Body;
     use axum::http::{Method, Request};
@@ -291,10 +291,13 @@ mod tests {
     }
 
     fn router_with(settings: PipelineSettings) -> axum::Router {
+        let settings = Arc::new(settings);
         let gateway = Gateway {
-            directory: Arc::new(PartitionDirectory::new(2)),
-            settings: Arc::new(settings),
-            query_timeout: Duration::from_millis(100),
+            partitions: Arc::new(Partitions::new(
+                settings.clone(),
+                Duration::from_millis(100),
+            )),
+            settings,
             metrics: None,
         };
         router(Arc::new(gateway)).unwrap()
