@@ -2,11 +2,12 @@
 //! barrier: each actor adds the state delta the writer must commit with it.
 
 use crate::click::{AdId, Click, Filter};
-use crate::reducer::aggregate_feed::{FeedItem, StoredTop};
+use crate::feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
 use crate::writer::packed_minute::PackedMinute;
 use async_nats::jetstream::message::Acker;
 use bytes::Bytes;
+use ractor::ActorRef;
 use tokio::sync::oneshot;
 
 /// `n` more clicks for one ad, minute and filter, with the counter's total:
@@ -231,6 +232,32 @@ pub struct Batch {
     pub closes_minute: bool,
     /// Set on the last batch of a drain: answered once it is committed.
     pub flush: Option<oneshot::Sender<()>>,
+}
+
+/// Where a stage hands its batches on: the next stage of the partition's
+/// chain, as the partition supervisor wired it. A stage never names the
+/// stage after it, so each one reads, tests and changes alone.
+pub struct NextStage {
+    send: Box<dyn Fn(Box<Batch>) -> Result<(), NextStageGone> + Send + Sync>,
+}
+
+/// The next stage has stopped (its chain is being rebuilt).
+#[derive(Debug, thiserror::Error)]
+#[error("the next stage of the partition's chain has stopped")]
+pub struct NextStageGone;
+
+impl NextStage {
+    /// Batches go to the actor `to`, wrapped in its message by `wrap`.
+    pub fn actor<M: ractor::Message>(to: ActorRef<M>, wrap: fn(Box<Batch>) -> M) -> NextStage {
+        NextStage {
+            send: Box::new(move |batch| to.cast(wrap(batch)).map_err(|_| NextStageGone)),
+        }
+    }
+
+    /// Hands `batch` on.
+    pub fn send(&self, batch: Box<Batch>) -> Result<(), NextStageGone> {
+        (self.send)(batch)
+    }
 }
 
 #[cfg(test)]

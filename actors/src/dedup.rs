@@ -9,11 +9,10 @@
 pub mod repeat_filter;
 pub mod seen_clicks;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, NextStage};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
-use crate::window::event_clock::EventClock;
-use crate::window::WindowMsg;
+use crate::time::event_clock::EventClock;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use repeat_filter::RepeatFilter;
 use std::sync::Arc;
@@ -28,8 +27,8 @@ pub enum DedupMsg {
 pub struct DedupArgs {
     /// Service settings.
     pub settings: Arc<PipelineSettings>,
-    /// Where batches go.
-    pub next: ActorRef<WindowMsg>,
+    /// Where batches go (the window).
+    pub next: NextStage,
     /// Ids remembered at the last checkpoint.
     pub seen: Vec<(i64, u128)>,
     /// Watermark at the last checkpoint.
@@ -43,7 +42,7 @@ pub struct DedupActor;
 
 /// Dedup's running state.
 pub struct DedupState {
-    next: ActorRef<WindowMsg>,
+    next: NextStage,
     filter: RepeatFilter,
     meters: PartitionMeters,
 }
@@ -79,7 +78,7 @@ impl Actor for DedupActor {
         state.filter.apply(&mut batch);
         state.meters.duplicate.increment(batch.duplicates as u64);
         state.meters.dedup_ids.set(state.filter.remembered() as f64);
-        state.next.cast(WindowMsg::Batch(batch))?;
+        state.next.send(batch)?;
         Ok(())
     }
 }

@@ -6,8 +6,7 @@
 
 pub mod decode;
 
-use crate::batch::Batch;
-use crate::dedup::DedupMsg;
+use crate::batch::{Batch, NextStage};
 use crate::dimension::DimensionValues;
 use crate::reject::{RejectReason, Rejected};
 use crate::settings::PipelineSettings;
@@ -47,7 +46,7 @@ pub struct IngestArgs {
     /// JetStream.
     pub js: Context,
     /// Where batches go.
-    pub next: ActorRef<DedupMsg>,
+    pub next: NextStage,
     /// Last stream sequence committed: consumption resumes after it.
     pub resume_after: u64,
     /// In-flight credits, shared with the writer.
@@ -187,7 +186,7 @@ impl Actor for IngestActor {
                     flush: Some(done),
                     ..Batch::default()
                 };
-                state.args.next.cast(DedupMsg::Batch(Box::new(flush)))?;
+                state.args.next.send(Box::new(flush))?;
                 Ok(())
             }
         }
@@ -220,7 +219,7 @@ impl IngestState {
         let in_flight = (self.args.settings.max_batches_in_flight)
             .saturating_sub(self.args.credits.available_permits());
         self.args.meters.batches_in_flight.set(in_flight as f64);
-        self.args.next.cast(DedupMsg::Batch(Box::new(batch)))?;
+        self.args.next.send(Box::new(batch))?;
         Ok(())
     }
 

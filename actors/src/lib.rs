@@ -35,6 +35,7 @@ pub mod dense_index;
 pub mod dimension;
 pub mod fast_hash;
 pub mod fault;
+pub mod feed;
 pub mod ingest;
 pub mod partition;
 pub mod partitions;

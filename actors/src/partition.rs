@@ -9,15 +9,16 @@
 
 pub mod directory;
 
-use crate::dedup::{DedupActor, DedupArgs};
+use crate::batch::NextStage;
+use crate::dedup::{DedupActor, DedupArgs, DedupMsg};
 use crate::ingest::{IngestActor, IngestArgs, IngestMsg};
 use crate::reducer::minute_counts::MinuteCounts;
-use crate::reducer::{ReducerActor, ReducerArgs, ReducerCore, ReducerStart};
+use crate::reducer::{ReducerActor, ReducerArgs, ReducerCore, ReducerMsg, ReducerStart};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
-use crate::window::{WindowActor, WindowArgs};
+use crate::window::{WindowActor, WindowArgs, WindowMsg};
 use crate::writer::store::{PartitionStore, StoreError};
-use crate::writer::{WriterActor, WriterArgs};
+use crate::writer::{WriterActor, WriterArgs, WriterMsg};
 use async_nats::jetstream::Context;
 use directory::PartitionSlot;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -264,10 +265,10 @@ impl PartitionState {
             ReducerActor,
             ReducerArgs {
                 core: reducer_core,
-                next: writer,
+                next: NextStage::actor(writer, WriterMsg::Batch),
                 store: args.store.clone(),
                 committed_watermark,
-                slot: args.slot.clone(),
+                watermark: args.slot.shared_watermark(),
                 meters: meters.clone(),
             },
             supervisor.clone(),
@@ -281,7 +282,7 @@ impl PartitionState {
             WindowArgs {
                 partition: args.partition,
                 settings: settings.clone(),
-                next: reducer.clone(),
+                next: NextStage::actor(reducer.clone(), ReducerMsg::Batch),
                 watermark: recovered.watermark,
                 meters: meters.clone(),
             },
@@ -295,7 +296,7 @@ impl PartitionState {
             DedupActor,
             DedupArgs {
                 settings: settings.clone(),
-                next: window,
+                next: NextStage::actor(window, WindowMsg::Batch),
                 seen: recovered.seen,
                 watermark: recovered.watermark,
                 meters: meters.clone(),
@@ -312,7 +313,7 @@ impl PartitionState {
                 partition: args.partition,
                 settings,
                 js: args.js.clone(),
-                next: dedup,
+                next: NextStage::actor(dedup, DedupMsg::Batch),
                 resume_after: recovered.last_seq,
                 credits,
                 meters,

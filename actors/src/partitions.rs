@@ -16,7 +16,7 @@ use crate::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
 use crate::reducer::top_n::top_n;
 use crate::reducer::{Answer, CountQuery, ReducerMsg, TopQuery};
 use crate::settings::PipelineSettings;
-use crate::window::event_clock::NO_WATERMARK;
+use crate::time::event_clock::NO_WATERMARK;
 use crate::writer::store::{PartitionStore, StoreError};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};

@@ -5,7 +5,6 @@
 //! hand-off.
 
 pub mod ad_slots;
-pub mod aggregate_feed;
 pub mod counter_table;
 pub mod history;
 pub mod minute_counts;
@@ -14,13 +13,11 @@ pub mod snapshots;
 pub mod top_n;
 pub mod window_sums;
 
-use crate::batch::Batch;
-use crate::partition::directory::PartitionSlot;
+use crate::batch::{Batch, NextStage};
 use crate::telemetry::PartitionMeters;
+use crate::time::event_clock::{SharedWatermark, NO_WATERMARK};
 use crate::time::now_ms;
-use crate::window::event_clock::NO_WATERMARK;
 use crate::writer::store::{PartitionStore, StoreError};
-use crate::writer::WriterMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 pub use reducer_core::{Answer, CountQuery, ReducerCore, ReducerStart, TopQuery};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -46,14 +43,14 @@ pub enum ReducerMsg {
 pub struct ReducerArgs {
     /// The reducer's state at the checkpoint.
     pub core: ReducerCore,
-    /// Where batches go.
-    pub next: ActorRef<WriterMsg>,
+    /// Where batches go (the writer).
+    pub next: NextStage,
     /// The partition's file, for minutes no longer in memory.
     pub store: Arc<PartitionStore>,
     /// Watermark of the last finished commit (written by the writer).
     pub committed_watermark: Arc<AtomicI64>,
     /// Where the gateway reads the partition's watermark.
-    pub slot: Arc<PartitionSlot>,
+    pub watermark: Arc<SharedWatermark>,
     /// Metric handles.
     pub meters: PartitionMeters,
 }
@@ -71,7 +68,7 @@ impl Actor for ReducerActor {
         _myself: ActorRef<ReducerMsg>,
         args: ReducerArgs,
     ) -> Result<ReducerArgs, ActorProcessingErr> {
-        args.slot.set_watermark(args.core.watermark());
+        args.watermark.advance(args.core.watermark());
         Ok(args)
     }
 
@@ -85,7 +82,7 @@ impl Actor for ReducerActor {
             ReducerMsg::Batch(mut batch) => {
                 state.core.apply(&mut batch, state.store.as_ref())?;
                 let watermark = state.core.watermark();
-                state.slot.set_watermark(watermark);
+                state.watermark.advance(watermark);
                 if watermark != NO_WATERMARK {
                     let lag = (now_ms() - watermark) as f64 / 1000.0;
                     state.meters.watermark_lag.set(lag);
@@ -97,7 +94,7 @@ impl Actor for ReducerActor {
                     let freshness = fetched.elapsed().as_secs_f64();
                     state.meters.consumed_to_queryable.record(freshness);
                 }
-                state.next.cast(WriterMsg::Batch(batch))?;
+                state.next.send(batch)?;
             }
             // The asker may have timed out; nothing to do then.
             ReducerMsg::Count(query, reply) => {

@@ -2,6 +2,11 @@
 
 use crate::dimension::ExtraDimension;
 
+/// The default fewest logged totals that make a full snapshot due: below it
+/// the log is cheap to replay whatever the state, and tiny states are not
+/// rewritten on every batch.
+pub const SNAPSHOT_LOG_FLOOR: usize = 100_000;
+
 /// Which dimensions a counted filter keeps. The default sets are `[]`,
 /// `[country]`, `[ip_type]` and `[country, ip_type]`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -163,7 +168,7 @@ impl PipelineSettings {
             max_batches_in_flight: 16,
             checkpoint_interval_ms: 100,
             memory_minutes: 1_440,
-            snapshot_log_floor: crate::reducer::snapshots::LOG_FLOOR,
+            snapshot_log_floor: SNAPSHOT_LOG_FLOOR,
             history_retention_ms: 30 * 24 * 3_600_000,
             dimension_sets: DimensionSet::defaults(),
             extra_dimensions: Vec::new(),

@@ -3,6 +3,12 @@
 //! adclick keeps every instant as `i64` epoch milliseconds. A minute is named
 //! by its first millisecond. RFC 3339 is converted by hand (a few lines of
 //! calendar arithmetic) rather than pulling a date-time crate into the build.
+//!
+//! [`event_clock`] turns clicks and idle ticks into the watermark and says
+//! which minutes are closed and final: the one definition of event time every
+//! stage shares.
+
+pub mod event_clock;
 
 /// Milliseconds in one minute.
 pub const MINUTE_MS: i64 = 60_000;

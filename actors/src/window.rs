@@ -3,15 +3,13 @@
 //! batch's clicks into count deltas for the reducer.
 
 pub mod count_deltas;
-pub mod event_clock;
 pub mod minute_assigner;
 
-use crate::batch::Batch;
-use crate::reducer::ReducerMsg;
+use crate::batch::{Batch, NextStage};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
+use crate::time::event_clock::{EventClock, NO_WATERMARK};
 use crate::time::now_ms;
-use event_clock::EventClock;
 use minute_assigner::MinuteAssigner;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
@@ -28,8 +26,8 @@ pub struct WindowArgs {
     pub partition: u32,
     /// Service settings.
     pub settings: Arc<PipelineSettings>,
-    /// Where batches go.
-    pub next: ActorRef<ReducerMsg>,
+    /// Where batches go (the reducer).
+    pub next: NextStage,
     /// Watermark at the last checkpoint.
     pub watermark: i64,
     /// Metric handles.
@@ -42,7 +40,7 @@ pub struct WindowActor;
 /// The window's running state.
 pub struct WindowState {
     partition: u32,
-    next: ActorRef<ReducerMsg>,
+    next: NextStage,
     assigner: MinuteAssigner,
     meters: PartitionMeters,
 }
@@ -86,14 +84,13 @@ impl Actor for WindowActor {
         meters.counted.increment(done.counted);
         meters.late_corrections.increment(done.late);
         meters.too_late.increment(done.too_late);
-        if done.closed_after > done.closed_before && done.closed_before != event_clock::NO_WATERMARK
-        {
+        if done.closed_after > done.closed_before && done.closed_before != NO_WATERMARK {
             meters
                 .window_close_lag
                 .record((now_ms() - done.closed_after).max(0) as f64 / 1000.0);
         }
         batch.closes_minute = done.closed_after > done.closed_before;
-        state.next.cast(ReducerMsg::Batch(batch))?;
+        state.next.send(batch)?;
         Ok(())
     }
 }

@@ -25,10 +25,10 @@ pub mod packed_minute;
 pub mod store;
 
 use crate::batch::Batch;
-use crate::reducer::aggregate_feed::{FeedItem, FeedMessage};
+use crate::feed::{FeedItem, FeedMessage};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
-use crate::window::event_clock::final_until;
+use crate::time::event_clock::final_until;
 use async_nats::jetstream::message::{Acker, PublishMessage};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
@@ -310,7 +310,7 @@ impl WriterState {
 /// The first minute of retained history under `watermark` (minutes before it
 /// are pruned and refused by queries), or `NO_WATERMARK` when nothing is.
 pub fn history_start(watermark: i64, retention_ms: i64) -> i64 {
-    if watermark == crate::window::event_clock::NO_WATERMARK {
+    if watermark == crate::time::event_clock::NO_WATERMARK {
         return watermark;
     }
     crate::time::minute_floor(watermark.saturating_sub(retention_ms))

@@ -11,7 +11,7 @@ use adclick_actors::click::{AdId, Click, Country, Filter, IpType};
 use adclick_actors::core::PartitionCore;
 use adclick_actors::reducer::top_n::top_n;
 use adclick_actors::settings::PipelineSettings;
-use adclick_actors::window::event_clock::{closed_until, final_until, NO_WATERMARK};
+use adclick_actors::time::event_clock::{closed_until, final_until, NO_WATERMARK};
 use adclick_actors::writer::checkpoint::Checkpoint;
 use adclick_actors::writer::store::PartitionStore;
 use proptest::prelude::*;
@@ -237,10 +237,10 @@ impl Model {
 /// The core's feed items of one batch, rendered as a subscriber gets them,
 /// read back; checks that versions follow on from `last_version`.
 fn published(
-    items: &[adclick_actors::reducer::aggregate_feed::FeedItem],
+    items: &[adclick_actors::feed::FeedItem],
     last_version: &mut u64,
 ) -> Result<Vec<Published>, TestCaseError> {
-    use adclick_actors::reducer::aggregate_feed::FeedItem;
+    use adclick_actors::feed::FeedItem;
     let mut out = Vec::new();
     for item in items {
         let messages = match item {

@@ -3,8 +3,8 @@
 use crate::batch::Batch;
 use crate::click::Click;
 use crate::dedup::seen_clicks::SeenClicks;
+use crate::time::event_clock::{EventClock, Timeliness};
 use crate::time::minute_floor;
-use crate::window::event_clock::{EventClock, Timeliness};
 
 /// How many clicks ahead `apply` asks for a click's buckets: enough for the
 /// cache misses of a few clicks to overlap, few enough that the lines are

@@ -2,9 +2,9 @@
 //! and its watermark. Written by the partition's actors, read by HTTP handlers.
 
 use crate::reducer::ReducerMsg;
-use crate::window::event_clock::NO_WATERMARK;
+use crate::time::event_clock::SharedWatermark;
 use ractor::ActorRef;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// One partition's entry.
@@ -13,7 +13,7 @@ pub struct PartitionSlot {
     pub partition: u32,
     reducer: RwLock<Option<ActorRef<ReducerMsg>>>,
     ready: AtomicBool,
-    watermark: AtomicI64,
+    watermark: Arc<SharedWatermark>,
     restarts: AtomicU64,
 }
 
@@ -23,7 +23,7 @@ impl PartitionSlot {
             partition,
             reducer: RwLock::new(None),
             ready: AtomicBool::new(false),
-            watermark: AtomicI64::new(NO_WATERMARK),
+            watermark: Arc::default(),
             restarts: AtomicU64::new(0),
         }
     }
@@ -51,12 +51,12 @@ impl PartitionSlot {
 
     /// The partition's current watermark.
     pub fn watermark(&self) -> i64 {
-        self.watermark.load(Ordering::Acquire)
+        self.watermark.get()
     }
 
-    /// Records the watermark (monotone).
-    pub fn set_watermark(&self, watermark: i64) {
-        self.watermark.fetch_max(watermark, Ordering::AcqRel);
+    /// Where the partition's reducer publishes its watermark.
+    pub fn shared_watermark(&self) -> Arc<SharedWatermark> {
+        self.watermark.clone()
     }
 
     /// Counts a rebuild after a failure.

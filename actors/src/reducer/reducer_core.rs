@@ -19,7 +19,6 @@
 //!    also stored;
 //! 5. the minutes the count log holds are snapshot when due.
 
-use super::aggregate_feed::{AggregateFeed, CountersPacker, FeedItem, Publication, StoredTop};
 use super::history::History;
 use super::minute_counts::{split_at_floor, MinuteCounts};
 use super::snapshots::MinuteSnapshots;
@@ -27,9 +26,10 @@ use super::top_n::top_n;
 use super::window_sums::WindowSums;
 use crate::batch::{Batch, Increments};
 use crate::click::{AdId, Filter, FilterQuery};
+use crate::feed::{AggregateFeed, CountersPacker, FeedItem, Publication, StoredTop};
 use crate::settings::PipelineSettings;
+use crate::time::event_clock::{closed_until, final_until, NO_WATERMARK};
 use crate::time::MINUTE_MS;
-use crate::window::event_clock::{closed_until, final_until, NO_WATERMARK};
 use crate::writer::store::StoreError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -269,7 +269,7 @@ impl ReducerCore {
 
     /// Sets the batch's feed items and stored tops: the closed minutes its
     /// late clicks corrected, the minutes it closed, and the minutes it made
-    /// final (see [`super::aggregate_feed`]).
+    /// final (see [`crate::feed`]).
     fn decide_feed(
         &mut self,
         batch: &mut Batch,
@@ -318,7 +318,7 @@ impl ReducerCore {
         if feed_on {
             for minute in closed {
                 // Packed as memory lists them: the publisher sorts and renders
-                // them after the commit (see `aggregate_feed`).
+                // them after the commit (see `crate::feed`).
                 let mut packer = CountersPacker::default();
                 self.counts
                     .for_each_counter_of(minute, |ad, filter, count| {
@@ -430,7 +430,7 @@ impl ReducerCore {
 mod tests {
     use super::*;
     use crate::batch::CountDelta;
-    use crate::reducer::aggregate_feed::FeedItem;
+    use crate::feed::FeedItem;
     use crate::reducer::history::NoHistory;
     use std::cell::Cell;
     use std::path::PathBuf;

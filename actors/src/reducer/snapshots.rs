@@ -8,7 +8,8 @@
 //!
 //! - **Full snapshot**, when the totals logged since the last full snapshot
 //!   reach twice the counters of the minutes they touched (and at least a
-//!   floor, [`LOG_FLOOR`] by default): every such minute is written, and the writer deletes the
+//!   floor, [`SNAPSHOT_LOG_FLOOR`](crate::settings::SNAPSHOT_LOG_FLOOR) by
+//!   default): every such minute is written, and the writer deletes the
 //!   older log records. Snapshots then cost at most one packed counter per two
 //!   logged ones, and recovery replays at most about twice the live state.
 //! - **Final snapshot**, when a minute turns final and the log still holds
@@ -17,14 +18,9 @@
 
 use crate::batch::{Batch, Increments, MinuteSnapshot};
 use crate::reducer::minute_counts::MinuteCounts;
-use crate::window::event_clock::NO_WATERMARK;
+use crate::time::event_clock::NO_WATERMARK;
 use crate::writer::packed_minute::PackedMinute;
 use std::collections::BTreeSet;
-
-/// The default fewest logged totals that make a full snapshot due: below it
-/// the log is cheap to replay whatever the state, and tiny states are not
-/// rewritten on every batch.
-pub const LOG_FLOOR: usize = 100_000;
 
 /// The minutes the count log holds totals of since their last snapshot.
 #[derive(Debug)]
@@ -125,6 +121,7 @@ mod tests {
     use super::*;
     use crate::batch::CountDelta;
     use crate::click::{AdId, Filter};
+    use crate::settings::SNAPSHOT_LOG_FLOOR;
     use crate::time::MINUTE_MS;
 
     fn delta(minute: i64, ad: &str) -> CountDelta {
@@ -160,7 +157,7 @@ mod tests {
     #[test]
     fn a_minute_turning_final_is_snapshot_only_if_the_log_holds_it() {
         let mut counts = MinuteCounts::default();
-        let mut snapshots = MinuteSnapshots::new(LOG_FLOOR);
+        let mut snapshots = MinuteSnapshots::new(SNAPSHOT_LOG_FLOOR);
         let batch = run(
             &mut counts,
             &mut snapshots,
@@ -195,7 +192,7 @@ mod tests {
         // Memory answers from minute 5 on; the log (after a restart) names
         // minute 3, whose snapshot the file already holds.
         let mut counts = MinuteCounts::new(5 * MINUTE_MS);
-        let mut snapshots = MinuteSnapshots::resumed(LOG_FLOOR, vec![3 * MINUTE_MS], 10);
+        let mut snapshots = MinuteSnapshots::resumed(SNAPSHOT_LOG_FLOOR, vec![3 * MINUTE_MS], 10);
         let batch = run(&mut counts, &mut snapshots, vec![delta(6, "a")], (3, 7));
         let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
         assert_eq!(minutes, vec![6 * MINUTE_MS]);
@@ -204,7 +201,7 @@ mod tests {
     #[test]
     fn a_full_snapshot_comes_once_the_log_is_twice_the_state() {
         let mut counts = MinuteCounts::default();
-        let mut snapshots = MinuteSnapshots::new(LOG_FLOOR);
+        let mut snapshots = MinuteSnapshots::new(SNAPSHOT_LOG_FLOOR);
         // Ten hot counters in two minutes: the log grows, the state does not.
         let mut logged = 0;
         loop {
@@ -217,9 +214,12 @@ mod tests {
                 break;
             }
             assert!(batch.snapshots.is_empty());
-            assert!(logged < 2 * LOG_FLOOR, "no snapshot after {logged} totals");
+            assert!(
+                logged < 2 * SNAPSHOT_LOG_FLOOR,
+                "no snapshot after {logged} totals"
+            );
         }
-        assert!(logged >= LOG_FLOOR);
+        assert!(logged >= SNAPSHOT_LOG_FLOOR);
         assert_eq!(snapshots.logged_minutes().count(), 0);
     }
 }

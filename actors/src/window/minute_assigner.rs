@@ -4,9 +4,9 @@
 use crate::batch::Batch;
 use crate::reject::{RejectReason, Rejected};
 use crate::settings::DimensionSet;
+use crate::time::event_clock::{EventClock, Timeliness};
 use crate::time::minute_floor;
 use crate::window::count_deltas::CountDeltas;
-use crate::window::event_clock::{EventClock, Timeliness};
 
 /// What one batch did, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

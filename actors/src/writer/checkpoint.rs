@@ -3,7 +3,7 @@
 
 use crate::batch::{Batch, MinuteSnapshot};
 use crate::click::{AdId, Filter};
-use crate::reducer::aggregate_feed::{FeedItem, StoredTop};
+use crate::feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
 use crate::writer::packed_counts::PackedCounts;
 

@@ -31,7 +31,7 @@
 //! - `feed_counts_outbox`: first version → an `agg.counts` publication not
 //!   yet confirmed stored, unrendered: (kind, minute, chunks, packed
 //!   counters), one row for all its chunks (see
-//!   [`crate::reducer::aggregate_feed::CountsPublication`]).
+//!   [`crate::feed::CountsPublication`]).
 //! - `tops`: `(last minute, window minutes)` → the partition's final top-N of
 //!   that window (`ad:count,…`), so `popular` over a past window is one read.
 //!
@@ -41,10 +41,8 @@
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
-use crate::reducer::aggregate_feed::{
-    decode_top, encode_top, CountsPublication, FeedItem, FeedMessage, Publication,
-};
-use crate::window::event_clock::NO_WATERMARK;
+use crate::feed::{decode_top, encode_top, CountsPublication, FeedItem, FeedMessage, Publication};
+use crate::time::event_clock::NO_WATERMARK;
 use crate::writer::checkpoint::Checkpoint;
 use crate::writer::{packed_counts, packed_minute};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -269,9 +267,9 @@ impl PartitionStore {
                 )
             }));
         }
-        let counts_from = crate::window::event_clock::closed_until(watermark)
+        let counts_from = crate::time::event_clock::closed_until(watermark)
             .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS))
-            .min(crate::window::event_clock::final_until(
+            .min(crate::time::event_clock::final_until(
                 watermark,
                 allowed_lateness_ms,
             ));
@@ -970,7 +968,7 @@ mod tests {
 
     #[test]
     fn feed_items_stay_in_the_outbox_in_version_order_until_marked_published() {
-        use crate::reducer::aggregate_feed::{AggregateFeed, CountersPacker};
+        use crate::feed::{AggregateFeed, CountersPacker};
         let dir = tempfile::tempdir().unwrap();
         let store = PartitionStore::open(dir.path(), 4).unwrap();
         let generation = store.recover(60).unwrap().generation;

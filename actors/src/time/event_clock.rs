@@ -7,6 +7,7 @@
 //! correction; one for a final minute is too late.
 
 use crate::time::minute_floor;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// The watermark before anything was seen.
 pub const NO_WATERMARK: i64 = i64::MIN;
@@ -90,6 +91,29 @@ impl EventClock {
     /// Every minute before this one is final.
     pub fn final_until(&self) -> i64 {
         self.final_until
+    }
+}
+
+/// A partition's watermark as its reducer last set it, for readers on other
+/// threads (the gateway). It only moves forward.
+#[derive(Debug)]
+pub struct SharedWatermark(AtomicI64);
+
+impl Default for SharedWatermark {
+    fn default() -> SharedWatermark {
+        SharedWatermark(AtomicI64::new(NO_WATERMARK))
+    }
+}
+
+impl SharedWatermark {
+    /// The watermark (`NO_WATERMARK` before the partition's first click).
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Moves it to `watermark` if that is later.
+    pub fn advance(&self, watermark: i64) {
+        self.0.fetch_max(watermark, Ordering::AcqRel);
     }
 }
 
