@@ -5,6 +5,7 @@
 //! commit, so at most `max_batches_in_flight` batches exist at once.
 
 pub mod decode;
+pub mod delivery_order;
 
 use crate::batch::{Batch, NextStage};
 use crate::dimension::DimensionValues;
@@ -14,6 +15,7 @@ use crate::telemetry::PartitionMeters;
 use crate::time::now_ms;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::Context;
+use delivery_order::{Delivery, DeliveryOrder};
 use futures::stream::ReadyChunks;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -65,11 +67,8 @@ pub struct IngestState {
     args: IngestArgs,
     consumer: PullConsumer,
     messages: ReadyChunks<pull::Stream>,
-    last_seq: u64,
-    /// The consumer sequence the next delivery must carry: deliveries are
-    /// numbered 1, 2, 3… per consumer, so a hole means a message was
-    /// delivered (and would be covered by AckAll) but never reached us.
-    next_delivery: u64,
+    /// New, redelivered, or lost: each delivery's consumer and stream sequence.
+    deliveries: DeliveryOrder,
     last_message_at: Instant,
     last_tick_at: Instant,
     last_pending_at: Instant,
@@ -155,8 +154,7 @@ impl Actor for IngestActor {
             extra_fields: dims.iter().map(|d| d.name.clone()).collect(),
             values: DimensionValues::new(dims, &args.admitted),
             overflow: PartitionMeters::overflow(args.partition, dims),
-            last_seq: args.resume_after,
-            next_delivery: 1,
+            deliveries: DeliveryOrder::resume(args.resume_after),
             args,
             consumer,
             messages,
@@ -293,22 +291,15 @@ impl IngestState {
             let info = message
                 .info()
                 .map_err(|e| format!("partition {p}: message without JetStream info: {e}"))?;
-            if info.consumer_sequence != self.next_delivery {
-                return Err(format!(
-                    "partition {p}: delivery {} arrived where {} was expected: a delivery was lost \
-                     in transit; rebuilding from the checkpoint",
-                    info.consumer_sequence, self.next_delivery
-                )
-                .into());
-            }
-            self.next_delivery += 1;
             let seq = info.stream_sequence;
+            let delivery = (self.deliveries)
+                .take(info.consumer_sequence, seq)
+                .map_err(|lost| format!("partition {p}: {lost}"))?;
             let (message, acker) = message.split();
             batch.ack = Some(acker);
-            if seq <= self.last_seq {
-                continue; // a redelivery of something already passed on
+            if delivery == Delivery::Redelivered {
+                continue;
             }
-            self.last_seq = seq;
             batch.last_seq = seq;
             let mut raw = decode::RawExtras::default();
             let decoded = match decode::split_subject(&message.subject) {

@@ -7,6 +7,7 @@
 //! makes sure a commit still in flight from the old chain cannot land after
 //! the new chain has loaded the checkpoint.
 
+pub mod backoff;
 pub mod directory;
 
 use crate::batch::NextStage;
@@ -20,15 +21,13 @@ use crate::window::{WindowActor, WindowArgs, WindowMsg};
 use crate::writer::store::{PartitionStore, StoreError};
 use crate::writer::{WriterActor, WriterArgs, WriterMsg};
 use async_nats::jetstream::Context;
+use backoff::RestartBackoff;
 use directory::PartitionSlot;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
-
-/// A chain that ran this long without failing resets the backoff.
-const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 /// Messages to a partition supervisor.
 pub enum PartitionMsg {
@@ -61,7 +60,7 @@ pub struct PartitionState {
     meters: PartitionMeters,
     children: Vec<ActorCell>,
     ingest: Option<ActorRef<IngestMsg>>,
-    failures_in_a_row: u32,
+    backoff: RestartBackoff,
     built_at: Option<std::time::Instant>,
     draining: bool,
     /// Held by a writer's commit task until its ack is sent, and by a
@@ -88,7 +87,7 @@ impl Actor for PartitionSupervisor {
             args,
             children: Vec::new(),
             ingest: None,
-            failures_in_a_row: 0,
+            backoff: RestartBackoff::default(),
             built_at: None,
             draining: false,
             commit_gate: Arc::default(),
@@ -176,18 +175,9 @@ impl PartitionState {
     }
 
     fn retry_later(&mut self, myself: &ActorRef<PartitionMsg>) {
-        // Back off from a chain that keeps failing soon after it starts; a
-        // chain that ran healthily for a while starts the count afresh.
-        if self
-            .built_at
-            .take()
-            .is_some_and(|t| t.elapsed() > HEALTHY_AFTER)
-        {
-            self.failures_in_a_row = 0;
-        }
-        self.failures_in_a_row += 1;
-        let backoff_ms = (100u64 << self.failures_in_a_row.min(6)).min(5_000);
-        myself.send_after(Duration::from_millis(backoff_ms), || PartitionMsg::Build);
+        let ran = self.built_at.take().map(|t| t.elapsed());
+        let wait = self.backoff.failed(ran);
+        myself.send_after(wait, || PartitionMsg::Build);
     }
 
     /// Loads the checkpoint and spawns writer, reducer, window, dedup, ingest

@@ -20,12 +20,13 @@
 //! one core from the others' closes.
 
 pub mod checkpoint;
+pub mod commit_timing;
 pub mod packed_counts;
 pub mod packed_minute;
 pub mod store;
 
 use crate::batch::Batch;
-use crate::feed::{FeedItem, FeedMessage};
+use crate::feed::{FeedItem, FeedMessage, UnreadableCounts};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
 use crate::time::event_clock::final_until;
@@ -33,25 +34,55 @@ use async_nats::jetstream::message::{Acker, PublishMessage};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use checkpoint::Checkpoint;
+use commit_timing::{CommitDue, CommitTiming, Waiting};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{CommitStats, PartitionStore};
+use store::{CommitStats, PartitionStore, StoreError};
 use tokio::sync::{oneshot, Semaphore};
+
+/// Why a commit or a publication failed. Either fails the writer, and the
+/// supervisor rebuilds the partition from its checkpoint; the outboxes keep
+/// whatever was committed and not yet published.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The partition file refused the commit (or fenced it).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A committed counts publication could not be read back to render it.
+    #[error(transparent)]
+    Feed(#[from] UnreadableCounts),
+    /// NATS did not take an ack or a publication.
+    #[error("{what} failed: {message}")]
+    Nats {
+        /// What was sent.
+        what: &'static str,
+        /// What the client said.
+        message: String,
+    },
+    /// A blocking task or a semaphore failed.
+    #[error("{what} failed: {message}")]
+    Task {
+        /// The task.
+        what: &'static str,
+        /// What tokio said.
+        message: String,
+    },
+}
 
 /// Messages to the writer.
 pub enum WriterMsg {
     /// A batch from the reducer.
     Batch(Box<Batch>),
     /// A commit finished (sent by the commit task to the writer).
-    Committed(Result<Done, String>),
+    Committed(Result<Done, WriterError>),
     /// The checkpoint interval since the last commit passed.
     Tick,
     /// The publisher stored a commit's rejects and feed messages on
     /// JetStream: (reject sequences, feed items' first versions), for the
     /// outbox cleanup.
-    Published(Result<(Vec<u64>, Vec<u64>), String>),
+    Published(Result<(Vec<u64>, Vec<u64>), WriterError>),
 }
 
 /// What a finished commit hands back.
@@ -115,6 +146,7 @@ pub struct WriterState {
     ack: Option<Acker>,
     flushes: Vec<oneshot::Sender<()>>,
     committing: bool,
+    timing: CommitTiming,
     last_commit_at: Instant,
     tick_scheduled: bool,
 }
@@ -164,7 +196,13 @@ impl Actor for WriterActor {
                 }
             }
         });
+        let settings = &args.settings;
+        let timing = CommitTiming {
+            interval: Duration::from_millis(settings.checkpoint_interval_ms.max(0) as u64),
+            max_batches_in_flight: settings.max_batches_in_flight,
+        };
         Ok(WriterState {
+            timing,
             publisher,
             pending,
             args,
@@ -209,20 +247,18 @@ impl Actor for WriterActor {
             }
         }
         if !state.committing && !state.pending.is_empty() {
-            let settings = &state.args.settings;
-            let interval = Duration::from_millis(settings.checkpoint_interval_ms.max(0) as u64);
-            let since = state.last_commit_at.elapsed();
-            // A closed minute is what readers of the feed and the history
-            // wait for: it does not wait for the interval.
-            let due = since >= interval
-                || state.pending.credits * 2 >= settings.max_batches_in_flight
-                || state.pending.first_close_fetched_at.is_some()
-                || !state.flushes.is_empty();
-            if due {
-                state.start_commit(myself);
-            } else if !state.tick_scheduled {
-                state.tick_scheduled = true;
-                myself.send_after(interval - since, || WriterMsg::Tick);
+            let waiting = Waiting {
+                credits: state.pending.credits,
+                closes_minute: state.pending.first_close_fetched_at.is_some(),
+                drain: !state.flushes.is_empty(),
+            };
+            match state.timing.due(state.last_commit_at.elapsed(), waiting) {
+                CommitDue::Now => state.start_commit(myself),
+                CommitDue::After(rest) if !state.tick_scheduled => {
+                    state.tick_scheduled = true;
+                    myself.send_after(rest, || WriterMsg::Tick);
+                }
+                CommitDue::After(_) => {}
             }
         }
         Ok(())
@@ -274,14 +310,17 @@ impl WriterState {
                     stats.map(|s| (s, checkpoint))
                 })
                 .await
-                .map_err(|e| format!("commit task failed: {e}"))?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| WriterError::Task {
+                    what: "the commit task",
+                    message: e.to_string(),
+                })??;
                 let close_to_committed = first_close_fetched_at.map(|t| t.elapsed());
                 crate::fault::hit("abort-after-commit", partition);
                 if let Some(ack) = ack {
-                    ack.ack()
-                        .await
-                        .map_err(|e| format!("ack after commit failed: {e}"))?;
+                    ack.ack().await.map_err(|e| WriterError::Nats {
+                        what: "the ack after the commit",
+                        message: e.to_string(),
+                    })?;
                 }
                 drop(held);
                 let checkpoint::Checkpoint { rejects, feed, .. } = checkpoint;
@@ -324,21 +363,21 @@ static RENDERING: Semaphore = Semaphore::const_new(1);
 
 /// Renders feed items into their messages, in version order: counts
 /// publications on a blocking thread, one at a time in the process.
-async fn render_feed(partition: u32, items: &[FeedItem]) -> Result<Vec<FeedMessage>, String> {
+async fn render_feed(partition: u32, items: &[FeedItem]) -> Result<Vec<FeedMessage>, WriterError> {
     let mut messages = Vec::with_capacity(items.len());
     for item in items {
         match item {
             FeedItem::Message(m) => messages.push(m.clone()),
             FeedItem::Counts(counts) => {
-                let _turn = RENDERING
-                    .acquire()
-                    .await
-                    .map_err(|e| format!("feed rendering: {e}"))?;
+                let task = |e: &dyn std::fmt::Display| WriterError::Task {
+                    what: "feed rendering",
+                    message: e.to_string(),
+                };
+                let _turn = RENDERING.acquire().await.map_err(|e| task(&e))?;
                 let counts = counts.clone();
                 let rendered = tokio::task::spawn_blocking(move || counts.render(partition))
                     .await
-                    .map_err(|e| format!("feed rendering failed: {e}"))?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| task(&e))??;
                 messages.extend(rendered);
             }
         }
@@ -349,7 +388,7 @@ async fn render_feed(partition: u32, items: &[FeedItem]) -> Result<Vec<FeedMessa
 /// Publishes output-feed items to `ADCLICK_AGG` and waits for JetStream to
 /// store them; the message id (per partition and version) makes a second
 /// publication after a crash a no-op within the stream's duplicate window.
-async fn publish_feed(js: &Context, partition: u32, items: &[FeedItem]) -> Result<(), String> {
+async fn publish_feed(js: &Context, partition: u32, items: &[FeedItem]) -> Result<(), WriterError> {
     let messages = render_feed(partition, items).await?;
     let each = messages.iter().map(|m| {
         let message = PublishMessage::build()
@@ -373,7 +412,7 @@ async fn publish_rejects(
     js: &Context,
     partition: u32,
     rejects: &[crate::reject::Rejected],
-) -> Result<(), String> {
+) -> Result<(), WriterError> {
     let each = rejects.iter().map(|reject| {
         let reason: String = reject
             .reason
@@ -397,8 +436,8 @@ async fn publish_rejects(
 async fn publish_stored(
     js: &Context,
     messages: impl Iterator<Item = (String, PublishMessage)>,
-    what: &str,
-) -> Result<(), String> {
+    what: &'static str,
+) -> Result<(), WriterError> {
     let mut pending = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
     for (subject, message) in messages {
         if pending.len() == ACKS_IN_FLIGHT {
@@ -407,7 +446,10 @@ async fn publish_stored(
         let ack = js
             .send_publish(subject, message)
             .await
-            .map_err(|e| format!("{what} failed: {e}"))?;
+            .map_err(|e| WriterError::Nats {
+                what,
+                message: e.to_string(),
+            })?;
         pending.push_back(ack);
     }
     while let Some(ack) = pending.pop_front() {
@@ -418,10 +460,12 @@ async fn publish_stored(
 
 async fn await_stored(
     ack: Option<async_nats::jetstream::context::PublishAckFuture>,
-) -> Result<(), String> {
+) -> Result<(), WriterError> {
     if let Some(ack) = ack {
-        ack.await
-            .map_err(|e| format!("JetStream did not store a published message: {e}"))?;
+        ack.await.map_err(|e| WriterError::Nats {
+            what: "storing a published message on JetStream",
+            message: e.to_string(),
+        })?;
     }
     Ok(())
 }
