@@ -10,6 +10,12 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
+/// The multiplier: a 64-bit multiplicative-congruential constant with good
+/// spectral properties from Steele and Vigna, "Computationally easy,
+/// spectrally good multipliers for congruential pseudorandom number
+/// generators" (Software: Practice and Experience, 2022), the one rustc-hash
+/// 2 also multiplies by. The rotation after each word brings the well-mixed
+/// high bits of the product down into the bits the next word is xored with.
 const K: u64 = 0xf135_7aea_2e62_a9c5;
 
 /// The hasher state.

@@ -8,9 +8,10 @@
 //! words the reject reason. The property tests at the bottom hold the fast
 //! reader to the serde one.
 
+pub mod ip_text;
 mod scan;
 
-use crate::click::{AdId, Click, Country, IpType};
+use crate::click::{AdId, Click, Country};
 use crate::dimension::MAX_EXTRA_DIMENSIONS;
 use bytes::Bytes;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -248,7 +249,7 @@ fn validate<'p>(
             .as_deref()
             .and_then(Country::parse)
             .unwrap_or(Country::UNKNOWN),
-        ip_type: IpType::of(wire.ip.as_deref()),
+        ip_type: ip_text::ip_type_of(wire.ip.as_deref()),
         extras: [0; MAX_EXTRA_DIMENSIONS],
         seq,
         repeat: false,
@@ -295,6 +296,7 @@ pub fn split_subject(subject: &str) -> Option<(u32, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::click::IpType;
     use proptest::prelude::*;
 
     fn run(ad: &str, json: &str) -> Result<Click, String> {

@@ -296,7 +296,7 @@ impl<'a> Fields<'a> {
         // A non-ASCII `ip` is no address, but serde would still
         // refuse it if it were not UTF-8.
         let kind = if ip.ascii {
-            IpType::classify(ip.raw)
+            super::ip_text::classify(ip.raw)
         } else {
             ip.as_str().map(|_| IpType::Unknown)?
         };
