@@ -28,7 +28,7 @@ use adclick::loadgen::{ClickGenerator, LoadgenArgs};
 use adclick_actors::batch::Batch;
 use adclick_actors::click::{AdId, Click, Country, IpType};
 use adclick_actors::core::PartitionCore;
-use adclick_actors::dedup::repeat_filter::RepeatFilter;
+use adclick_actors::dedup::deduplicator::Deduplicator;
 use adclick_actors::ingest::decode::decode;
 use adclick_actors::reducer::ad_slots::AdSlots;
 use adclick_actors::reducer::minute_counts::MinuteCounts;
@@ -141,7 +141,7 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
     match stage {
         "decode" => decoded(&prepared.work).len(),
         "dedup" => {
-            let mut filter = RepeatFilter::new(clock(settings), Vec::new());
+            let mut filter = Deduplicator::new(clock(settings), Vec::new());
             for batch in &mut prepared.batches {
                 filter.apply(batch);
             }
@@ -208,7 +208,7 @@ struct Prepared {
 fn profile(stage: &str, settings: &PipelineSettings) {
     let work = workload();
     let clicks = decoded(&work);
-    let mut filter = RepeatFilter::new(clock(settings), Vec::new());
+    let mut filter = Deduplicator::new(clock(settings), Vec::new());
     let mut assigner = MinuteAssigner::new(0, clock(settings), settings.dimension_sets.clone());
     let mut batches = Vec::new();
     for mut batch in self::batches(&clicks) {
@@ -287,7 +287,7 @@ fn bench(c: &mut Criterion) {
     let clock = || clock(&settings);
     group.bench_function("dedup", |b| {
         b.iter_batched(
-            || (batches(&clicks), RepeatFilter::new(clock(), Vec::new())),
+            || (batches(&clicks), Deduplicator::new(clock(), Vec::new())),
             |(mut batches, mut filter)| {
                 for batch in &mut batches {
                     filter.apply(batch);
@@ -299,7 +299,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let deduped: Vec<Decoded> = {
-        let mut filter = RepeatFilter::new(clock(), Vec::new());
+        let mut filter = Deduplicator::new(clock(), Vec::new());
         batches(&clicks)
             .into_iter()
             .map(|mut batch| {

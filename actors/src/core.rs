@@ -4,7 +4,7 @@
 //! model) and benchmarks drive this directly.
 
 use crate::batch::Batch;
-use crate::dedup::repeat_filter::RepeatFilter;
+use crate::dedup::deduplicator::Deduplicator;
 use crate::reducer::history::NoHistory;
 use crate::reducer::minute_counts::MinuteCounts;
 use crate::reducer::{ReducerCore, ReducerStart};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// Dedup, window and reducer of one partition.
 pub struct PartitionCore {
-    filter: RepeatFilter,
+    filter: Deduplicator,
     assigner: MinuteAssigner,
     /// The reducer, as the reducer actor holds it.
     pub reducer: ReducerCore,
@@ -59,7 +59,7 @@ impl PartitionCore {
         );
         let partition = start.partition;
         PartitionCore {
-            filter: RepeatFilter::new(clock.clone(), seen),
+            filter: Deduplicator::new(clock.clone(), seen),
             assigner: MinuteAssigner::new(partition, clock, settings.dimension_sets.clone()),
             reducer: ReducerCore::new(Arc::new(settings.clone()), start),
         }

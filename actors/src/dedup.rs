@@ -6,15 +6,15 @@
 //! the window rejects it. Dedup runs its own [`EventClock`] over the same
 //! clicks and ticks the window will see, so both agree on finality.
 
-pub mod repeat_filter;
+pub mod deduplicator;
 pub mod seen_clicks;
 
 use crate::batch::{Batch, NextStage};
 use crate::settings::PipelineSettings;
 use crate::telemetry::PartitionMeters;
 use crate::time::event_clock::EventClock;
+use deduplicator::Deduplicator;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use repeat_filter::RepeatFilter;
 use std::sync::Arc;
 
 /// Messages to the dedup actor.
@@ -43,7 +43,7 @@ pub struct DedupActor;
 /// Dedup's running state.
 pub struct DedupState {
     next: NextStage,
-    filter: RepeatFilter,
+    filter: Deduplicator,
     meters: PartitionMeters,
 }
 
@@ -64,7 +64,7 @@ impl Actor for DedupActor {
         );
         Ok(DedupState {
             next: args.next,
-            filter: RepeatFilter::new(clock, args.seen),
+            filter: Deduplicator::new(clock, args.seen),
             meters: args.meters,
         })
     }

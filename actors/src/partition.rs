@@ -22,7 +22,7 @@ use crate::writer::store::{PartitionStore, StoreError};
 use crate::writer::{WriterActor, WriterArgs, WriterMsg};
 use async_nats::jetstream::Context;
 use backoff::RestartBackoff;
-use directory::PartitionSlot;
+use directory::PartitionEntry;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub struct PartitionArgs {
     /// The partition's file (opened once, shared by every rebuild).
     pub store: Arc<PartitionStore>,
     /// The gateway's view of this partition.
-    pub slot: Arc<PartitionSlot>,
+    pub entry: Arc<PartitionEntry>,
 }
 
 /// The supervisor actor.
@@ -149,7 +149,7 @@ impl Actor for PartitionSupervisor {
             return Ok(()); // a child of a chain we already replaced
         }
         let partition = state.args.partition;
-        let restarts = state.args.slot.count_restart();
+        let restarts = state.args.entry.count_restart();
         state.meters.restarts.increment(1);
         tracing::error!(
             partition,
@@ -164,7 +164,7 @@ impl Actor for PartitionSupervisor {
 
 impl PartitionState {
     fn stop_children(&mut self) {
-        self.args.slot.set_reducer(None);
+        self.args.entry.set_reducer(None);
         self.ingest = None;
         // kill, not stop: an ingest waiting for a credit that its dead writer
         // will never return would never reach the next message to see a stop,
@@ -258,7 +258,7 @@ impl PartitionState {
                 next: NextStage::actor(writer, WriterMsg::Batch),
                 store: args.store.clone(),
                 committed_watermark,
-                watermark: args.slot.shared_watermark(),
+                watermark: args.entry.shared_watermark(),
                 meters: meters.clone(),
             },
             supervisor.clone(),
@@ -315,7 +315,7 @@ impl PartitionState {
         self.children.push(ingest.get_cell());
         ingest.cast(IngestMsg::Pull)?;
         self.ingest = Some(ingest);
-        self.args.slot.set_reducer(Some(reducer));
+        self.args.entry.set_reducer(Some(reducer));
         // Restart time is a target (docs/PERFORMANCE.md): say where it goes.
         tracing::info!(
             partition = self.args.partition,

@@ -123,7 +123,7 @@ impl Partitions {
 
     /// How many partitions the stream has.
     pub fn len(&self) -> usize {
-        self.directory.slots().len()
+        self.directory.entries().len()
     }
 
     /// Whether there are none (never, for a valid configuration).
@@ -145,9 +145,9 @@ impl Partitions {
         data_dir: &Path,
         partition: u32,
     ) -> Result<(), StartError> {
-        let slot = self
+        let entry = self
             .directory
-            .slot(partition)
+            .entry(partition)
             .ok_or(StartError::NoSuchPartition {
                 partition,
                 partitions: self.settings.partitions,
@@ -165,7 +165,7 @@ impl Partitions {
             settings: self.settings.clone(),
             js: js.clone(),
             store: Arc::new(store),
-            slot,
+            entry,
         };
         let (supervisor, _) = Actor::spawn(None, PartitionSupervisor, args)
             .await
@@ -217,34 +217,34 @@ impl Partitions {
     /// The watermark of `partition` (`NO_WATERMARK` before its first click).
     pub fn watermark(&self, partition: u32) -> Result<i64, QueryError> {
         self.directory
-            .slot(partition)
-            .map(|slot| slot.watermark())
+            .entry(partition)
+            .map(|entry| entry.watermark())
             .ok_or(QueryError::NotServed { partition })
     }
 
     /// The slowest partition's watermark: what every partition has passed.
     pub fn slowest_watermark(&self) -> i64 {
-        let slots = self.directory.slots().iter();
-        slots.map(|s| s.watermark()).min().unwrap_or(NO_WATERMARK)
+        let entries = self.directory.entries().iter();
+        entries.map(|s| s.watermark()).min().unwrap_or(NO_WATERMARK)
     }
 
     /// The fastest partition's watermark.
     pub fn newest_watermark(&self) -> i64 {
-        let slots = self.directory.slots().iter();
-        slots.map(|s| s.watermark()).max().unwrap_or(NO_WATERMARK)
+        let entries = self.directory.entries().iter();
+        entries.map(|s| s.watermark()).max().unwrap_or(NO_WATERMARK)
     }
 
     /// Whether `partition` has loaded its checkpoint and consumes.
     pub fn is_ready(&self, partition: u32) -> bool {
         self.directory
-            .slot(partition)
-            .is_some_and(|slot| slot.is_ready())
+            .entry(partition)
+            .is_some_and(|entry| entry.is_ready())
     }
 
     /// The partitions not ready yet, in order.
     pub fn not_ready(&self) -> Vec<u32> {
-        let slots = self.directory.slots().iter();
-        slots
+        let entries = self.directory.entries().iter();
+        entries
             .filter(|s| !s.is_ready())
             .map(|s| s.partition)
             .collect()
@@ -271,11 +271,11 @@ impl Partitions {
             });
         }
         let mut asks = Vec::new();
-        for slot in self.directory.slots() {
-            let reducer = self.reducer(slot.partition)?;
+        for entry in self.directory.entries() {
+            let reducer = self.reducer(entry.partition)?;
             let query = query.clone();
             asks.push(async move {
-                self.ask(&reducer, slot.partition, |reply| {
+                self.ask(&reducer, entry.partition, |reply| {
                     ReducerMsg::Top(query, reply)
                 })
                 .await
@@ -299,11 +299,11 @@ impl Partitions {
     }
 
     fn reducer(&self, partition: u32) -> Result<ActorRef<ReducerMsg>, QueryError> {
-        let slot = self
+        let entry = self
             .directory
-            .slot(partition)
+            .entry(partition)
             .ok_or(QueryError::NotServed { partition })?;
-        slot.reducer().ok_or(QueryError::NotReady {
+        entry.reducer().ok_or(QueryError::NotReady {
             partitions: vec![partition],
         })
     }

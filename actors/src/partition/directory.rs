@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// One partition's entry.
-pub struct PartitionSlot {
+pub struct PartitionEntry {
     /// The partition number.
     pub partition: u32,
     reducer: RwLock<Option<ActorRef<ReducerMsg>>>,
@@ -17,9 +17,9 @@ pub struct PartitionSlot {
     restarts: AtomicU64,
 }
 
-impl PartitionSlot {
-    fn new(partition: u32) -> PartitionSlot {
-        PartitionSlot {
+impl PartitionEntry {
+    fn new(partition: u32) -> PartitionEntry {
+        PartitionEntry {
             partition,
             reducer: RwLock::new(None),
             ready: AtomicBool::new(false),
@@ -39,8 +39,8 @@ impl PartitionSlot {
     /// Publishes a freshly built pipeline (or `None` while rebuilding).
     pub fn set_reducer(&self, reducer: Option<ActorRef<ReducerMsg>>) {
         self.ready.store(reducer.is_some(), Ordering::Release);
-        if let Ok(mut slot) = self.reducer.write() {
-            *slot = reducer;
+        if let Ok(mut held) = self.reducer.write() {
+            *held = reducer;
         }
     }
 
@@ -67,32 +67,32 @@ impl PartitionSlot {
 
 /// All partitions of the stream, indexed by partition number.
 pub struct PartitionDirectory {
-    slots: Vec<Arc<PartitionSlot>>,
+    entries: Vec<Arc<PartitionEntry>>,
 }
 
 impl PartitionDirectory {
     /// A directory of `partitions` partitions, none ready yet.
     pub fn new(partitions: u32) -> PartitionDirectory {
         PartitionDirectory {
-            slots: (0..partitions)
-                .map(|p| Arc::new(PartitionSlot::new(p)))
+            entries: (0..partitions)
+                .map(|p| Arc::new(PartitionEntry::new(p)))
                 .collect(),
         }
     }
 
-    /// The slot of partition `p`.
-    pub fn slot(&self, p: u32) -> Option<&Arc<PartitionSlot>> {
-        self.slots.get(p as usize)
+    /// The entry of partition `p`.
+    pub fn entry(&self, p: u32) -> Option<&Arc<PartitionEntry>> {
+        self.entries.get(p as usize)
     }
 
-    /// Every slot.
-    pub fn slots(&self) -> &[Arc<PartitionSlot>] {
-        &self.slots
+    /// Every entry.
+    pub fn entries(&self) -> &[Arc<PartitionEntry>] {
+        &self.entries
     }
 
     /// Whether every partition is recovered and consuming.
     pub fn all_ready(&self) -> bool {
-        self.slots.iter().all(|s| s.is_ready())
+        self.entries.iter().all(|s| s.is_ready())
     }
 }
 

@@ -12,20 +12,20 @@ use crate::time::minute_floor;
 const PREFETCH_AHEAD: usize = 8;
 
 /// Remembered ids plus the clock that says when a minute (and so its ids) is final.
-pub struct RepeatFilter {
+pub struct Deduplicator {
     seen: SeenClicks,
     clock: EventClock,
 }
 
-impl RepeatFilter {
+impl Deduplicator {
     /// Resumes from a checkpoint's ids and watermark.
-    pub fn new(clock: EventClock, ids: Vec<(i64, u128)>) -> RepeatFilter {
+    pub fn new(clock: EventClock, ids: Vec<(i64, u128)>) -> Deduplicator {
         // Sized for them at once: no growth while loading.
         let mut seen = SeenClicks::with_capacity(ids.len());
         for (minute, id) in ids {
             seen.insert(id, minute);
         }
-        RepeatFilter { seen, clock }
+        Deduplicator { seen, clock }
     }
 
     /// Marks the batch's repeats ([`Click::repeat`]), records first
