@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use adclick_actors::partitions::Partitions;
-use adclick_actors::writer::store::{PartitionStore, StoreError};
+use adclick_actors::store::{PartitionStore, StoreError};
 use anyhow::{bail, Context as _};
 use std::sync::Arc;
 use std::time::Duration;

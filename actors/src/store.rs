@@ -38,13 +38,15 @@
 //! One [`PartitionStore::commit`] writes all of them in one transaction, so the
 //! file always holds a state that some prefix of the stream produced.
 
+pub mod checkpoint;
+
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
 use crate::feed::{decode_top, encode_top, CountsPublication, FeedItem, FeedMessage, Publication};
 use crate::time::event_clock::NO_WATERMARK;
-use crate::writer::checkpoint::Checkpoint;
 use crate::writer::{packed_counts, packed_minute};
+use checkpoint::Checkpoint;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
