@@ -6,7 +6,7 @@ use crate::batch::CountDelta;
 use crate::fast_hash::FastMap;
 use crate::feed::{CountsPublication, FeedItem, FeedMessage, Publication};
 use crate::time::event_clock::NO_WATERMARK;
-use crate::writer::{packed_counts, packed_minute};
+use crate::writer::packed_minute;
 use redb::{ReadableDatabase, ReadableTable};
 
 /// What a partition resumes from.
@@ -112,8 +112,7 @@ impl PartitionStore {
         {
             let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
             let seq = seq.value();
-            let deltas = packed_counts::read(record.value())
-                .ok_or_else(|| self.io("read count log", format!("unreadable record {seq}")))?;
+            let deltas = self.read_log_record(seq, record.value())?;
             for delta in deltas {
                 // A snapshot from a later commit already holds a newer total.
                 let superseded = snapshot_seq.get(&delta.minute).is_some_and(|s| *s > seq);
