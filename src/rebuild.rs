@@ -1,7 +1,8 @@
 //! `adclick rebuild --partition N`: recomputes one partition's file from the
 //! messages the `CLICKS` stream still retains.
 //!
-//! A damaged file is moved aside (never deleted), a fresh one is created, and
+//! A damaged file (or, with `--force`, a readable one or one of a newer
+//! format) is moved aside (never deleted), a fresh one is created, and
 //! the partition's ordinary pipeline replays the stream from its first
 //! retained message until nothing is pending; then it commits and exits.
 //! Limits: only what the stream retains (`stream_max_age`, default 7 days)
@@ -10,7 +11,7 @@
 
 use crate::config::Config;
 use adclick_actors::partitions::Partitions;
-use adclick_actors::writer::store::{PartitionStore, StoreError};
+use adclick_actors::store::{PartitionStore, StoreError};
 use anyhow::{bail, Context as _};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,13 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let path = config.data_dir.join(format!("partition-{partition}.redb"));
     if path.exists() {
-        match PartitionStore::open(&config.data_dir, partition) {
+        // How the file moved aside is named: what it was.
+        let what = match PartitionStore::open(&config.data_dir, partition) {
             Ok(_) if !force => bail!(
                 "{} is readable; rebuilding would replace it. Pass --force to rebuild anyway",
                 path.display()
             ),
-            Ok(_) => {}
+            Ok(_) => "damaged",
             Err(StoreError::Open {
                 source: redb::DatabaseError::DatabaseAlreadyOpen,
                 ..
@@ -41,9 +43,14 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
                 "{} is in use: stop `adclick serve` before rebuilding its partitions",
                 path.display()
             ),
-            Err(_) => {}
-        }
-        let aside = path.with_extension(format!("redb.damaged-{}", adclick_actors::time::now_ms()));
+            // Not damaged: a newer adclick reads it. Replaced only on demand.
+            Err(e @ StoreError::NewerFormat { .. }) if !force => {
+                bail!("{e}. Rebuilding would replace it: pass --force to rebuild anyway")
+            }
+            Err(StoreError::NewerFormat { .. }) => "newer-format",
+            Err(_) => "damaged",
+        };
+        let aside = path.with_extension(format!("redb.{what}-{}", adclick_actors::time::now_ms()));
         std::fs::rename(&path, &aside)
             .with_context(|| format!("cannot move {} aside", path.display()))?;
         eprintln!("moved {} to {}", path.display(), aside.display());

@@ -9,9 +9,9 @@ use crate::reducer::history::NoHistory;
 use crate::reducer::minute_counts::MinuteCounts;
 use crate::reducer::{ReducerCore, ReducerStart};
 use crate::settings::PipelineSettings;
+use crate::store::Recovered;
 use crate::time::event_clock::EventClock;
 use crate::window::minute_assigner::{Assigned, MinuteAssigner};
-use crate::writer::store::Recovered;
 use std::sync::Arc;
 
 /// Dedup, window and reducer of one partition.

@@ -25,7 +25,11 @@
 //! | dedup | [`dedup::DedupActor`] | [`dedup::seen_clicks::SeenClicks`] |
 //! | window | [`window::WindowActor`] | [`window::event_clock::EventClock`], [`window::count_deltas::CountDeltas`] |
 //! | reducer | [`reducer::ReducerActor`] | [`reducer::minute_counts::MinuteCounts`], [`reducer::top_n`] |
-//! | writer | [`writer::WriterActor`] | [`writer::checkpoint::Checkpoint`], [`writer::store::PartitionStore`] |
+//! | writer | [`writer::WriterActor`] | [`store::checkpoint::Checkpoint`] |
+//!
+//! The partition's redb file, [`store::PartitionStore`], is a shared leaf, not
+//! a stage: the writer commits to it, the reducer reads history from it, the
+//! supervisor recovers from it.
 
 pub mod batch;
 pub mod click;
@@ -43,6 +47,7 @@ pub mod prefetch;
 pub mod reducer;
 pub mod reject;
 pub mod settings;
+pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod window;

@@ -14,10 +14,10 @@ pub mod top_n;
 pub mod window_sums;
 
 use crate::batch::{Batch, NextStage};
+use crate::store::{PartitionStore, StoreError};
 use crate::telemetry::PartitionMeters;
 use crate::time::event_clock::{SharedWatermark, NO_WATERMARK};
 use crate::time::now_ms;
-use crate::writer::store::{PartitionStore, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 pub use reducer_core::{Answer, CountQuery, ReducerCore, ReducerStart, TopQuery};
 use std::sync::atomic::{AtomicI64, Ordering};

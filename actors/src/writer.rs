@@ -19,27 +19,25 @@
 //! so that work never delays a commit of its own partition and takes at most
 //! one core from the others' closes.
 
-pub mod checkpoint;
 pub mod commit_timing;
 pub mod packed_counts;
 pub mod packed_minute;
-pub mod store;
 
 use crate::batch::Batch;
 use crate::feed::{FeedItem, FeedMessage, UnreadableCounts};
 use crate::settings::PipelineSettings;
+use crate::store::checkpoint::Checkpoint;
+use crate::store::{CommitStats, PartitionStore, StoreError};
 use crate::telemetry::PartitionMeters;
 use crate::time::event_clock::final_until;
 use async_nats::jetstream::message::{Acker, PublishMessage};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
-use checkpoint::Checkpoint;
 use commit_timing::{CommitDue, CommitTiming, Waiting};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{CommitStats, PartitionStore, StoreError};
 use tokio::sync::{oneshot, Semaphore};
 
 /// Why a commit or a publication failed. Either fails the writer, and the
@@ -323,7 +321,7 @@ impl WriterState {
                     })?;
                 }
                 drop(held);
-                let checkpoint::Checkpoint { rejects, feed, .. } = checkpoint;
+                let Checkpoint { rejects, feed, .. } = checkpoint;
                 // Gone only with the writer; the outbox keeps the messages then.
                 let _ = publisher.send(ToPublish {
                     rejects,

@@ -11,9 +11,9 @@ use adclick_actors::click::{AdId, Click, Country, Filter, IpType};
 use adclick_actors::core::PartitionCore;
 use adclick_actors::reducer::top_n::top_n;
 use adclick_actors::settings::PipelineSettings;
+use adclick_actors::store::checkpoint::Checkpoint;
+use adclick_actors::store::PartitionStore;
 use adclick_actors::time::event_clock::{closed_until, final_until, NO_WATERMARK};
-use adclick_actors::writer::checkpoint::Checkpoint;
-use adclick_actors::writer::store::PartitionStore;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -7,7 +7,7 @@
 //! redb file, the pure tests and benchmarks [`NoHistory`].
 
 use crate::click::{AdId, Filter};
-use crate::writer::store::{PartitionStore, StoreError};
+use crate::store::{PartitionStore, StoreError};
 use std::collections::HashMap;
 
 /// Read access to a partition's committed minutes.

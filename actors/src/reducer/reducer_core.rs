@@ -28,9 +28,9 @@ use crate::batch::{Batch, Increments};
 use crate::click::{AdId, Filter, FilterQuery};
 use crate::feed::{AggregateFeed, CountersPacker, FeedItem, Publication, StoredTop};
 use crate::settings::PipelineSettings;
+use crate::store::StoreError;
 use crate::time::event_clock::{closed_until, final_until, NO_WATERMARK};
 use crate::time::MINUTE_MS;
-use crate::writer::store::StoreError;
 use std::collections::HashMap;
 use std::sync::Arc;
 

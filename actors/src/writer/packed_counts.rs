@@ -12,10 +12,10 @@
 //! Recovery loads the snapshots and replays the newer records in commit
 //! order (totals, so the last one wins).
 //!
-//! Layout 2 (written since 2026-11-30): a format byte `0x01`, then groups
-//! of counters sharing a minute and an ad (the window emits an ad's
-//! increments of a minute together, one per filter, so the ad is written
-//! once per group, not once per counter). A group is `head: u8` (the ad
+//! Layout 2 (format version 5 on, see [`crate::store`]): a format byte
+//! `0x01`, then groups of counters sharing a minute and an ad (the window
+//! emits an ad's increments of a minute together, one per filter, so the ad
+//! is written once per group, not once per counter). A group is `head: u8` (the ad
 //! id's length, 1 to 64, plus `0x80` when the group's minute follows the
 //! ad), the ad bytes, the minute (`i64` LE) only if flagged — most groups of
 //! a commit share the previous group's minute, and the first group always
@@ -29,16 +29,21 @@
 //! in-memory codes are numbered per process. About 13.5 bytes a click where
 //! layout 1 took 21 (bench `whole_with_checkpoints`, four default filters).
 //!
-//! Layout 1 (read only: records of files written before layout 2, and the
-//! previous version's minute snapshots): the same groups without the format
+//! Layout 1 (read only: records of format versions 3 and 4, and their
+//! minute snapshots): the same groups without the format
 //! byte, each `minute: i64 LE, ad length: u8, ad bytes, counters: u8`, and
 //! per counter a tag byte (1: country, 2: ip type, 4: extra dimensions)
 //! then the country's two letters if tagged, the ip type's code (1 v4,
 //! 2 v6, 3 unknown) if tagged, and for extra dimensions the key text as in
 //! layout 2. Minute snapshots ([`crate::writer::packed_minute`]) still
-//! write their filters this way. A layout-1 value starts with a minute, a
-//! multiple of 60,000 ms (so of 32): its first byte is never `0x01`, which
-//! is how a reader tells the layouts apart.
+//! write their filters this way.
+//!
+//! Which layout a value is in is the file's format version's to say
+//! (see [`crate::store`]): [`read_layout_2`] where only layout 2 can be,
+//! [`read_layout_1`] for `minute_counts`, [`read`] in a file upgraded from
+//! layout 1, whose log may hold both. There layout 2's first byte is a record format tag: a layout-1
+//! value starts with a minute, a multiple of 60,000 ms (so of 32), whose
+//! first byte is never `0x01`.
 
 use crate::batch::{CountDelta, Increments};
 use crate::click::{AdId, Country, Filter, IpType};
@@ -270,19 +275,35 @@ pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-/// Reads packed counters back, in either layout (`count` and `total` both
-/// set to the stored total). `None` if the bytes are not packed counters.
+/// Reads packed counters back from a file that may hold both layouts,
+/// told apart by layout 2's format tag (`count` and `total` both set to the
+/// stored total). `None` if the bytes are not packed counters.
 pub fn read(bytes: &[u8]) -> Option<Vec<CountDelta>> {
+    if is_layout_2(bytes) {
+        read_layout_2(bytes)
+    } else {
+        read_layout_1(bytes)
+    }
+}
+
+/// Whether a value starts with layout 2's format tag.
+pub fn is_layout_2(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&LAYOUT_2)
+}
+
+/// Reads a layout-2 value, format tag first. `None` if the bytes are not
+/// packed counters in layout 2.
+pub fn read_layout_2(bytes: &[u8]) -> Option<Vec<CountDelta>> {
     match bytes.split_first() {
         // Never written without a group.
         Some((&LAYOUT_2, [])) => None,
-        Some((&LAYOUT_2, rest)) => read_layout_2(rest),
-        _ => read_layout_1(bytes),
+        Some((&LAYOUT_2, rest)) => read_groups_2(rest),
+        _ => None,
     }
 }
 
 /// Reads layout 2's groups (after the format byte).
-fn read_layout_2(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
+fn read_groups_2(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
     let mut out = Vec::new();
     let mut minute = None;
     while !bytes.is_empty() {
@@ -356,8 +377,9 @@ fn read_filter_2(bytes: &mut &[u8]) -> Option<Filter> {
     })
 }
 
-/// Reads layout 1's groups.
-fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
+/// Reads a layout-1 value. `None` if the bytes are not packed counters in
+/// layout 1.
+pub fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let minute = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
