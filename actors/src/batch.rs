@@ -4,7 +4,7 @@
 use crate::click::{AdId, Click, Filter};
 use crate::feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
-use crate::writer::packed_minute::PackedMinute;
+use crate::store::packed_minute::PackedMinute;
 use async_nats::jetstream::message::Acker;
 use bytes::Bytes;
 use ractor::ActorRef;
@@ -168,7 +168,7 @@ impl FromIterator<CountDelta> for Increments {
     }
 }
 
-/// Every counter of one minute, packed (see [`crate::writer::packed_minute`]):
+/// Every counter of one minute, packed (see [`crate::store::packed_minute`]):
 /// written whole, it makes the count log's older totals of that minute moot.
 #[derive(Debug, Clone)]
 pub struct MinuteSnapshot {

@@ -29,8 +29,8 @@
 
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
+use crate::store::packed_counts::{push_varint, read_varint, take};
 use crate::time::{format_rfc3339, MINUTE_MS};
-use crate::writer::packed_counts::{push_varint, read_varint, take};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -524,7 +524,7 @@ mod tests {
     /// One filter of each shape, and an extra whose value JSON must escape.
     fn filters() -> Vec<Filter> {
         use crate::dimension::{intern, ExtraCodes};
-        let mut filters = crate::writer::packed_counts::tests::filters();
+        let mut filters = crate::store::packed_counts::tests::filters();
         filters.push(Filter {
             extras: ExtraCodes::from_codes([intern("f_device", "a&\"b")]).unwrap(),
             ..Filter::ALL

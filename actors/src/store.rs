@@ -9,11 +9,11 @@
 //!   commit instead of one per click. (`seen`, one row per id, is what
 //!   format 1 files hold; it is still read and pruned.)
 //! - `count_log`: commit's last sequence → the counter totals that commit
-//!   set, in order, packed (see [`crate::writer::packed_counts`]). Records
+//!   set, in order, packed (see [`crate::store::packed_counts`]). Records
 //!   older than the last full snapshot are deleted.
 //! - `minute_snapshots`: minute → the sequence of the commit that wrote it,
 //!   then every counter of the minute, packed by filter (see
-//!   [`crate::writer::packed_minute`]): a snapshot (see
+//!   [`crate::store::packed_minute`]): a snapshot (see
 //!   [`crate::reducer::snapshots`]). The minute's history once it is final.
 //! - `minute_counts`: snapshots as format 3 wrote them (packed like the
 //!   count log's layout 1). Still read for minutes `minute_snapshots` lacks,
@@ -48,6 +48,8 @@
 pub mod checkpoint;
 mod commit;
 mod legacy;
+pub mod packed_counts;
+pub mod packed_minute;
 mod recovery;
 pub mod schema;
 
@@ -57,7 +59,6 @@ pub use schema::FORMAT_VERSION;
 
 use crate::click::{AdId, Filter};
 use crate::feed::decode_top;
-use crate::writer::packed_minute;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableError};
 use schema::*;
 use std::collections::HashMap;

@@ -20,8 +20,6 @@
 //! one core from the others' closes.
 
 pub mod commit_timing;
-pub mod packed_counts;
-pub mod packed_minute;
 
 use crate::batch::Batch;
 use crate::feed::{FeedItem, FeedMessage, UnreadableCounts};

@@ -1,7 +1,7 @@
 //! When the reducer snapshots whole minutes, so the count log stays short.
 //!
 //! Each commit appends the totals its batches changed to the count log (see
-//! [`crate::writer::packed_counts`]): cheap per commit, but the log grows
+//! [`crate::store::packed_counts`]): cheap per commit, but the log grows
 //! with the click rate, and recovery replays it. A snapshot writes every
 //! counter of a minute at once; the log's older totals of that minute are
 //! then moot. Two moments call for one:
@@ -18,8 +18,8 @@
 
 use crate::batch::{Batch, Increments, MinuteSnapshot};
 use crate::reducer::minute_counts::MinuteCounts;
+use crate::store::packed_minute::PackedMinute;
 use crate::time::event_clock::NO_WATERMARK;
-use crate::writer::packed_minute::PackedMinute;
 use std::collections::BTreeSet;
 
 /// The minutes the count log holds totals of since their last snapshot.
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(minutes, vec![MINUTE_MS, 2 * MINUTE_MS]);
         assert!(!batch.full_snapshot);
         let read =
-            crate::writer::packed_minute::read(MINUTE_MS, batch.snapshots[0].packed.as_bytes())
+            crate::store::packed_minute::read(MINUTE_MS, batch.snapshots[0].packed.as_bytes())
                 .unwrap();
         assert_eq!(
             read.iter()

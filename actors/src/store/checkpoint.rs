@@ -5,7 +5,7 @@ use crate::batch::{Batch, MinuteSnapshot};
 use crate::click::{AdId, Filter};
 use crate::feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
-use crate::writer::packed_counts::PackedCounts;
+use crate::store::packed_counts::PackedCounts;
 
 /// The state delta of one or more batches, committed in one transaction.
 #[derive(Default)]

@@ -15,7 +15,7 @@ use super::{PartitionStore, StoreError, PRUNE_ROWS_PER_COMMIT};
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
-use crate::writer::packed_counts;
+use crate::store::packed_counts;
 use redb::{
     Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableError, Value,
     WriteTransaction,

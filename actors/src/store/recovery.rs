@@ -5,8 +5,8 @@ use super::{PartitionStore, StoreError};
 use crate::batch::CountDelta;
 use crate::fast_hash::FastMap;
 use crate::feed::{CountsPublication, FeedItem, FeedMessage, Publication};
+use crate::store::packed_minute;
 use crate::time::event_clock::NO_WATERMARK;
-use crate::writer::packed_minute;
 use redb::{ReadableDatabase, ReadableTable};
 
 /// What a partition resumes from.

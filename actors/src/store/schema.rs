@@ -9,10 +9,10 @@
 //!    counter).
 //! 2. ids in `seen_blocks`, packed per minute and commit; counts still rows.
 //! 3. counts in the `count_log` (records in layout 1, see
-//!    [`crate::writer::packed_counts`]) and minute snapshots in
+//!    [`crate::store::packed_counts`]) and minute snapshots in
 //!    `minute_counts` (packed like the log).
 //! 4. minute snapshots in `minute_snapshots`, packed by filter
-//!    ([`crate::writer::packed_minute`]); the log still in layout 1.
+//!    ([`crate::store::packed_minute`]); the log still in layout 1.
 //! 5. count-log records in layout 2, whose first byte is a format tag; the
 //!    first version recorded in `meta`.
 //!

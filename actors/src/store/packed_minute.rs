@@ -11,7 +11,7 @@
 //!
 //! Layout: `sections: u32 LE` (so a value cut at a section's end is
 //! refused too), then the sections, each `filter` (as in layout 1 of
-//! [`crate::writer::packed_counts`]), `counters: u32 LE`, `length: u32 LE`
+//! [`crate::store::packed_counts`]), `counters: u32 LE`, `length: u32 LE`
 //! (bytes of the counters that follow),
 //! then per counter `ad length: u8, ad bytes, total` (LEB128 varint). The
 //! row's value is the writing commit's stream sequence (`u64 LE`) followed
@@ -19,7 +19,7 @@
 
 use crate::batch::CountDelta;
 use crate::click::{AdId, Filter};
-use crate::writer::packed_counts::{push_filter, push_varint, read_filter, read_varint, take};
+use crate::store::packed_counts::{push_filter, push_varint, read_filter, read_varint, take};
 
 /// Bytes of a section's header after its filter: counters and length.
 const HEADER: usize = 8;
@@ -175,7 +175,7 @@ pub fn for_each_of_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::packed_counts::tests::filters;
+    use crate::store::packed_counts::tests::filters;
     use proptest::prelude::*;
 
     proptest! {

@@ -35,7 +35,7 @@
 //! per counter a tag byte (1: country, 2: ip type, 4: extra dimensions)
 //! then the country's two letters if tagged, the ip type's code (1 v4,
 //! 2 v6, 3 unknown) if tagged, and for extra dimensions the key text as in
-//! layout 2. Minute snapshots ([`crate::writer::packed_minute`]) still
+//! layout 2. Minute snapshots ([`crate::store::packed_minute`]) still
 //! write their filters this way.
 //!
 //! Which layout a value is in is the file's format version's to say
