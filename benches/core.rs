@@ -9,8 +9,9 @@
 //! very same input.
 //!
 //! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce,
-//! whole, or checkpoints: whole with its snapshots and commits, a commit
-//! every 8 batches) skips criterion and runs that one stage once over the
+//! whole (dedup, window and counts), whole_with_feed (the reducer's output
+//! feed and running window sums too), or checkpoints: whole_with_feed with
+//! its snapshots and commits, a commit every 8 batches) skips criterion and runs that one stage once over the
 //! workload, inside `profiled_stage`, so a profiler can count only it:
 //!
 //! ```text
@@ -32,7 +33,7 @@ use adclick_actors::dedup::deduplicator::Deduplicator;
 use adclick_actors::ingest::decode::decode;
 use adclick_actors::reducer::ad_slots::AdSlots;
 use adclick_actors::reducer::minute_counts::MinuteCounts;
-use adclick_actors::settings::PipelineSettings;
+use adclick_actors::settings::{FeedSettings, PipelineSettings};
 use adclick_actors::store::checkpoint::Checkpoint;
 use adclick_actors::store::PartitionStore;
 use adclick_actors::time::event_clock::final_until;
@@ -263,6 +264,16 @@ fn bench(c: &mut Criterion) {
         snapshot_log_floor: usize::MAX,
         ..settings.clone()
     };
+    // `whole` is dedup, window and counts: the reducer without its output
+    // feed and running window sums, which `whole_with_feed` adds.
+    let counts_only = PipelineSettings {
+        feed: FeedSettings {
+            enabled: false,
+            top_windows: Vec::new(),
+            ..settings.feed.clone()
+        },
+        ..no_snapshots.clone()
+    };
     // The digest prototype's: minutes snapshot when they turn final only.
     let only_final_snapshots = no_snapshots.clone();
     if let Ok(stage) = std::env::var("ADCLICK_BENCH_PROFILE") {
@@ -271,7 +282,8 @@ fn bench(c: &mut Criterion) {
             "checkpoints" => profile(&stage, &settings),
             // The digest design needs no full snapshots (see below).
             "digests" => profile(&stage, &only_final_snapshots),
-            _ => profile(&stage, &no_snapshots),
+            "whole_with_feed" => profile(&stage, &no_snapshots),
+            _ => profile(&stage, &counts_only),
         }
         return;
     }
@@ -348,13 +360,23 @@ fn bench(c: &mut Criterion) {
     group.bench_function("whole", |b| {
         b.iter(|| {
             let started = thread_cpu_ns();
-            let mut core = PartitionCore::new(0, &no_snapshots);
+            let mut core = PartitionCore::new(0, &counts_only);
             for (i, chunk) in work.chunks(BATCH).enumerate() {
                 let mut batch = decoded_batch(i, chunk);
                 core.process(&mut batch);
             }
             split.core.fetch_add(thread_cpu_ns() - started, Relaxed);
             split.core_clicks.fetch_add(work.len() as u64, Relaxed);
+            core.watermark()
+        })
+    });
+    group.bench_function("whole_with_feed", |b| {
+        b.iter(|| {
+            let mut core = PartitionCore::new(0, &no_snapshots);
+            for (i, chunk) in work.chunks(BATCH).enumerate() {
+                let mut batch = decoded_batch(i, chunk);
+                core.process(&mut batch);
+            }
             core.watermark()
         })
     });
