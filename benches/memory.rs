@@ -8,7 +8,7 @@
 //! process. It re-runs itself with glibc's mmap threshold fixed: see
 //! [`FIXED_MMAP_THRESHOLD`].)
 
-use adclick_actors::batch::CountDelta;
+use adclick_actors::batch::Increment;
 use adclick_actors::click::{AdId, Filter};
 use adclick_actors::dedup::seen_clicks::SeenClicks;
 use adclick_actors::reducer::minute_counts::MinuteCounts;
@@ -146,7 +146,7 @@ fn main() {
     'fill: for minute in 0.. {
         for ad in &ads {
             for filter in &filters {
-                counts.apply(&CountDelta {
+                counts.apply(&Increment {
                     minute: minute * MINUTE_MS,
                     ad: *ad,
                     filter: *filter,

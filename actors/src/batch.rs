@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 /// one increment of [`Increments`] on its own (what recovery reads back
 /// from the count log and snapshots, and what tests build).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CountDelta {
+pub struct Increment {
     /// Start of the minute, epoch ms.
     pub minute: i64,
     /// The ad.
@@ -23,7 +23,7 @@ pub struct CountDelta {
     pub filter: Filter,
     /// How many clicks to add.
     pub count: u64,
-    /// The counter's total (see [`FilterCount::total`]).
+    /// The counter's total (see [`FilterIncrement::total`]).
     pub total: u64,
 }
 
@@ -31,14 +31,14 @@ pub struct CountDelta {
 /// minute once, then its filters' counts together. What the window folds
 /// and the reducer, the snapshots and the checkpoint read.
 ///
-/// A flat list of [`CountDelta`]s repeated the 65-byte ad id and the minute
+/// A flat list of [`Increment`]s repeated the 65-byte ad id and the minute
 /// in every increment (112 bytes each, ~2.9 a click with the default
 /// filters), and each reader found the runs of one ad again by comparing
 /// ids; here an increment is 40 bytes and the groups are given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Increments {
     groups: Vec<IncrementGroup>,
-    counts: Vec<FilterCount>,
+    counts: Vec<FilterIncrement>,
 }
 
 /// One (ad, minute) of [`Increments`].
@@ -55,7 +55,7 @@ pub struct IncrementGroup {
 
 /// `count` more clicks under one filter, in an [`IncrementGroup`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FilterCount {
+pub struct FilterIncrement {
     /// The filter the count is kept under.
     pub filter: Filter,
     /// How many clicks to add.
@@ -90,7 +90,7 @@ impl Increments {
     #[inline]
     pub fn push(&mut self, filter: Filter, count: u64) {
         debug_assert!(!self.groups.is_empty(), "a count outside any group");
-        self.counts.push(FilterCount {
+        self.counts.push(FilterIncrement {
             filter,
             count,
             total: 0,
@@ -99,7 +99,7 @@ impl Increments {
 
     /// Adds one increment, in a new group unless it has the last group's
     /// (ad, minute).
-    pub fn push_delta(&mut self, delta: &CountDelta) {
+    pub fn push_increment(&mut self, delta: &Increment) {
         match self.groups.last() {
             Some(g) if g.minute == delta.minute && g.ad == delta.ad => {}
             _ => self.start_group(delta.minute, delta.ad),
@@ -121,7 +121,7 @@ impl Increments {
     }
 
     /// The groups with their counts, in order.
-    pub fn groups(&self) -> impl Iterator<Item = (&IncrementGroup, &[FilterCount])> + '_ {
+    pub fn groups(&self) -> impl Iterator<Item = (&IncrementGroup, &[FilterIncrement])> + '_ {
         let ends = self.groups.iter().skip(1).map(|g| g.start as usize);
         let ends = ends.chain([self.counts.len()]);
         (self.groups.iter().zip(ends)).map(|(g, end)| (g, &self.counts[g.start as usize..end]))
@@ -133,14 +133,14 @@ impl Increments {
     }
 
     /// Every count in order (their groups given by [`Increments::groups`]).
-    pub fn counts_mut(&mut self) -> &mut [FilterCount] {
+    pub fn counts_mut(&mut self) -> &mut [FilterIncrement] {
         &mut self.counts
     }
 
-    /// Each increment as a [`CountDelta`] (a copy: for tests and cold paths).
-    pub fn iter(&self) -> impl Iterator<Item = CountDelta> + '_ {
+    /// Each increment as a [`Increment`] (a copy: for tests and cold paths).
+    pub fn iter(&self) -> impl Iterator<Item = Increment> + '_ {
         self.groups().flat_map(|(g, counts)| {
-            counts.iter().map(move |c| CountDelta {
+            counts.iter().map(move |c| Increment {
                 minute: g.minute,
                 ad: g.ad,
                 filter: c.filter,
@@ -157,12 +157,12 @@ impl Increments {
     }
 }
 
-impl FromIterator<CountDelta> for Increments {
+impl FromIterator<Increment> for Increments {
     /// Groups runs of one (ad, minute), in order.
-    fn from_iter<I: IntoIterator<Item = CountDelta>>(deltas: I) -> Increments {
+    fn from_iter<I: IntoIterator<Item = Increment>>(deltas: I) -> Increments {
         let mut out = Increments::default();
         for d in deltas {
-            out.push_delta(&d);
+            out.push_increment(&d);
         }
         out
     }
@@ -189,7 +189,7 @@ pub struct Batch {
     /// Highest stream sequence in the batch; 0 when it has no message.
     pub last_seq: u64,
     /// Valid clicks not yet dealt with. Dedup marks repeats
-    /// ([`Click::repeat`]); window turns the rest into `deltas` or rejects
+    /// ([`Click::repeat`]); window turns the rest into `increments` or rejects
     /// and empties it.
     pub clicks: Vec<Click>,
     /// The payload of each click, at the click's index in `clicks` (moved
@@ -265,8 +265,8 @@ mod tests {
     use super::*;
     use crate::click::Country;
 
-    fn delta(minute: i64, ad: &str, country: Option<&str>, count: u64) -> CountDelta {
-        CountDelta {
+    fn delta(minute: i64, ad: &str, country: Option<&str>, count: u64) -> Increment {
+        Increment {
             minute,
             ad: AdId::parse(ad).unwrap(),
             filter: Filter {

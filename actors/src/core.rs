@@ -66,7 +66,7 @@ impl PartitionCore {
     }
 
     /// Runs one batch through dedup, window and reducer. The batch keeps what
-    /// the writer needs (ids, deltas, rejects, watermark, feed, tops,
+    /// the writer needs (ids, increments, rejects, watermark, feed, tops,
     /// snapshots). Every minute stays in memory, so nothing is read from a
     /// file and nothing can fail.
     pub fn process(&mut self, batch: &mut Batch) -> Assigned {

@@ -4,7 +4,7 @@
 //!
 //! Two hot lookups use it: the reducer's ad numbering
 //! ([`crate::reducer::ad_slots`]) and the window's (ad, minute) groups of a
-//! batch ([`crate::window::count_deltas`]). A `HashMap` stored a 72- to
+//! batch ([`crate::window::increment_fold`]). A `HashMap` stored a 72- to
 //! 80-byte key per bucket and missed the cache twice a lookup (control
 //! bytes, then the entry). Here a bucket is 8 bytes: the number plus one in
 //! the low 32 bits (0 marks an empty bucket) and the high 32 bits of the

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! A [`batch::Batch`] travels the chain; each actor applies its pure state to the
-//! batch and adds what the checkpoint needs (new click ids, count deltas, the
+//! batch and adds what the checkpoint needs (new click ids, count increments, the
 //! watermark). The writer commits everything a batch carries in one redb
 //! transaction together with the last stream sequence, and only then acks the
 //! JetStream messages, so a crash at any point replays exactly what was not
@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | ingest | [`ingest::IngestActor`] | [`ingest::decode`] |
 //! | dedup | [`dedup::DedupActor`] | [`dedup::seen_clicks::SeenClicks`] |
-//! | window | [`window::WindowActor`] | [`window::event_clock::EventClock`], [`window::count_deltas::CountDeltas`] |
+//! | window | [`window::WindowActor`] | [`window::event_clock::EventClock`], [`window::increment_fold::IncrementFold`] |
 //! | reducer | [`reducer::ReducerActor`] | [`reducer::minute_counts::MinuteCounts`], [`reducer::top_n`] |
 //! | writer | [`writer::WriterActor`] | [`store::checkpoint::Checkpoint`] |
 //!

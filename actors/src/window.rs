@@ -1,8 +1,8 @@
 //! Window: assigns each click to its event-time minute, keeps the watermark,
 //! and decides on-time, late (a correction) or too late (rejected). Turns the
-//! batch's clicks into count deltas for the reducer.
+//! batch's clicks into increments for the reducer.
 
-pub mod count_deltas;
+pub mod increment_fold;
 pub mod minute_assigner;
 
 use crate::batch::{Batch, NextStage};

@@ -8,7 +8,7 @@
 //! the last minute and ad touched are remembered, because the window sends
 //! the increments of one ad and minute together.
 
-use crate::batch::{CountDelta, Increments};
+use crate::batch::{Increment, Increments};
 use crate::click::{AdId, Country, Filter};
 use crate::fast_hash::FastMap;
 use crate::reducer::ad_slots::AdSlots;
@@ -92,7 +92,7 @@ impl MinuteCounts {
     }
 
     /// Adds an increment.
-    pub fn apply(&mut self, delta: &CountDelta) {
+    pub fn apply(&mut self, delta: &Increment) {
         self.apply_all(&mut Increments::from_iter([*delta]));
     }
 
@@ -156,7 +156,7 @@ impl MinuteCounts {
     /// Sets counters to recovered totals, in order: a later total of the
     /// same counter replaces an earlier one (recovery hands snapshots first,
     /// then the count log's newer totals, so no map of counters is needed).
-    pub fn set_totals(&mut self, totals: &[CountDelta]) {
+    pub fn set_totals(&mut self, totals: &[Increment]) {
         for delta in totals {
             let slot = self.slot_of(&delta.ad);
             let code = self.filter_code(&delta.filter);
@@ -426,7 +426,7 @@ mod tests {
     }
 
     proptest! {
-        /// Counts and sums equal a naive scan over every delta applied.
+        /// Counts and sums equal a naive scan over every increment applied.
         #[test]
         fn answers_equal_a_naive_scan(
             deltas in prop::collection::vec((0u8..4, 0i64..10, any::<bool>(), 1u64..5), 0..80),
@@ -434,13 +434,13 @@ mod tests {
         ) {
             let us = Filter { country: Country::parse("US"), ..Filter::ALL };
             let mut counts = MinuteCounts::new(0);
-            let all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
+            let all: Vec<Increment> = deltas.iter().map(|(a, m, f, n)| Increment {
                 minute: m * MINUTE_MS, ad: ad(*a), filter: if *f { us } else { Filter::ALL }, count: *n, total: 0,
             }).collect();
             for d in &all { counts.apply(d); }
             counts.evict_before(evict * MINUTE_MS);
             let (from, to) = (from * MINUTE_MS, (from + len) * MINUTE_MS);
-            let live = |d: &&CountDelta| d.minute >= evict * MINUTE_MS && d.minute >= from && d.minute < to;
+            let live = |d: &&Increment| d.minute >= evict * MINUTE_MS && d.minute >= from && d.minute < to;
             for a in 0..4u8 {
                 let naive: u64 = all.iter().filter(live).filter(|d| d.ad == ad(a) && d.filter == us).map(|d| d.count).sum();
                 prop_assert_eq!(counts.count(&ad(a), &us, from, to), naive);
@@ -515,7 +515,7 @@ mod tests {
             split in 0usize..120,
         ) {
             let filters = filters();
-            let all: Vec<CountDelta> = deltas.iter().map(|(a, m, f, n)| CountDelta {
+            let all: Vec<Increment> = deltas.iter().map(|(a, m, f, n)| Increment {
                 minute: m * MINUTE_MS, ad: ad(*a), filter: filters[*f], count: *n, total: 0,
             }).collect();
             let mut counts = MinuteCounts::new(0);
@@ -524,9 +524,9 @@ mod tests {
             let mut second: Increments = all[split..].iter().copied().collect();
             counts.apply_all(&mut first);
             counts.apply_all(&mut second);
-            let applied: Vec<CountDelta> = first.iter().chain(second.iter()).collect();
+            let applied: Vec<Increment> = first.iter().chain(second.iter()).collect();
             // The same increments in the same order, each with its total.
-            let without_totals: Vec<CountDelta> = applied.iter().map(|d| CountDelta { total: 0, ..*d }).collect();
+            let without_totals: Vec<Increment> = applied.iter().map(|d| Increment { total: 0, ..*d }).collect();
             prop_assert_eq!(&without_totals, &all);
             let mut naive: HashMap<(u8, i64, usize), u64> = HashMap::new();
             for ((a, m, f, n), applied) in deltas.iter().zip(&applied) {
@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn recovered_totals_are_set_the_last_one_winning() {
         let ad = AdId::parse("a").unwrap();
-        let total = |minute, total| CountDelta {
+        let total = |minute, total| Increment {
             minute,
             ad,
             filter: Filter::ALL,
@@ -569,7 +569,7 @@ mod tests {
             .map(|i| AdId::parse(&format!("ad-{i}")).unwrap())
             .collect();
         for ad in &ads {
-            counts.apply(&CountDelta {
+            counts.apply(&Increment {
                 minute: 0,
                 ad: *ad,
                 filter: Filter::ALL,
@@ -578,7 +578,7 @@ mod tests {
             });
         }
         for ad in ads.iter().rev().take(10) {
-            counts.apply(&CountDelta {
+            counts.apply(&Increment {
                 minute: MINUTE_MS,
                 ad: *ad,
                 filter: Filter::ALL,
@@ -597,7 +597,7 @@ mod tests {
             );
         }
         // New ads after the renumbering get fresh slots.
-        counts.apply(&CountDelta {
+        counts.apply(&Increment {
             minute: MINUTE_MS,
             ad: ads[0],
             filter: Filter::ALL,

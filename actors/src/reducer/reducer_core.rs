@@ -429,7 +429,7 @@ impl ReducerCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::CountDelta;
+    use crate::batch::Increment;
     use crate::feed::FeedItem;
     use crate::reducer::history::NoHistory;
     use std::cell::Cell;
@@ -461,7 +461,7 @@ mod tests {
         };
         batch.increments = clicks
             .iter()
-            .map(|&(name, minute, count)| CountDelta {
+            .map(|&(name, minute, count)| Increment {
                 minute,
                 ad: ad(name),
                 filter: Filter::ALL,

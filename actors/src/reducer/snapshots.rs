@@ -47,7 +47,7 @@ impl MinuteSnapshots {
         }
     }
 
-    /// Notes the totals a batch logs (its deltas, as `counts` just applied
+    /// Notes the totals a batch logs (its increments, as `counts` just applied
     /// them) and adds to it the snapshots that are due. `final_before` and
     /// `final_after` are the first non-final minute before and after the batch.
     pub fn after_batch(
@@ -119,13 +119,13 @@ fn snapshot(counts: &MinuteCounts, minute: i64) -> Option<MinuteSnapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::CountDelta;
+    use crate::batch::Increment;
     use crate::click::{AdId, Filter};
     use crate::settings::SNAPSHOT_LOG_FLOOR;
     use crate::time::MINUTE_MS;
 
-    fn delta(minute: i64, ad: &str) -> CountDelta {
-        CountDelta {
+    fn delta(minute: i64, ad: &str) -> Increment {
+        Increment {
             minute: minute * MINUTE_MS,
             ad: AdId::parse(ad).unwrap(),
             filter: Filter::ALL,
@@ -137,7 +137,7 @@ mod tests {
     fn run(
         counts: &mut MinuteCounts,
         snapshots: &mut MinuteSnapshots,
-        deltas: Vec<CountDelta>,
+        deltas: Vec<Increment>,
         finals: (i64, i64),
     ) -> Batch {
         let mut batch = Batch {
@@ -205,7 +205,7 @@ mod tests {
         // Ten hot counters in two minutes: the log grows, the state does not.
         let mut logged = 0;
         loop {
-            let deltas: Vec<CountDelta> = (0..1000)
+            let deltas: Vec<Increment> = (0..1000)
                 .map(|i| delta(1 + i % 2, &format!("ad{}", i % 5)))
                 .collect();
             logged += deltas.len();

@@ -123,7 +123,7 @@ impl WindowSums {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::CountDelta;
+    use crate::batch::Increment;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -150,7 +150,7 @@ mod tests {
             for (adds, forward) in steps {
                 let mut increments: Increments = adds.iter()
                     .filter(|(_, m, _, _)| *m <= end + 1) // nothing far in the future
-                    .map(|(a, m, n, by_country)| CountDelta {
+                    .map(|(a, m, n, by_country)| Increment {
                         minute: m * MINUTE_MS,
                         ad: ad(*a),
                         // Only `{}` counts feed the sums: others must be skipped.

@@ -57,7 +57,8 @@ impl Checkpoint {
         }
     }
 
-    /// Folds a batch's state deltas in (ids, increments, snapshots, …). Batches arrive in order, so its watermark is the newest.
+    /// Folds a batch's state deltas in (ids, increments, snapshots, …).
+    /// Batches arrive in order, so its watermark is the newest.
     pub fn absorb(&mut self, batch: &mut Batch) {
         self.last_seq = self.last_seq.max(batch.last_seq);
         self.watermark = self.watermark.max(batch.watermark);

@@ -12,7 +12,7 @@ use super::recovery::read_snapshot;
 use super::schema::legacy::{COUNTS, MINUTE_COUNTS, SEEN};
 use super::schema::{OlderLayout, COUNT_LOG, FORMAT_VERSION};
 use super::{PartitionStore, StoreError, PRUNE_ROWS_PER_COMMIT};
-use crate::batch::CountDelta;
+use crate::batch::Increment;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
 use crate::store::packed_counts;
@@ -99,7 +99,7 @@ impl PartitionStore {
         &self,
         seq: u64,
         record: &[u8],
-    ) -> Result<Vec<CountDelta>, StoreError> {
+    ) -> Result<Vec<Increment>, StoreError> {
         let read = if self.format.may_hold(OlderLayout::LogLayout1) {
             packed_counts::read(record)
         } else {
@@ -136,7 +136,7 @@ impl PartitionStore {
         txn: &ReadTransaction,
         from: i64,
         snapshot_seq: &FastMap<i64, u64>,
-        counts: &mut Vec<CountDelta>,
+        counts: &mut Vec<Increment>,
     ) -> Result<(), StoreError> {
         if !self.format.may_hold(OlderLayout::CountRows) {
             return Ok(());
@@ -154,7 +154,7 @@ impl PartitionStore {
                 continue;
             }
             match (AdId::parse(ad), Filter::from_key(filter)) {
-                (Some(ad), Some(filter)) => counts.push(CountDelta {
+                (Some(ad), Some(filter)) => counts.push(Increment {
                     minute,
                     ad,
                     filter,
@@ -179,7 +179,7 @@ impl PartitionStore {
         txn: &ReadTransaction,
         minutes: std::ops::Range<i64>,
         newer: &[i64],
-        mut each: impl FnMut(i64, u64, Vec<CountDelta>),
+        mut each: impl FnMut(i64, u64, Vec<Increment>),
     ) -> Result<(), StoreError> {
         if !self.format.may_hold(OlderLayout::MinuteCounts) {
             return Ok(());

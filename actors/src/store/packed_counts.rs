@@ -45,7 +45,7 @@
 //! value starts with a minute, a multiple of 60,000 ms (so of 32), whose
 //! first byte is never `0x01`.
 
-use crate::batch::{CountDelta, Increments};
+use crate::batch::{Increment, Increments};
 use crate::click::{AdId, Country, Filter, IpType};
 
 /// Layout 1's filter tags (minute snapshots still use them).
@@ -278,7 +278,7 @@ pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
 /// Reads packed counters back from a file that may hold both layouts,
 /// told apart by layout 2's format tag (`count` and `total` both set to the
 /// stored total). `None` if the bytes are not packed counters.
-pub fn read(bytes: &[u8]) -> Option<Vec<CountDelta>> {
+pub fn read(bytes: &[u8]) -> Option<Vec<Increment>> {
     if is_layout_2(bytes) {
         read_layout_2(bytes)
     } else {
@@ -293,7 +293,7 @@ pub fn is_layout_2(bytes: &[u8]) -> bool {
 
 /// Reads a layout-2 value, format tag first. `None` if the bytes are not
 /// packed counters in layout 2.
-pub fn read_layout_2(bytes: &[u8]) -> Option<Vec<CountDelta>> {
+pub fn read_layout_2(bytes: &[u8]) -> Option<Vec<Increment>> {
     match bytes.split_first() {
         // Never written without a group.
         Some((&LAYOUT_2, [])) => None,
@@ -303,7 +303,7 @@ pub fn read_layout_2(bytes: &[u8]) -> Option<Vec<CountDelta>> {
 }
 
 /// Reads layout 2's groups (after the format byte).
-fn read_groups_2(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
+fn read_groups_2(mut bytes: &[u8]) -> Option<Vec<Increment>> {
     let mut out = Vec::new();
     let mut minute = None;
     while !bytes.is_empty() {
@@ -326,7 +326,7 @@ fn read_group(
     minute: i64,
     ad: AdId,
     read_filter: fn(&mut &[u8]) -> Option<Filter>,
-    out: &mut Vec<CountDelta>,
+    out: &mut Vec<Increment>,
 ) -> Option<()> {
     let counters = take(bytes, 1)?[0];
     if counters == 0 {
@@ -335,7 +335,7 @@ fn read_group(
     for _ in 0..counters {
         let filter = read_filter(bytes)?;
         let total = read_varint(bytes)?;
-        out.push(CountDelta {
+        out.push(Increment {
             minute,
             ad,
             filter,
@@ -379,7 +379,7 @@ fn read_filter_2(bytes: &mut &[u8]) -> Option<Filter> {
 
 /// Reads a layout-1 value. `None` if the bytes are not packed counters in
 /// layout 1.
-pub fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<CountDelta>> {
+pub fn read_layout_1(mut bytes: &[u8]) -> Option<Vec<Increment>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let minute = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
@@ -495,10 +495,10 @@ pub(crate) mod tests {
         out
     }
 
-    fn deltas(counters: &[(i64, AdId, Filter, u64)]) -> Vec<CountDelta> {
+    fn deltas(counters: &[(i64, AdId, Filter, u64)]) -> Vec<Increment> {
         counters
             .iter()
-            .map(|(minute, ad, filter, total)| CountDelta {
+            .map(|(minute, ad, filter, total)| Increment {
                 minute: *minute,
                 ad: *ad,
                 filter: *filter,
@@ -526,7 +526,7 @@ pub(crate) mod tests {
 
     proptest! {
         /// Whatever the order and grouping, reading gives back every pushed
-        /// counter in order, and pushing a batch's deltas at once writes
+        /// counter in order, and pushing a batch's increments at once writes
         /// what pushing them one by one does.
         #[test]
         fn pushed_counters_read_back_in_order(
@@ -546,7 +546,7 @@ pub(crate) mod tests {
             } else {
                 prop_assert_eq!(read_back, Some(expected.clone()));
             }
-            // The same deltas as batches, cut anywhere.
+            // The same increments as batches, cut anywhere.
             let mut by_batch = PackedCounts::default();
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(expected.len())).collect();
             cuts.sort_unstable();

@@ -17,7 +17,7 @@
 //! row's value is the writing commit's stream sequence (`u64 LE`) followed
 //! by these bytes.
 
-use crate::batch::CountDelta;
+use crate::batch::Increment;
 use crate::click::{AdId, Filter};
 use crate::store::packed_counts::{push_filter, push_varint, read_filter, read_varint, take};
 
@@ -140,12 +140,12 @@ fn for_each_in(section: &Section<'_>, mut each: impl FnMut(AdId, u64)) -> Option
 
 /// Every counter of the packed minute (`count` and `total` both set to the
 /// stored total); `None` if the bytes are not a packed minute.
-pub fn read(minute: i64, bytes: &[u8]) -> Option<Vec<CountDelta>> {
+pub fn read(minute: i64, bytes: &[u8]) -> Option<Vec<Increment>> {
     let sections = sections(bytes)?;
     let mut out = Vec::with_capacity(sections.iter().map(|s| s.counters as usize).sum());
     for section in &sections {
         for_each_in(section, |ad, total| {
-            out.push(CountDelta {
+            out.push(Increment {
                 minute,
                 ad,
                 filter: section.filter,
@@ -192,7 +192,7 @@ mod tests {
             for (filter, ad, total) in counters {
                 let ad = AdId::parse(ads[ad]).unwrap();
                 packed.push(&filters[filter], &ad, total);
-                expected.push(CountDelta { minute: 60_000, ad, filter: filters[filter], count: total, total });
+                expected.push(Increment { minute: 60_000, ad, filter: filters[filter], count: total, total });
             }
             prop_assert_eq!(packed.counters(), expected.len());
             prop_assert_eq!(read(60_000, packed.as_bytes()), Some(expected.clone()));

@@ -2,7 +2,7 @@
 
 use super::schema::*;
 use super::{PartitionStore, StoreError};
-use crate::batch::CountDelta;
+use crate::batch::Increment;
 use crate::fast_hash::FastMap;
 use crate::feed::{CountsPublication, FeedItem, FeedMessage, Publication};
 use crate::store::packed_minute;
@@ -22,7 +22,7 @@ pub struct Recovered {
     /// Totals of counters of minutes from `counts_from` on, oldest first: a
     /// counter may appear more than once, and its last total is the one that
     /// holds (see [`crate::reducer::minute_counts::MinuteCounts::set_totals`]).
-    pub counts: Vec<CountDelta>,
+    pub counts: Vec<Increment>,
     /// First minute whose counts were loaded.
     pub counts_from: i64,
     /// Minutes whose totals came from the count log (no snapshot covers them).
@@ -214,7 +214,7 @@ impl PartitionStore {
         &self,
         txn: &redb::ReadTransaction,
         minutes: std::ops::Range<i64>,
-        mut each: impl FnMut(i64, u64, Vec<CountDelta>),
+        mut each: impl FnMut(i64, u64, Vec<Increment>),
     ) -> Result<(), StoreError> {
         let mut written = Vec::new();
         for row in txn
@@ -244,8 +244,8 @@ impl PartitionStore {
 pub(super) fn read_snapshot(
     minute: i64,
     value: &[u8],
-    read: impl FnOnce(i64, &[u8]) -> Option<Vec<CountDelta>>,
-) -> Option<(u64, Vec<CountDelta>)> {
+    read: impl FnOnce(i64, &[u8]) -> Option<Vec<Increment>>,
+) -> Option<(u64, Vec<Increment>)> {
     let (seq, packed) = value.split_at_checked(8)?;
     Some((
         u64::from_le_bytes(seq.try_into().ok()?),
@@ -255,7 +255,7 @@ pub(super) fn read_snapshot(
 
 #[cfg(test)]
 mod tests {
-    use crate::batch::CountDelta;
+    use crate::batch::Increment;
     use crate::click::Filter;
     use crate::store::checkpoint::Checkpoint;
     use crate::store::tests::{ad, snapshot};
@@ -278,7 +278,7 @@ mod tests {
             ..Filter::ALL
         };
         // What the counts end up holding: each counter's last total.
-        let sorted = |counts: Vec<CountDelta>| {
+        let sorted = |counts: Vec<Increment>| {
             let mut last = std::collections::BTreeMap::new();
             for d in counts {
                 last.insert((d.minute, d.ad, d.filter), d.total);

@@ -1,12 +1,12 @@
 //! The window stage as plain state: puts each click in its minute, decides
-//! on time / late correction / too late, and folds the counted ones into deltas.
+//! on time / late correction / too late, and folds the counted ones into increments.
 
 use crate::batch::Batch;
 use crate::reject::{RejectReason, Rejected};
 use crate::settings::DimensionSet;
 use crate::time::event_clock::{EventClock, Timeliness};
 use crate::time::minute_floor;
-use crate::window::count_deltas::CountDeltas;
+use crate::window::increment_fold::IncrementFold;
 
 /// What one batch did, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct MinuteAssigner {
     partition: u32,
     clock: EventClock,
     sets: Vec<DimensionSet>,
-    deltas: CountDeltas,
+    deltas: IncrementFold,
 }
 
 impl MinuteAssigner {
@@ -38,7 +38,7 @@ impl MinuteAssigner {
             partition,
             clock,
             sets,
-            deltas: CountDeltas::default(),
+            deltas: IncrementFold::default(),
         }
     }
 

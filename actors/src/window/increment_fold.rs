@@ -16,7 +16,7 @@ use std::hash::BuildHasher;
 struct Group {
     ad: AdId,
     minute: i64,
-    /// The group's first and last entry in `CountDeltas::entries`.
+    /// The group's first and last entry in `IncrementFold::entries`.
     first: u32,
     last: u32,
     /// The group's newest entry of each [`kind`]; [`END`] while none.
@@ -62,7 +62,7 @@ fn kind(set: DimensionSet) -> usize {
 /// every country × ip type, and walking all of them for each of a click's
 /// filters, a mispredicted comparison each, was most of the window's time.
 #[derive(Default)]
-pub struct CountDeltas {
+pub struct IncrementFold {
     /// (ad, minute) → its group. (A `HashMap` keyed by (ad, minute) held
     /// an 80-byte key per bucket and copied it in for every new group.)
     index: DenseIndex,
@@ -72,7 +72,7 @@ pub struct CountDeltas {
     entries: Vec<Entry>,
 }
 
-impl CountDeltas {
+impl IncrementFold {
     /// Counts `click` in `minute` under each configured filter.
     pub fn add(&mut self, click: &Click, minute: i64, sets: &[DimensionSet]) {
         let at = self.group_of(click.ad, minute);
@@ -162,7 +162,7 @@ impl CountDeltas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::CountDelta;
+    use crate::batch::Increment;
     use crate::click::{Country, IpType};
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -212,7 +212,7 @@ mod tests {
                     0..150),
                 1..4),
         ) {
-            let mut fold = CountDeltas::default();
+            let mut fold = IncrementFold::default();
             for clicks in batches {
                 let mut naive: HashMap<(AdId, i64, Filter), u64> = HashMap::new();
                 let mut order: Vec<(AdId, i64, Filter)> = Vec::new();
@@ -234,10 +234,10 @@ mod tests {
                     }
                 }
                 // First-seen order within each group, groups in first-seen order.
-                let want: Vec<CountDelta> = groups
+                let want: Vec<Increment> = groups
                     .iter()
                     .flat_map(|g| order.iter().filter(move |k| (k.0, k.1) == *g))
-                    .map(|k| CountDelta { minute: k.1, ad: k.0, filter: k.2, count: naive[k], total: 0 })
+                    .map(|k| Increment { minute: k.1, ad: k.0, filter: k.2, count: naive[k], total: 0 })
                     .collect();
                 let drained = fold.drain();
                 // One group per (ad, minute), its increments together.
