@@ -13,7 +13,7 @@
 //! - `broker consume` drains the stream as adclick does: per partition a fresh
 //!   durable pull consumer filtered on `clicks.p.<P>.*`, AckAll, the same
 //!   batch size and max_ack_pending as adclick's defaults; each payload is
-//!   decoded with `adclick_actors::ingest::decode::decode`, each batch acked
+//!   decoded with `adclick_actors::testing::decode::decode`, each batch acked
 //!   with AckAll on its last message. No dedup, window, counts or redb.
 //!   `--topology single` instead runs one consumer over the whole stream and
 //!   routes by the partition token (the alternative SPEC §2 asks to measure).
@@ -25,7 +25,7 @@
 //! usage and exits successfully, so it never breaks `cargo bench`.
 
 use adclick::loadgen::{ClickGenerator, LoadgenArgs, Outgoing};
-use adclick_actors::ingest::decode;
+use adclick_actors::testing::decode;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::{Acker, PublishMessage};

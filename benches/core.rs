@@ -26,20 +26,20 @@
 //! `ADCLICK_BENCH_IDS_ONLY=1` commits only the ids (see `with_checkpoints`).
 
 use adclick::loadgen::{ClickGenerator, LoadgenArgs};
-use adclick_actors::batch::Batch;
 use adclick_actors::click::{AdId, Click, Country, IpType};
-use adclick_actors::core::PartitionCore;
-use adclick_actors::dedup::deduplicator::Deduplicator;
-use adclick_actors::ingest::decode::decode;
-use adclick_actors::reducer::ad_slots::AdSlots;
-use adclick_actors::reducer::minute_counts::MinuteCounts;
 use adclick_actors::settings::{FeedSettings, PipelineSettings};
 use adclick_actors::store::checkpoint::Checkpoint;
 use adclick_actors::store::PartitionStore;
+use adclick_actors::testing::decode::decode;
+use adclick_actors::testing::AdSlots;
+use adclick_actors::testing::Batch;
+use adclick_actors::testing::Deduplicator;
+use adclick_actors::testing::MinuteAssigner;
+use adclick_actors::testing::MinuteCounts;
+use adclick_actors::testing::PartitionCore;
 use adclick_actors::time::event_clock::final_until;
 use adclick_actors::time::event_clock::{EventClock, NO_WATERMARK};
 use adclick_actors::time::minute_floor;
-use adclick_actors::window::minute_assigner::MinuteAssigner;
 use bytes::Bytes;
 use clap::Parser;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

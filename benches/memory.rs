@@ -8,10 +8,10 @@
 //! process. It re-runs itself with glibc's mmap threshold fixed: see
 //! [`FIXED_MMAP_THRESHOLD`].)
 
-use adclick_actors::batch::Increment;
 use adclick_actors::click::{AdId, Filter};
-use adclick_actors::dedup::seen_clicks::SeenClicks;
-use adclick_actors::reducer::minute_counts::MinuteCounts;
+use adclick_actors::testing::Increment;
+use adclick_actors::testing::MinuteCounts;
+use adclick_actors::testing::SeenClicks;
 use adclick_actors::time::MINUTE_MS;
 use adclick_actors::{Country, IpType};
 

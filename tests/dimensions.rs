@@ -10,7 +10,7 @@
 mod common;
 
 use adclick::loadgen::Rng;
-use adclick_actors::partition::directory::partition_of;
+use adclick_actors::partitions::partition_of;
 use adclick_actors::time::parse_rfc3339;
 use common::*;
 use serde_json::json;

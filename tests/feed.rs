@@ -9,7 +9,7 @@
 
 mod common;
 
-use adclick_actors::partition::directory::partition_of;
+use adclick_actors::partitions::partition_of;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

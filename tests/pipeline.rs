@@ -6,7 +6,7 @@
 mod common;
 
 use adclick::loadgen::Rng;
-use adclick_actors::partition::directory::partition_of;
+use adclick_actors::partitions::partition_of;
 use common::*;
 use serde_json::Value;
 use std::time::Duration;

@@ -40,13 +40,9 @@ pub enum Found {
 
 impl DenseIndex {
     /// Numbers given out so far.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Whether no number was given out.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     #[inline]

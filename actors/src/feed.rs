@@ -430,6 +430,7 @@ impl AggregateFeed {
     }
 
     /// The last version handed out (what the checkpoint records).
+    #[cfg(test)]
     pub fn last_version(&self) -> u64 {
         self.next_version - 1
     }

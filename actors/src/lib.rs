@@ -31,27 +31,32 @@
 //! a stage: the writer commits to it, the reducer reads history from it, the
 //! supervisor recovers from it.
 
-pub mod batch;
+// The stages and the wiring: reached from outside only through `partitions`
+// (the service) and `testing` (tests and benchmarks).
+pub(crate) mod batch;
+pub(crate) mod core;
+pub(crate) mod dedup;
+pub(crate) mod dense_index;
+pub(crate) mod fast_hash;
+pub(crate) mod fault;
+pub(crate) mod feed;
+pub(crate) mod ingest;
+pub(crate) mod partition;
+pub(crate) mod prefetch;
+pub(crate) mod reducer;
+pub(crate) mod reject;
+pub(crate) mod window;
+pub(crate) mod writer;
+
+// The public interface: the façade, and the vocabulary it speaks.
 pub mod click;
-pub mod core;
-pub mod dedup;
-pub mod dense_index;
 pub mod dimension;
-pub mod fast_hash;
-pub mod fault;
-pub mod feed;
-pub mod ingest;
-pub mod partition;
 pub mod partitions;
-pub mod prefetch;
-pub mod reducer;
-pub mod reject;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod time;
-pub mod window;
-pub mod writer;
 
 pub use click::{AdId, Click, Country, Filter, FilterQuery, IpType};
 pub use settings::{DimensionSet, FeedSettings, PipelineSettings};

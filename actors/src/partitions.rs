@@ -11,10 +11,10 @@
 //! [`QueryError`] whose variant tells the caller what to answer (503 or 500).
 
 use crate::click::AdId;
-use crate::partition::directory::{partition_of, PartitionDirectory};
+use crate::partition::directory::PartitionDirectory;
 use crate::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
 use crate::reducer::top_n::top_n;
-use crate::reducer::{Answer, CountQuery, ReducerMsg, TopQuery};
+use crate::reducer::ReducerMsg;
 use crate::settings::PipelineSettings;
 use crate::store::{PartitionStore, StoreError};
 use crate::time::event_clock::NO_WATERMARK;
@@ -24,6 +24,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+pub use crate::partition::directory::partition_of;
+pub use crate::reducer::{Answer, CountQuery, TopQuery};
 
 /// Why a question could not be answered.
 #[derive(Debug, thiserror::Error)]

@@ -59,11 +59,21 @@ pub use schema::FORMAT_VERSION;
 
 use crate::click::{AdId, Filter};
 use crate::feed::decode_top;
+use crate::time::event_clock::NO_WATERMARK;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableError};
 use schema::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// The first minute of retained history under `watermark` (minutes before it
+/// are pruned and refused by queries), or `NO_WATERMARK` when nothing is.
+pub fn history_start(watermark: i64, retention_ms: i64) -> i64 {
+    if watermark == NO_WATERMARK {
+        return watermark;
+    }
+    crate::time::minute_floor(watermark.saturating_sub(retention_ms))
+}
 
 /// A storage failure, naming the file.
 #[derive(Debug, thiserror::Error)]

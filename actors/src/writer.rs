@@ -25,7 +25,7 @@ use crate::batch::Batch;
 use crate::feed::{FeedItem, FeedMessage, UnreadableCounts};
 use crate::settings::PipelineSettings;
 use crate::store::checkpoint::Checkpoint;
-use crate::store::{CommitStats, PartitionStore, StoreError};
+use crate::store::{history_start, CommitStats, PartitionStore, StoreError};
 use crate::telemetry::PartitionMeters;
 use crate::time::event_clock::final_until;
 use async_nats::jetstream::message::{Acker, PublishMessage};
@@ -340,15 +340,6 @@ impl WriterState {
             let _ = myself.cast(WriterMsg::Committed(result));
         });
     }
-}
-
-/// The first minute of retained history under `watermark` (minutes before it
-/// are pruned and refused by queries), or `NO_WATERMARK` when nothing is.
-pub fn history_start(watermark: i64, retention_ms: i64) -> i64 {
-    if watermark == crate::time::event_clock::NO_WATERMARK {
-        return watermark;
-    }
-    crate::time::minute_floor(watermark.saturating_sub(retention_ms))
 }
 
 /// One feed rendering at a time in the process: at a minute boundary every

@@ -6,13 +6,13 @@
 //!
 //! More cases on demand: `PROPTEST_CASES=50000 cargo test -p adclick-actors --test event_time`.
 
-use adclick_actors::batch::Batch;
 use adclick_actors::click::{AdId, Click, Country, Filter, IpType};
-use adclick_actors::core::PartitionCore;
-use adclick_actors::reducer::top_n::top_n;
 use adclick_actors::settings::PipelineSettings;
 use adclick_actors::store::checkpoint::Checkpoint;
 use adclick_actors::store::PartitionStore;
+use adclick_actors::testing::top_n;
+use adclick_actors::testing::Batch;
+use adclick_actors::testing::PartitionCore;
 use adclick_actors::time::event_clock::{closed_until, final_until, NO_WATERMARK};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -237,10 +237,10 @@ impl Model {
 /// The core's feed items of one batch, rendered as a subscriber gets them,
 /// read back; checks that versions follow on from `last_version`.
 fn published(
-    items: &[adclick_actors::feed::FeedItem],
+    items: &[adclick_actors::testing::FeedItem],
     last_version: &mut u64,
 ) -> Result<Vec<Published>, TestCaseError> {
-    use adclick_actors::feed::FeedItem;
+    use adclick_actors::testing::FeedItem;
     let mut out = Vec::new();
     for item in items {
         let messages = match item {

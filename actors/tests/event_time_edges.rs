@@ -1,13 +1,13 @@
 //! The edges of event time, one named test each, with the numbers written
 //! out by hand. Settings: watermark delay 5 s, allowed lateness 2 min.
 
-use adclick_actors::batch::Batch;
 use adclick_actors::click::{AdId, Click, Country, Filter, IpType};
-use adclick_actors::core::PartitionCore;
-use adclick_actors::reducer::top_n::top_n;
 use adclick_actors::settings::PipelineSettings;
 use adclick_actors::store::checkpoint::Checkpoint;
 use adclick_actors::store::PartitionStore;
+use adclick_actors::testing::top_n;
+use adclick_actors::testing::Batch;
+use adclick_actors::testing::PartitionCore;
 use adclick_actors::time::event_clock::{closed_until, final_until, NO_WATERMARK};
 use std::collections::HashMap;
 

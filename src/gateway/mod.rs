@@ -8,12 +8,12 @@ pub mod body;
 pub mod openapi;
 pub mod params;
 
+use adclick_actors::partitions::{CountQuery, TopQuery};
 use adclick_actors::partitions::{Partitions, QueryError};
-use adclick_actors::reducer::{CountQuery, TopQuery};
+use adclick_actors::store::history_start;
 use adclick_actors::telemetry::HTTP_SECONDS;
 use adclick_actors::time::event_clock::{closed_until, final_until, NO_WATERMARK};
 use adclick_actors::time::{format_rfc3339, minute_floor, now_ms, MINUTE_MS};
-use adclick_actors::writer::history_start;
 use adclick_actors::{AdId, PipelineSettings};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};

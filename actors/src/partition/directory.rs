@@ -89,11 +89,6 @@ impl PartitionDirectory {
     pub fn entries(&self) -> &[Arc<PartitionEntry>] {
         &self.entries
     }
-
-    /// Whether every partition is recovered and consuming.
-    pub fn all_ready(&self) -> bool {
-        self.entries.iter().all(|s| s.is_ready())
-    }
 }
 
 /// The partition of an ad: the same FNV-1a hash nats-server's

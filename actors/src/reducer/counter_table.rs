@@ -110,11 +110,6 @@ impl CounterTable {
         self.len
     }
 
-    /// Whether no ad is counted.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {

@@ -34,6 +34,7 @@ pub struct MinuteSnapshots {
 impl MinuteSnapshots {
     /// Nothing logged yet; full snapshots once `floor` totals are logged (and
     /// twice the counters they touched).
+    #[cfg(test)]
     pub fn new(floor: usize) -> MinuteSnapshots {
         MinuteSnapshots::resumed(floor, Vec::new(), 0)
     }
@@ -94,6 +95,7 @@ impl MinuteSnapshots {
     }
 
     /// Minutes the log holds totals of that no snapshot covers yet.
+    #[cfg(test)]
     pub fn logged_minutes(&self) -> impl Iterator<Item = i64> + '_ {
         self.logged_minutes.iter().copied()
     }
