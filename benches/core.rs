@@ -159,7 +159,7 @@ fn profiled_stage(stage: &str, prepared: &mut Prepared, settings: &PipelineSetti
         "reduce" => {
             let mut counts = MinuteCounts::new(i64::MIN);
             for batch in &mut prepared.batches {
-                counts.apply_all(&mut batch.increments);
+                counts.apply_all(&mut batch.delta.increments);
             }
             counts.ads_numbered()
         }
@@ -350,7 +350,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut counts = MinuteCounts::new(i64::MIN);
             for batch in &mut windowed {
-                counts.apply_all(&mut batch.increments);
+                counts.apply_all(&mut batch.delta.increments);
             }
             counts
         })
@@ -494,7 +494,7 @@ fn with_checkpoints(
     for (i, chunk) in work.chunks(BATCH).enumerate() {
         let mut batch = decoded_batch(i, chunk);
         core.process(&mut batch);
-        batch.holds_credit = true;
+        batch.control.holds_credit = true;
         let t = thread_cpu_ns();
         pending.absorb(&mut batch);
         split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);
@@ -558,7 +558,7 @@ fn with_digest_checkpoints(
         split.core.fetch_add(thread_cpu_ns() - t, Relaxed);
         let t = thread_cpu_ns();
         // Dedup lists the batch's new ids in click order.
-        let mut new = batch.new_ids.iter().peekable();
+        let mut new = batch.delta.new_ids.iter().peekable();
         for (id, ad, ts, country, ip_type) in &clicks {
             let Some((keep_until, _)) = new.next_if(|(_, new_id)| new_id == id) else {
                 continue;
@@ -583,8 +583,8 @@ fn with_digest_checkpoints(
             }
         }
         split.digest.fetch_add(thread_cpu_ns() - t, Relaxed);
-        batch.increments.clear();
-        batch.holds_credit = true;
+        batch.delta.increments.clear();
+        batch.control.holds_credit = true;
         let t = thread_cpu_ns();
         pending.absorb(&mut batch);
         split.absorb.fetch_add(thread_cpu_ns() - t, Relaxed);

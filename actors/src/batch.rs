@@ -178,18 +178,18 @@ pub struct MinuteSnapshot {
     pub packed: PackedMinute,
 }
 
-/// A run of consecutive messages of one partition, and what each stage made of it.
+/// A run of consecutive messages of one partition, and what each stage made
+/// of it. Three kinds of thing travel together, and the types say which:
+/// the [`Control`] of the run (credits, acks, drains, timing), its data (the
+/// clicks still to be dealt with), and the [`CheckpointDelta`] each stage
+/// adds to, which the writer commits with the batch in one transaction: a
+/// batch is also a checkpoint barrier.
 #[derive(Default)]
 pub struct Batch {
-    /// Whether this batch holds one of ingest's in-flight credits, returned
-    /// by the writer once the batch is committed.
-    pub holds_credit: bool,
-    /// Messages consumed from JetStream for this batch (including skipped ones).
-    pub consumed: usize,
-    /// Highest stream sequence in the batch; 0 when it has no message.
-    pub last_seq: u64,
+    /// Where the run came from, and what its commit must set off.
+    pub control: Control,
     /// Valid clicks not yet dealt with. Dedup marks repeats
-    /// ([`Click::repeat`]); window turns the rest into `increments` or rejects
+    /// ([`Click::repeat`]); window turns the rest into increments or rejects
     /// and empties it.
     pub clicks: Vec<Click>,
     /// The payload of each click, at the click's index in `clicks` (moved
@@ -197,22 +197,55 @@ pub struct Batch {
     /// republished as it came. Kept apart so that a click moves 32 bytes
     /// less and takes no reference count.
     pub payloads: Vec<Bytes>,
-    /// Messages that will not be counted, bound for the rejected stream.
-    pub rejects: Vec<Rejected>,
-    /// Added by ingest: extra-dimension values admitted by this batch's
-    /// clicks, as (dimension, value), committed with its counts.
-    pub admitted: Vec<(String, String)>,
+    /// What the writer commits with the batch.
+    pub delta: CheckpointDelta,
+}
+
+/// A batch's control: nothing of it is committed.
+#[derive(Default)]
+pub struct Control {
+    /// Whether this batch holds one of ingest's in-flight credits, returned
+    /// by the writer once the batch is committed.
+    pub holds_credit: bool,
+    /// Messages consumed from JetStream for this batch (including skipped ones).
+    pub consumed: usize,
     /// Set when the partition was idle: the wall-clock time the watermark may follow.
     pub idle_tick: Option<i64>,
-    /// Acknowledges every message up to `last_seq` (AckAll), after the commit.
+    /// Acknowledges every message up to the delta's `last_seq` (AckAll),
+    /// after the commit.
     pub ack: Option<Acker>,
+    /// Set by dedup: repeats it dropped (for metrics).
+    pub duplicates: usize,
+    /// When ingest received the batch's messages (or decided its idle tick):
+    /// the start of the freshness metrics.
+    pub fetched_at: Option<std::time::Instant>,
+    /// Set by window when the batch closed at least one minute (its commit
+    /// does not wait for the interval).
+    pub closes_minute: bool,
+    /// Set on the last batch of a drain: answered once it is committed.
+    pub flush: Option<oneshot::Sender<()>>,
+}
+
+/// The state a batch changes, as each stage adds it: what the writer commits
+/// with the batch, in one transaction, so the file always holds what some
+/// prefix of the stream produced.
+#[derive(Default)]
+pub struct CheckpointDelta {
+    /// Set by ingest: the highest stream sequence in the batch; 0 when it has
+    /// no message.
+    pub last_seq: u64,
+    /// Added by ingest, then window: messages that will not be counted,
+    /// bound for the rejected stream (through the outbox).
+    pub rejects: Vec<Rejected>,
+    /// Added by ingest: extra-dimension values admitted by this batch's
+    /// clicks, as (dimension, value).
+    pub admitted: Vec<(String, String)>,
     /// Added by dedup: click ids first seen in this batch, with their minute.
     pub new_ids: Vec<(i64, u128)>,
-    /// Duplicates dedup dropped (for metrics).
-    pub duplicates: usize,
-    /// Added by window: count increments, grouped by (ad, minute).
+    /// Added by window: count increments, grouped by (ad, minute); the
+    /// reducer sets each one's total.
     pub increments: Increments,
-    /// Added by window: the watermark after this batch.
+    /// Set by window: the watermark after this batch.
     pub watermark: i64,
     /// Added by reducer: output-feed messages this batch caused (minutes
     /// closed, corrected or turned final).
@@ -225,13 +258,6 @@ pub struct Batch {
     /// Set by reducer when `snapshots` covers every minute the count log
     /// holds: older log records can go.
     pub full_snapshot: bool,
-    /// When ingest received the batch's messages (or decided its idle tick):
-    /// the start of the freshness metrics.
-    pub fetched_at: Option<std::time::Instant>,
-    /// Set by window when the batch closed at least one minute.
-    pub closes_minute: bool,
-    /// Set on the last batch of a drain: answered once it is committed.
-    pub flush: Option<oneshot::Sender<()>>,
 }
 
 /// Where a stage hands its batches on: the next stage of the partition's

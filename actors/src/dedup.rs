@@ -76,7 +76,10 @@ impl Actor for DedupActor {
         state: &mut DedupState,
     ) -> Result<(), ActorProcessingErr> {
         state.filter.apply(&mut batch);
-        state.meters.duplicate.increment(batch.duplicates as u64);
+        state
+            .meters
+            .duplicate
+            .increment(batch.control.duplicates as u64);
         state.meters.dedup_ids.set(state.filter.remembered() as f64);
         state.next.send(batch)?;
         Ok(())

@@ -7,7 +7,7 @@
 pub mod decode;
 pub mod delivery_order;
 
-use crate::batch::{Batch, NextStage};
+use crate::batch::{Batch, Control, NextStage};
 use crate::dimension::DimensionValues;
 use crate::reject::{RejectReason, Rejected};
 use crate::settings::PipelineSettings;
@@ -180,10 +180,8 @@ impl Actor for IngestActor {
             }
             IngestMsg::Drain(done) => {
                 state.draining = true;
-                let flush = Batch {
-                    flush: Some(done),
-                    ..Batch::default()
-                };
+                let mut flush = Batch::default();
+                flush.control.flush = Some(done);
                 state.args.next.send(Box::new(flush))?;
                 Ok(())
             }
@@ -246,10 +244,14 @@ impl IngestState {
             }
             Err(_) => return None, // cannot tell: do not guess
         }
-        Some(Batch {
+        let control = Control {
             holds_credit: true,
             idle_tick: Some(now_ms()),
             fetched_at: Some(Instant::now()),
+            ..Control::default()
+        };
+        Some(Batch {
+            control,
             ..Batch::default()
         })
     }
@@ -275,11 +277,14 @@ impl IngestState {
         let settings = &self.args.settings;
         let latest_allowed = now_ms().saturating_add(settings.max_future_skew_ms);
         let mut batch = Batch {
-            holds_credit: true,
-            consumed: chunk.len(),
+            control: Control {
+                holds_credit: true,
+                consumed: chunk.len(),
+                fetched_at: Some(Instant::now()),
+                ..Control::default()
+            },
             clicks: Vec::with_capacity(chunk.len()),
             payloads: Vec::with_capacity(chunk.len()),
-            fetched_at: Some(Instant::now()),
             ..Batch::default()
         };
         let (mut invalid, mut future) = (0u64, 0u64);
@@ -296,11 +301,11 @@ impl IngestState {
                 .take(info.consumer_sequence, seq)
                 .map_err(|lost| format!("partition {p}: {lost}"))?;
             let (message, acker) = message.split();
-            batch.ack = Some(acker);
+            batch.control.ack = Some(acker);
             if delivery == Delivery::Redelivered {
                 continue;
             }
-            batch.last_seq = seq;
+            batch.delta.last_seq = seq;
             let mut raw = decode::RawExtras::default();
             let decoded = match decode::split_subject(&message.subject) {
                 Some((_, ad)) => {
@@ -320,7 +325,9 @@ impl IngestState {
                     // A valid click that is not from the future admits its
                     // values (even if it later proves a repeat or too late).
                     for (i, value) in raw.iter().enumerate().take(self.extra_fields.len()) {
-                        let mapped = self.values.map(i, value.as_deref(), &mut batch.admitted);
+                        let mapped =
+                            self.values
+                                .map(i, value.as_deref(), &mut batch.delta.admitted);
                         click.extras[i] = mapped.code;
                         if mapped.overflow {
                             self.overflow[i].increment(1);
@@ -335,7 +342,7 @@ impl IngestState {
                     RejectReason::Invalid(why)
                 }
             };
-            batch.rejects.push(Rejected {
+            batch.delta.rejects.push(Rejected {
                 seq,
                 subject: message.subject.to_string(),
                 payload: message.payload,
@@ -344,8 +351,8 @@ impl IngestState {
         }
         self.last_message_at = Instant::now();
         let meters = &self.args.meters;
-        meters.consumed.increment(batch.consumed as u64);
-        meters.batch_messages.record(batch.consumed as f64);
+        meters.consumed.increment(batch.control.consumed as u64);
+        meters.batch_messages.record(batch.control.consumed as f64);
         meters.invalid.increment(invalid);
         meters.future.increment(future);
         Ok(batch)

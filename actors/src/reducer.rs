@@ -90,7 +90,7 @@ impl Actor for ReducerActor {
                 state
                     .core
                     .evict(state.committed_watermark.load(Ordering::Acquire));
-                if let Some(fetched) = batch.fetched_at {
+                if let Some(fetched) = batch.control.fetched_at {
                     let freshness = fetched.elapsed().as_secs_f64();
                     state.meters.consumed_to_queryable.record(freshness);
                 }

@@ -89,7 +89,7 @@ impl Actor for WindowActor {
                 .window_close_lag
                 .record((now_ms() - done.closed_after).max(0) as f64 / 1000.0);
         }
-        batch.closes_minute = done.closed_after > done.closed_before;
+        batch.control.closes_minute = done.closed_after > done.closed_before;
         state.next.send(batch)?;
         Ok(())
     }

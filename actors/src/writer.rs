@@ -219,10 +219,10 @@ impl Actor for WriterActor {
         match message {
             WriterMsg::Batch(mut batch) => {
                 state.pending.absorb(&mut batch);
-                if let Some(ack) = batch.ack.take() {
+                if let Some(ack) = batch.control.ack.take() {
                     state.ack = Some(ack);
                 }
-                state.flushes.extend(batch.flush.take());
+                state.flushes.extend(batch.control.flush.take());
             }
             WriterMsg::Committed(result) => {
                 state.committing = false;

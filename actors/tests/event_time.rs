@@ -352,9 +352,9 @@ fn batches(events: &[Event], cuts: &[bool]) -> Vec<Vec<(u64, Event)>> {
 fn to_batch(events: &[(u64, Event)]) -> Batch {
     let mut batch = Batch::default();
     for (seq, e) in events {
-        batch.last_seq = *seq;
+        batch.delta.last_seq = *seq;
         match *e {
-            Event::Tick { now } => batch.idle_tick = Some(now),
+            Event::Tick { now } => batch.control.idle_tick = Some(now),
             Event::Click {
                 id,
                 ad,
@@ -536,13 +536,13 @@ proptest! {
                 feed_model.event(e);
             }
             prop_assert_eq!(
-                published(&batch.feed, &mut last_version)?,
+                published(&batch.delta.feed, &mut last_version)?,
                 feed_model.feed_since(before),
                 "feed of the batch ending at seq {}",
-                batch.last_seq
+                batch.delta.last_seq
             );
-            duplicates += batch.duplicates as u64;
-            for r in &batch.rejects {
+            duplicates += batch.control.duplicates as u64;
+            for r in &batch.delta.rejects {
                 let Event::Click { id, .. } = events[r.seq as usize - 1] else { unreachable!() };
                 too_late.push(id);
             }

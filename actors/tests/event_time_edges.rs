@@ -45,14 +45,12 @@ fn feed(core: &mut PartitionCore, clicks: Vec<Click>) -> (usize, usize) {
         ..Batch::default()
     };
     core.process(&mut batch);
-    (batch.duplicates, batch.rejects.len())
+    (batch.control.duplicates, batch.delta.rejects.len())
 }
 
 fn tick(core: &mut PartitionCore, now: i64) {
-    let mut batch = Batch {
-        idle_tick: Some(now),
-        ..Batch::default()
-    };
+    let mut batch = Batch::default();
+    batch.control.idle_tick = Some(now);
     core.process(&mut batch);
 }
 
@@ -241,16 +239,16 @@ fn a_restart_between_a_minutes_close_and_its_commit_replays_to_the_same_answer()
     let dir = tempfile::tempdir().unwrap();
     let store = PartitionStore::open(dir.path(), 0).unwrap();
     let mut core = PartitionCore::resume(0, &settings(), store.recover(60).unwrap());
-    let first = || Batch {
-        last_seq: 2,
-        clicks: vec![click(1, "a", T + 1), click(2, "a", T + 2)],
-        ..Batch::default()
+    let batch_of = |last_seq, clicks| {
+        let mut batch = Batch {
+            clicks,
+            ..Batch::default()
+        };
+        batch.delta.last_seq = last_seq;
+        batch
     };
-    let closing = || Batch {
-        last_seq: 3,
-        clicks: vec![click(3, "a", T + MINUTE + DELAY)],
-        ..Batch::default()
-    };
+    let first = || batch_of(2, vec![click(1, "a", T + 1), click(2, "a", T + 2)]);
+    let closing = || batch_of(3, vec![click(3, "a", T + MINUTE + DELAY)]);
     let mut cp = Checkpoint::resume(0, NO_WATERMARK);
     let mut batch = first();
     core.process(&mut batch);

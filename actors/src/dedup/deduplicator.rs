@@ -29,7 +29,7 @@ impl Deduplicator {
     }
 
     /// Marks the batch's repeats ([`Click::repeat`]), records first
-    /// sightings in `batch.new_ids` and their number in `batch.duplicates`.
+    /// sightings in `batch.delta.new_ids` and their number in `batch.control.duplicates`.
     ///
     /// A click of a final minute passes untouched and unremembered: the
     /// window rejects it as too late. Only the clicks it keeps move its clock,
@@ -43,7 +43,7 @@ impl Deduplicator {
         let mut duplicates = 0;
         // Nearly every click is new: one allocation, not a doubling series
         // of them, each copying the ids so far.
-        batch.new_ids.reserve(batch.clicks.len());
+        batch.delta.new_ids.reserve(batch.clicks.len());
         for at in 0..batch.clicks.len() {
             // Ask for the buckets of the click PREFETCH_AHEAD places on, so
             // the cache misses of consecutive clicks overlap.
@@ -51,13 +51,13 @@ impl Deduplicator {
                 self.seen.prefetch(ahead.id);
             }
             let click = &mut batch.clicks[at];
-            if !self.keep(click, &mut batch.new_ids) {
+            if !self.keep(click, &mut batch.delta.new_ids) {
                 click.repeat = true;
                 duplicates += 1;
             }
         }
-        batch.duplicates = duplicates;
-        if let Some(now) = batch.idle_tick {
+        batch.control.duplicates = duplicates;
+        if let Some(now) = batch.control.idle_tick {
             self.clock.observe_idle(now);
             self.seen.forget_before(self.clock.final_until());
         }

@@ -165,9 +165,9 @@ impl ReducerCore {
     /// summed over minutes no longer in memory).
     pub fn apply(&mut self, batch: &mut Batch, history: &dyn History) -> Result<(), StoreError> {
         let before = self.watermark;
-        self.counts.apply_all(&mut batch.increments);
-        self.watermark = self.watermark.max(batch.watermark);
-        self.move_windows(&batch.increments, before);
+        self.counts.apply_all(&mut batch.delta.increments);
+        self.watermark = self.watermark.max(batch.delta.watermark);
+        self.move_windows(&batch.delta.increments, before);
         self.decide_feed(batch, before, history)?;
         let lateness = self.settings.allowed_lateness_ms;
         self.snapshots.after_batch(
@@ -292,6 +292,7 @@ impl ReducerCore {
             // the totals the counts just set (a batch has one increment per
             // counter: the window folds it).
             let mut corrected: Vec<_> = batch
+                .delta
                 .increments
                 .groups()
                 .filter(|(g, _)| g.minute < closed_before)
@@ -355,14 +356,14 @@ impl ReducerCore {
                         &ads,
                     )));
                 }
-                batch.tops.push(StoredTop {
+                batch.delta.tops.push(StoredTop {
                     window,
                     minute,
                     ads,
                 });
             }
         }
-        batch.feed = items;
+        batch.delta.feed = items;
         Ok(())
     }
 
@@ -455,11 +456,9 @@ mod tests {
     /// A batch as the window hands it on: one increment per (ad, minute) of
     /// `Filter::ALL`, and the watermark after it.
     fn batch(clicks: &[(&str, i64, u64)], watermark: i64) -> Batch {
-        let mut batch = Batch {
-            watermark,
-            ..Batch::default()
-        };
-        batch.increments = clicks
+        let mut batch = Batch::default();
+        batch.delta.watermark = watermark;
+        batch.delta.increments = clicks
             .iter()
             .map(|&(name, minute, count)| Increment {
                 minute,
@@ -511,12 +510,12 @@ mod tests {
         core.apply(&mut first, &NoHistory).unwrap();
         let mut second = batch(&[("a", T0, 3)], T0 + 20_000);
         core.apply(&mut second, &NoHistory).unwrap();
-        let totals: Vec<u64> = second.increments.iter().map(|d| d.total).collect();
+        let totals: Vec<u64> = second.delta.increments.iter().map(|d| d.total).collect();
         assert_eq!(totals, vec![5]);
         assert_eq!(core.watermark(), T0 + 20_000);
         assert_eq!(count(&core, "a", T0, T0 + M, &NoHistory), 5);
         // Nothing closed yet: no feed.
-        assert!(first.feed.is_empty() && second.feed.is_empty());
+        assert!(first.delta.feed.is_empty() && second.delta.feed.is_empty());
     }
 
     #[test]
@@ -529,7 +528,7 @@ mod tests {
         let mut close = batch(&[("a", T0 + M, 1)], T0 + M + 1);
         core.apply(&mut close, &NoHistory).unwrap();
         assert_eq!(
-            kinds(&close.feed),
+            kinds(&close.delta.feed),
             vec![
                 r#""close" 0 [{"ad_id":"a","count":2,"filter":{}},{"ad_id":"b","count":3,"filter":{}}]"#,
                 r#"agg.top.1 "close" "1970-01-01T16:41:00Z" [{"ad_id":"b","count":3},{"ad_id":"a","count":2}]"#,
@@ -541,7 +540,7 @@ mod tests {
         let mut late = batch(&[("a", T0, 4)], T0 + M + 2);
         core.apply(&mut late, &NoHistory).unwrap();
         assert_eq!(
-            kinds(&late.feed),
+            kinds(&late.delta.feed),
             vec![r#""correction" 0 [{"ad_id":"a","count":6,"filter":{}}]"#]
         );
 
@@ -550,7 +549,7 @@ mod tests {
         let mut fin = batch(&[], T0 + 3 * M);
         core.apply(&mut fin, &NoHistory).unwrap();
         assert_eq!(
-            kinds(&fin.feed),
+            kinds(&fin.delta.feed),
             vec![
                 r#""close" 1 [{"ad_id":"a","count":1,"filter":{}}]"#,
                 r#"agg.top.1 "close" "1970-01-01T16:42:00Z" [{"ad_id":"a","count":1}]"#,
@@ -561,7 +560,7 @@ mod tests {
             ]
         );
         let both = vec![(ad("a"), 6), (ad("b"), 3)];
-        let stored: Vec<StoredTop> = fin.tops.clone();
+        let stored: Vec<StoredTop> = fin.delta.tops.clone();
         assert_eq!(
             stored,
             vec![
@@ -578,7 +577,7 @@ mod tests {
             ]
         );
         // Versions are consecutive from 1, one per message.
-        let last = fin.feed.last().unwrap().last_version();
+        let last = fin.delta.feed.last().unwrap().last_version();
         assert_eq!(last, 10);
     }
 
@@ -589,8 +588,8 @@ mod tests {
         let mut core = ReducerCore::new(Arc::new(s), ReducerStart::empty(0));
         let mut b = batch(&[("a", T0, 1)], T0 + M + LATENESS);
         core.apply(&mut b, &NoHistory).unwrap();
-        assert!(b.feed.is_empty());
-        assert_eq!(b.tops.len(), 2);
+        assert!(b.delta.feed.is_empty());
+        assert_eq!(b.delta.tops.len(), 2);
     }
 
     /// History that holds `a` with 10 clicks in every minute before its

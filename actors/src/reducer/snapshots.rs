@@ -58,7 +58,7 @@ impl MinuteSnapshots {
         final_before: i64,
         final_after: i64,
     ) {
-        self.note(&batch.increments);
+        self.note(&batch.delta.increments);
         if self.logged >= self.floor {
             let counters: usize = self
                 .logged_minutes
@@ -68,16 +68,16 @@ impl MinuteSnapshots {
             if self.logged >= 2 * counters {
                 self.logged = 0;
                 for minute in std::mem::take(&mut self.logged_minutes) {
-                    batch.snapshots.extend(snapshot(counts, minute));
+                    batch.delta.snapshots.extend(snapshot(counts, minute));
                 }
-                batch.full_snapshot = true;
+                batch.delta.full_snapshot = true;
                 return;
             }
         }
         if final_after != final_before && final_after != NO_WATERMARK {
             let still_open = self.logged_minutes.split_off(&final_after);
             for minute in std::mem::replace(&mut self.logged_minutes, still_open) {
-                batch.snapshots.extend(snapshot(counts, minute));
+                batch.delta.snapshots.extend(snapshot(counts, minute));
             }
         }
     }
@@ -142,11 +142,9 @@ mod tests {
         deltas: Vec<Increment>,
         finals: (i64, i64),
     ) -> Batch {
-        let mut batch = Batch {
-            increments: deltas.into_iter().collect(),
-            ..Batch::default()
-        };
-        counts.apply_all(&mut batch.increments);
+        let mut batch = Batch::default();
+        batch.delta.increments = deltas.into_iter().collect();
+        counts.apply_all(&mut batch.delta.increments);
         snapshots.after_batch(
             counts,
             &mut batch,
@@ -166,16 +164,18 @@ mod tests {
             vec![delta(1, "a"), delta(1, "a"), delta(2, "b"), delta(3, "c")],
             (0, 0),
         );
-        assert!(batch.snapshots.is_empty());
+        assert!(batch.delta.snapshots.is_empty());
         assert_eq!(snapshots.logged_minutes().collect::<Vec<_>>().len(), 3);
 
         let batch = run(&mut counts, &mut snapshots, vec![], (0, 3));
-        let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
+        let minutes: Vec<i64> = batch.delta.snapshots.iter().map(|s| s.minute).collect();
         assert_eq!(minutes, vec![MINUTE_MS, 2 * MINUTE_MS]);
-        assert!(!batch.full_snapshot);
-        let read =
-            crate::store::packed_minute::read(MINUTE_MS, batch.snapshots[0].packed.as_bytes())
-                .unwrap();
+        assert!(!batch.delta.full_snapshot);
+        let read = crate::store::packed_minute::read(
+            MINUTE_MS,
+            batch.delta.snapshots[0].packed.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(
             read.iter()
                 .map(|d| (d.ad.to_string(), d.total))
@@ -183,10 +183,10 @@ mod tests {
             vec![("a".to_string(), 2)]
         );
         let batch = run(&mut counts, &mut snapshots, vec![], (3, 4));
-        let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
+        let minutes: Vec<i64> = batch.delta.snapshots.iter().map(|s| s.minute).collect();
         assert_eq!(minutes, vec![3 * MINUTE_MS]);
         let batch = run(&mut counts, &mut snapshots, vec![], (4, 9));
-        assert!(batch.snapshots.is_empty(), "nothing left in the log");
+        assert!(batch.delta.snapshots.is_empty(), "nothing left in the log");
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
         let mut counts = MinuteCounts::new(5 * MINUTE_MS);
         let mut snapshots = MinuteSnapshots::resumed(SNAPSHOT_LOG_FLOOR, vec![3 * MINUTE_MS], 10);
         let batch = run(&mut counts, &mut snapshots, vec![delta(6, "a")], (3, 7));
-        let minutes: Vec<i64> = batch.snapshots.iter().map(|s| s.minute).collect();
+        let minutes: Vec<i64> = batch.delta.snapshots.iter().map(|s| s.minute).collect();
         assert_eq!(minutes, vec![6 * MINUTE_MS]);
     }
 
@@ -212,10 +212,10 @@ mod tests {
                 .collect();
             logged += deltas.len();
             let batch = run(&mut counts, &mut snapshots, deltas, (0, 0));
-            if batch.full_snapshot {
+            if batch.delta.full_snapshot {
                 break;
             }
-            assert!(batch.snapshots.is_empty());
+            assert!(batch.delta.snapshots.is_empty());
             assert!(
                 logged < 2 * SNAPSHOT_LOG_FLOOR,
                 "no snapshot after {logged} totals"

@@ -60,22 +60,22 @@ impl Checkpoint {
     /// Folds a batch's state deltas in (ids, increments, snapshots, …).
     /// Batches arrive in order, so its watermark is the newest.
     pub fn absorb(&mut self, batch: &mut Batch) {
-        self.last_seq = self.last_seq.max(batch.last_seq);
-        self.watermark = self.watermark.max(batch.watermark);
-        self.new_ids.extend(&batch.new_ids);
-        batch.new_ids.clear();
-        self.log.push_increments(&batch.increments);
-        self.snapshots.append(&mut batch.snapshots);
-        self.full_snapshot |= batch.full_snapshot;
-        self.admitted.append(&mut batch.admitted);
-        self.rejects.append(&mut batch.rejects);
-        self.feed.append(&mut batch.feed);
-        if batch.closes_minute && self.first_close_fetched_at.is_none() {
-            self.first_close_fetched_at = batch.fetched_at;
+        self.last_seq = self.last_seq.max(batch.delta.last_seq);
+        self.watermark = self.watermark.max(batch.delta.watermark);
+        self.new_ids.extend(&batch.delta.new_ids);
+        batch.delta.new_ids.clear();
+        self.log.push_increments(&batch.delta.increments);
+        self.snapshots.append(&mut batch.delta.snapshots);
+        self.full_snapshot |= batch.delta.full_snapshot;
+        self.admitted.append(&mut batch.delta.admitted);
+        self.rejects.append(&mut batch.delta.rejects);
+        self.feed.append(&mut batch.delta.feed);
+        if batch.control.closes_minute && self.first_close_fetched_at.is_none() {
+            self.first_close_fetched_at = batch.control.fetched_at;
         }
-        self.tops.append(&mut batch.tops);
+        self.tops.append(&mut batch.delta.tops);
         self.batches += 1;
-        self.credits += usize::from(batch.holds_credit);
+        self.credits += usize::from(batch.control.holds_credit);
     }
 
     /// Appends a counter's new total to the log record.

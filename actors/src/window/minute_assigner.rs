@@ -42,9 +42,9 @@ impl MinuteAssigner {
         }
     }
 
-    /// Turns the batch's clicks (repeats skipped) into `batch.increments` or
-    /// `batch.rejects`, emptying `clicks` and `payloads`; then
-    /// applies an idle tick and stamps `batch.watermark`.
+    /// Turns the batch's clicks (repeats skipped) into `batch.delta.increments` or
+    /// `batch.delta.rejects`, emptying `clicks` and `payloads`; then
+    /// applies an idle tick and stamps `batch.delta.watermark`.
     pub fn apply(&mut self, batch: &mut Batch) -> Assigned {
         let mut done = Assigned {
             closed_before: self.clock.closed_until(),
@@ -59,7 +59,7 @@ impl MinuteAssigner {
             match self.clock.timeliness(minute) {
                 Timeliness::TooLate => {
                     done.too_late += 1;
-                    batch.rejects.push(Rejected {
+                    batch.delta.rejects.push(Rejected {
                         seq: click.seq,
                         subject: format!("clicks.p.{}.{}", self.partition, click.ad),
                         payload: batch
@@ -80,11 +80,11 @@ impl MinuteAssigner {
         }
         batch.clicks.clear();
         batch.payloads.clear();
-        if let Some(now) = batch.idle_tick {
+        if let Some(now) = batch.control.idle_tick {
             self.clock.observe_idle(now);
         }
-        batch.increments = self.deltas.drain();
-        batch.watermark = self.clock.watermark();
+        batch.delta.increments = self.deltas.drain();
+        batch.delta.watermark = self.clock.watermark();
         done.closed_after = self.clock.closed_until();
         done
     }
