@@ -17,19 +17,24 @@
 //! JetStream messages, so a crash at any point replays exactly what was not
 //! committed.
 //!
-//! Each actor lives in its own file beside the plain state it wraps:
+//! Each actor lives in its own file beside the plain state it wraps, and
+//! the actor is glue: it calls the state, records metrics, hands the batch
+//! on through a [`batch::NextStage`] the supervisor wired.
 //!
-//! | stage | actor | pure state |
+//! | stage | actor | plain state |
 //! |---|---|---|
-//! | ingest | [`ingest::IngestActor`] | [`ingest::decode`] |
-//! | dedup | [`dedup::DedupActor`] | [`dedup::seen_clicks::SeenClicks`] |
-//! | window | [`window::WindowActor`] | [`window::event_clock::EventClock`], [`window::increment_fold::IncrementFold`] |
-//! | reducer | [`reducer::ReducerActor`] | [`reducer::minute_counts::MinuteCounts`], [`reducer::top_n`] |
-//! | writer | [`writer::WriterActor`] | [`store::checkpoint::Checkpoint`] |
+//! | ingest | [`ingest::IngestActor`] | [`ingest::decode`], [`ingest::delivery_order::DeliveryOrder`] |
+//! | dedup | [`dedup::DedupActor`] | [`dedup::deduplicator::Deduplicator`] over [`dedup::seen_clicks::SeenClicks`] |
+//! | window | [`window::WindowActor`] | [`window::minute_assigner::MinuteAssigner`], [`window::increment_fold::IncrementFold`] |
+//! | reducer | [`reducer::ReducerActor`] | [`reducer::ReducerCore`] |
+//! | writer | [`writer::WriterActor`] | [`store::checkpoint::Checkpoint`], [`writer::commit_timing::CommitTiming`] |
 //!
-//! The partition's redb file, [`store::PartitionStore`], is a shared leaf, not
-//! a stage: the writer commits to it, the reducer reads history from it, the
-//! supervisor recovers from it.
+//! Layers (ARCHITECTURE.md; `tests/layering.rs` holds them): a stage never
+//! names another stage; shared leaves ([`batch`], [`click`], [`time`],
+//! [`feed`], [`store`], …) name only leaves; the wiring ([`core`],
+//! [`partition`], [`partitions`], [`testing`]) puts stages together. From
+//! outside the crate, the service sees [`partitions::Partitions`], tests and
+//! benchmarks [`testing`].
 
 // The stages and the wiring: reached from outside only through `partitions`
 // (the service) and `testing` (tests and benchmarks).
