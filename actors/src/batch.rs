@@ -31,10 +31,10 @@ pub struct Increment {
 /// minute once, then its filters' counts together. What the window folds
 /// and the reducer, the snapshots and the checkpoint read.
 ///
-/// A flat list of [`Increment`]s repeated the 65-byte ad id and the minute
-/// in every increment (112 bytes each, ~2.9 a click with the default
-/// filters), and each reader found the runs of one ad again by comparing
-/// ids; here an increment is 40 bytes and the groups are given.
+/// Grouped because a click makes ~3 increments of one (ad, minute) with the
+/// default filters: each group holds the 65-byte ad id and the minute once,
+/// so an increment is 40 bytes (112 as a lone [`Increment`]), and readers
+/// take the groups as given instead of finding one ad's runs by comparing ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Increments {
     groups: Vec<IncrementGroup>,

@@ -1,6 +1,6 @@
 //! Counter totals packed into one value: the count log's records of a
-//! partition's redb file (and the previous version's minute snapshots,
-//! table `minute_counts`).
+//! partition's redb file (and, in layout 1, the minute snapshots of format
+//! versions 3 and 4, table `minute_counts`).
 //!
 //! A counter of an open minute changes in almost every commit (a hot ad gets
 //! clicks every 100 ms). Writing each changed counter as its own B-tree row
