@@ -38,6 +38,17 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// What every partition needs.
     pub pipeline: PipelineSettings,
+    /// Whether partitions are shared with the other `adclick serve`
+    /// processes on the same NATS (leases), or all owned by this one.
+    pub cluster: bool,
+    /// This process's unique name in a cluster (default: the host name).
+    pub member_id: String,
+    /// How long a silent member keeps its partitions' leases.
+    pub lease_ttl: Duration,
+    /// How often a held partition ships its state to the object store.
+    pub state_ship_interval: Duration,
+    /// Replicas of every stream and bucket adclick creates.
+    pub stream_replicas: usize,
 }
 
 /// A configuration error, naming the key.
@@ -99,6 +110,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("top_n", "100"),
     ("query_timeout", "5s"),
     ("shutdown_timeout", "10s"),
+    ("cluster", "false"),
+    ("member_id", ""),
+    ("lease_ttl", "6s"),
+    ("state_ship_interval", "30s"),
+    ("stream_replicas", "1"),
 ];
 
 /// A raw value and where it came from.
@@ -530,7 +546,61 @@ impl Builder {
             query_timeout: self.duration("query_timeout")?,
             shutdown_timeout: self.duration("shutdown_timeout")?,
             pipeline,
+            cluster: self.parse("cluster", boolean)?,
+            member_id: self.parse("member_id", |t| match t.trim() {
+                "" => Ok(host_name()),
+                id if id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+                {
+                    Ok(id.to_string())
+                }
+                id => Err(format!(
+                    "`{id}` must be letters, digits, `-` and `_` only (it is a NATS KV key)"
+                )),
+            })?,
+            lease_ttl: self.parse("lease_ttl", |t| {
+                let ttl = parse_duration(t)?;
+                if ttl < Duration::from_secs(1) {
+                    return Err("must be at least 1s".into());
+                }
+                Ok(ttl)
+            })?,
+            state_ship_interval: self.duration("state_ship_interval")?,
+            stream_replicas: self.number("stream_replicas", 1usize, 5)?,
         })
+    }
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("`{other}` is not true or false")),
+    }
+}
+
+/// This machine's host name (a pod's name in a StatefulSet), as a member id.
+fn host_name() -> String {
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let name = from_kernel
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        format!("adclick-{}", std::process::id())
+    } else {
+        name
     }
 }
 

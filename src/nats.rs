@@ -65,6 +65,7 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow:
                 source: "clicks.*".into(),
                 destination: transform.clone(),
             }),
+            num_replicas: config.stream_replicas,
             ..Default::default()
         })
         .await
@@ -96,6 +97,7 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow:
         max_age: config.rejected_max_age,
         // Replays after a crash republish the same rejects; this window drops them.
         duplicate_window: Duration::from_secs(600),
+        num_replicas: config.stream_replicas,
         ..Default::default()
     })
     .await
@@ -114,6 +116,7 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> anyhow:
             // A replay after a crash republishes committed feed messages
             // with the same ids; this window drops them.
             duplicate_window: Duration::from_secs(600),
+            num_replicas: config.stream_replicas,
             ..Default::default()
         })
         .await

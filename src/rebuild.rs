@@ -63,7 +63,7 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
     partitions.start(&js, &config.data_dir, partition).await?;
 
     let stream = js.get_stream(&settings.stream).await?;
-    let consumer = settings.consumer_name(partition);
+    let consumer = settings.consumer_name(partition, 0);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if !partitions.is_ready(partition) {
@@ -81,7 +81,7 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
         }
     }
     let committed = partitions.drain(config.shutdown_timeout).await;
-    partitions.stop();
+    partitions.stop().await;
     if !committed {
         bail!("the final commit did not finish within shutdown_timeout");
     }

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
+use adclick_actors::cluster::{self, ClusterSettings, Membership};
 use adclick_actors::partitions::Partitions;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -14,6 +15,8 @@ use tokio::sync::oneshot;
 pub struct Service {
     /// The partitions, as the gateway sees them.
     pub partitions: Arc<Partitions>,
+    /// In a cluster: this member's part in it.
+    membership: Option<Membership>,
     /// Where the REST API listens (the bound address, if port 0 was asked).
     pub http_addr: SocketAddr,
     http_stop: oneshot::Sender<()>,
@@ -56,10 +59,37 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let server_max = js_max_payload(&js);
     pipeline.feed.max_payload = (server_max / 2).clamp(4096, 1 << 20);
     let settings = Arc::new(pipeline);
-    let partitions = Arc::new(Partitions::new(settings.clone(), config.query_timeout));
-    for partition in 0..settings.partitions {
-        partitions.start(&js, &config.data_dir, partition).await?;
-    }
+    let mut membership = None;
+    let partitions = if config.cluster {
+        if !crate::nats::version_at_least(&js.client().server_info().version, 2, 11) {
+            anyhow::bail!("cluster = true needs nats-server 2.11 or newer (KV per-key expiry and object stores as adclick uses them)");
+        }
+        let partitions = Arc::new(Partitions::clustered(
+            settings.clone(),
+            config.query_timeout,
+            js.client(),
+        ));
+        let cluster = ClusterSettings {
+            member_id: config.member_id.clone(),
+            lease_ttl: config.lease_ttl,
+            replicas: config.stream_replicas,
+            ship_interval: config.state_ship_interval,
+            data_dir: config.data_dir.clone(),
+            drain_timeout: config.shutdown_timeout,
+        };
+        membership = Some(
+            cluster::join(partitions.clone(), js.clone(), cluster)
+                .await
+                .context("cannot join the cluster")?,
+        );
+        partitions
+    } else {
+        let partitions = Arc::new(Partitions::new(settings.clone(), config.query_timeout));
+        for partition in 0..settings.partitions {
+            partitions.start(&js, &config.data_dir, partition).await?;
+        }
+        partitions
+    };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -83,6 +113,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     tracing::info!(%http_addr, partitions = partitions.len(), "adclick serving");
     Ok(Service {
         partitions,
+        membership,
         http_addr,
         http_stop,
         http_task,
@@ -95,7 +126,12 @@ impl Service {
     /// server. Bounded by `shutdown_timeout`; returns whether every partition
     /// committed in time (if not, the next start replays the rest: no loss).
     pub async fn shutdown(self) -> bool {
-        let in_time = self.partitions.drain(self.config.shutdown_timeout).await;
+        let in_time = match self.membership {
+            // Hand every partition over (commit, ship, release) so the other
+            // members take them at once.
+            Some(membership) => membership.leave().await,
+            None => self.partitions.drain(self.config.shutdown_timeout).await,
+        };
         if !in_time {
             tracing::warn!(
                 "not every partition committed within shutdown_timeout ({:?}); the rest replays on the next start",
@@ -104,7 +140,7 @@ impl Service {
         }
         let _ = self.http_stop.send(());
         let _ = self.http_task.await;
-        self.partitions.stop();
+        self.partitions.stop().await;
         in_time
     }
 }

@@ -32,18 +32,9 @@ impl PartitionCore {
     pub fn resume(
         partition: u32,
         settings: &PipelineSettings,
-        recovered: Recovered,
+        mut recovered: Recovered,
     ) -> PartitionCore {
-        let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.set_totals(&recovered.counts);
-        let start = ReducerStart {
-            partition,
-            counts,
-            logged_minutes: recovered.logged_minutes,
-            logged_totals: recovered.logged_totals,
-            watermark: recovered.watermark,
-            feed_version: recovered.feed_version,
-        };
+        let start = ReducerStart::recovered(partition, &mut recovered, 0);
         PartitionCore::build(settings, recovered.seen, start)
     }
 
@@ -67,8 +58,9 @@ impl PartitionCore {
 
     /// Runs one batch through dedup, window and reducer. The batch keeps what
     /// the writer needs (ids, increments, rejects, watermark, feed, tops,
-    /// snapshots). Every minute stays in memory, so nothing is read from a
-    /// file and nothing can fail.
+    /// snapshots). The core never evicts and reads no file ([`NoHistory`]):
+    /// it knows the minutes it counted and, after [`PartitionCore::resume`],
+    /// those recovery loaded into memory; nothing can fail.
     pub fn process(&mut self, batch: &mut Batch) -> Assigned {
         self.filter.apply(batch);
         let done = self.assigner.apply(batch);

@@ -55,6 +55,9 @@ pub struct IngestArgs {
     pub credits: Arc<Semaphore>,
     /// Metric handles.
     pub meters: PartitionMeters,
+    /// The ownership epoch (0: one process owns every partition): names the
+    /// consumer.
+    pub epoch: u64,
     /// Extra-dimension values the checkpoint says were admitted.
     pub admitted: Vec<(String, String)>,
 }
@@ -94,11 +97,28 @@ async fn open_consumer(args: &IngestArgs) -> Result<PullConsumer, ActorProcessin
             args.partition, settings.stream
         )
     })?;
-    let name = settings.consumer_name(args.partition);
+    let name = settings.consumer_name(args.partition, args.epoch);
     // Absent on first start. If the delete failed for another reason, the
     // strict create below fails too (the old consumer still exists), and the
     // supervisor retries: a reused consumer would deliver from the wrong place.
     let _ = stream.delete_consumer(&name).await;
+    if args.epoch > 0 {
+        // Earlier owners' consumers of this partition: a replaced owner's
+        // pulls and acks then find nothing. Never a later epoch's: a replaced
+        // owner that still runs must not disturb the new one.
+        let unowned = settings.consumer_name(args.partition, 0);
+        let prefix = format!("{unowned}-e");
+        let mut names = stream.consumer_names();
+        while let Some(Ok(other)) = names.next().await {
+            let epoch = match other.strip_prefix(&prefix) {
+                Some(epoch) => epoch.parse::<u64>().ok(),
+                None => (other == unowned).then_some(0),
+            };
+            if epoch.is_some_and(|e| e < args.epoch) {
+                let _ = stream.delete_consumer(&other).await;
+            }
+        }
+    }
     let deliver_policy = if args.resume_after == 0 {
         DeliverPolicy::All
     } else {

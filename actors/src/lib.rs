@@ -50,11 +50,13 @@ pub(crate) mod partition;
 pub(crate) mod prefetch;
 pub(crate) mod reducer;
 pub(crate) mod reject;
+pub(crate) mod tenure;
 pub(crate) mod window;
 pub(crate) mod writer;
 
 // The public interface: the façade, and the vocabulary it speaks.
 pub mod click;
+pub mod cluster;
 pub mod dimension;
 pub mod partitions;
 pub mod settings;

@@ -13,11 +13,11 @@ pub mod directory;
 use crate::batch::NextStage;
 use crate::dedup::{DedupActor, DedupArgs, DedupMsg};
 use crate::ingest::{IngestActor, IngestArgs, IngestMsg};
-use crate::reducer::minute_counts::MinuteCounts;
 use crate::reducer::{ReducerActor, ReducerArgs, ReducerCore, ReducerMsg, ReducerStart};
 use crate::settings::PipelineSettings;
 use crate::store::{PartitionStore, StoreError};
 use crate::telemetry::PartitionMeters;
+use crate::tenure::Tenure;
 use crate::window::{WindowActor, WindowArgs, WindowMsg};
 use crate::writer::{WriterActor, WriterArgs, WriterMsg};
 use async_nats::jetstream::Context;
@@ -47,6 +47,8 @@ pub struct PartitionArgs {
     pub js: Context,
     /// The partition's file (opened once, shared by every rebuild).
     pub store: Arc<PartitionStore>,
+    /// Until when this process acts for the partition (the lease's fence).
+    pub tenure: Arc<Tenure>,
     /// The gateway's view of this partition.
     pub entry: Arc<PartitionEntry>,
 }
@@ -184,6 +186,11 @@ impl PartitionState {
     /// (each needs the next one's address), then opens the partition to queries.
     async fn build(&mut self, myself: &ActorRef<PartitionMsg>) -> Result<(), ActorProcessingErr> {
         let args = &self.args;
+        // A member that lost the partition's lease builds nothing: the new
+        // owner's consumer and outputs are not to be disturbed.
+        args.tenure
+            .check()
+            .map_err(|e| format!("partition {}: {e}", args.partition))?;
         let settings = args.settings.clone();
         let store = args.store.clone();
         let (memory_minutes, lateness) = (settings.memory_minutes, settings.allowed_lateness_ms);
@@ -201,22 +208,14 @@ impl PartitionState {
         }
         // Both block for a while with a big state: off the async workers.
         let (partition, core_settings) = (args.partition, settings.clone());
+        let epoch = args.tenure.epoch();
         let (mut recovered, reducer_core, counters, read_ms) =
             tokio::task::spawn_blocking(move || {
                 let mut recovered = store.recover_keeping(memory_minutes, lateness)?;
                 let read_ms = started.elapsed().as_millis();
-                let mut counts = MinuteCounts::new(recovered.counts_from);
-                counts.set_totals(&recovered.counts);
-                // The counts hold them now; free the list before the rest is built.
-                let counters = std::mem::take(&mut recovered.counts).len();
-                let start = ReducerStart {
-                    partition,
-                    counts,
-                    logged_minutes: std::mem::take(&mut recovered.logged_minutes),
-                    logged_totals: recovered.logged_totals,
-                    watermark: recovered.watermark,
-                    feed_version: recovered.feed_version,
-                };
+                let counters = recovered.counts.len();
+                // The counts take the totals; the list is freed before the rest is built.
+                let start = ReducerStart::recovered(partition, &mut recovered, epoch);
                 let core = ReducerCore::new(core_settings, start);
                 Ok::<_, StoreError>((recovered, core, counters, read_ms))
             })
@@ -243,6 +242,7 @@ impl PartitionState {
                 committed_watermark: committed_watermark.clone(),
                 commit_gate: self.commit_gate.clone(),
                 credits: credits.clone(),
+                tenure: args.tenure.clone(),
                 meters: meters.clone(),
             },
             supervisor.clone(),
@@ -305,6 +305,7 @@ impl PartitionState {
                 js: args.js.clone(),
                 next: NextStage::actor(dedup, DedupMsg::Batch),
                 resume_after: recovered.last_seq,
+                epoch: args.tenure.epoch(),
                 credits,
                 meters,
                 admitted: recovered.admitted,

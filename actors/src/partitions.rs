@@ -11,15 +11,18 @@
 //! [`QueryError`] whose variant tells the caller what to answer (503 or 500).
 
 use crate::click::AdId;
+use crate::cluster::routing::{Question, Remote, Reply};
 use crate::partition::directory::PartitionDirectory;
 use crate::partition::{PartitionArgs, PartitionMsg, PartitionSupervisor};
 use crate::reducer::top_n::top_n;
 use crate::reducer::ReducerMsg;
 use crate::settings::PipelineSettings;
 use crate::store::{PartitionStore, StoreError};
+use crate::tenure::Tenure;
 use crate::time::event_clock::NO_WATERMARK;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,6 +68,15 @@ pub enum QueryError {
         /// What the file said.
         source: StoreError,
     },
+    /// The partition's owner (another member) could not read its data, or
+    /// answered something unreadable.
+    #[error("partition {partition} could not answer: {message}")]
+    StorageElsewhere {
+        /// The partition asked.
+        partition: u32,
+        /// What its owner said.
+        message: String,
+    },
 }
 
 fn name_partitions(partitions: &[u32]) -> String {
@@ -104,18 +116,44 @@ pub struct Partitions {
     settings: Arc<PipelineSettings>,
     directory: PartitionDirectory,
     query_timeout: Duration,
-    /// The supervisors started here, to drain and stop.
-    supervisors: Mutex<Vec<ActorRef<PartitionMsg>>>,
+    /// The partitions running in this process.
+    running: Mutex<BTreeMap<u32, Running>>,
+    /// In a cluster: how questions reach partitions owned elsewhere.
+    remote: Option<Remote>,
+}
+
+/// A partition running in this process.
+struct Running {
+    supervisor: ActorRef<PartitionMsg>,
+    store: Arc<PartitionStore>,
+    tenure: Arc<Tenure>,
+    /// Answers other members' questions for this partition (cluster only).
+    answering: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Partitions {
-    /// Every partition of `settings`, none started yet.
+    /// Every partition of `settings`, none started yet: one process owns
+    /// them all (start each with [`Partitions::start`]).
     pub fn new(settings: Arc<PipelineSettings>, query_timeout: Duration) -> Partitions {
         Partitions {
             directory: PartitionDirectory::new(settings.partitions),
             settings,
             query_timeout,
-            supervisors: Mutex::default(),
+            running: Mutex::default(),
+            remote: None,
+        }
+    }
+
+    /// Every partition of `settings`, shared with the other members of a
+    /// cluster: partitions owned elsewhere are asked over `client`.
+    pub fn clustered(
+        settings: Arc<PipelineSettings>,
+        query_timeout: Duration,
+        client: async_nats::Client,
+    ) -> Partitions {
+        Partitions {
+            remote: Some(Remote::new(client, settings.partitions)),
+            ..Partitions::new(settings, query_timeout)
         }
     }
 
@@ -148,6 +186,18 @@ impl Partitions {
         data_dir: &Path,
         partition: u32,
     ) -> Result<(), StartError> {
+        self.start_for(js, data_dir, partition, Arc::new(Tenure::forever()))
+            .await
+    }
+
+    /// Like [`Partitions::start`], for the tenure of a lease (cluster).
+    pub(crate) async fn start_for(
+        &self,
+        js: &async_nats::jetstream::Context,
+        data_dir: &Path,
+        partition: u32,
+        tenure: Arc<Tenure>,
+    ) -> Result<(), StartError> {
         let entry = self
             .directory
             .entry(partition)
@@ -163,12 +213,14 @@ impl Partitions {
                 partition,
                 message: format!("opening the file panicked: {e}"),
             })??;
+        let store = Arc::new(store);
         let args = PartitionArgs {
             partition,
             settings: self.settings.clone(),
             js: js.clone(),
-            store: Arc::new(store),
-            entry,
+            store: store.clone(),
+            tenure: tenure.clone(),
+            entry: entry.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, PartitionSupervisor, args)
             .await
@@ -176,90 +228,173 @@ impl Partitions {
                 partition,
                 message: e.to_string(),
             })?;
-        match self.supervisors.lock() {
-            Ok(mut supervisors) => supervisors.push(supervisor),
-            Err(poisoned) => poisoned.into_inner().push(supervisor),
-        }
+        let answering = self
+            .remote
+            .as_ref()
+            .map(|remote| remote.answer(partition, entry, self.query_timeout));
+        let running = Running {
+            supervisor,
+            store,
+            tenure,
+            answering,
+        };
+        self.lock_running().insert(partition, running);
         Ok(())
     }
 
-    /// Stops consuming on every partition started here, then commits and acks
-    /// what was consumed. Returns whether every partition committed within
-    /// `timeout` (if not, the next start replays the rest: nothing is lost).
-    /// Queries are still answered; [`Partitions::stop`] ends the partitions.
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The partitions running in this process.
+    pub fn running(&self) -> Vec<u32> {
+        self.lock_running().keys().copied().collect()
+    }
+
+    /// Stops consuming on every partition running here, then commits and
+    /// acks what was consumed. Returns whether every partition committed
+    /// within `timeout` (if not, the next start replays the rest: nothing is
+    /// lost). Queries are still answered; [`Partitions::stop`] ends them.
     pub async fn drain(&self, timeout: Duration) -> bool {
+        let all = self.running();
+        self.drain_some(&all, timeout).await
+    }
+
+    /// [`Partitions::drain`] for some partitions.
+    pub(crate) async fn drain_some(&self, partitions: &[u32], timeout: Duration) -> bool {
         let mut waits = Vec::new();
-        for supervisor in self.started() {
+        let mut all_asked = true;
+        for supervisor in self.supervisors(partitions) {
             let (done, wait) = oneshot::channel();
-            if supervisor.cast(PartitionMsg::Drain(done)).is_ok() {
-                waits.push(wait);
+            match supervisor.cast(PartitionMsg::Drain(done)) {
+                Ok(()) => waits.push(wait),
+                // A supervisor that is gone commits nothing.
+                Err(_) => all_asked = false,
             }
         }
         let all = futures::future::join_all(waits);
         // A drain whose chain failed drops its sender: that is not a commit.
-        tokio::time::timeout(timeout, all)
+        let committed = tokio::time::timeout(timeout, all)
             .await
-            .is_ok_and(|results| results.iter().all(Result::is_ok))
+            .is_ok_and(|results| results.iter().all(Result::is_ok));
+        all_asked && committed
     }
 
-    /// Stops every partition started here (after [`Partitions::drain`], or a
+    /// Stops every partition running here (after [`Partitions::drain`], or a
     /// restart replays what was not committed).
-    pub fn stop(&self) {
-        for supervisor in self.started() {
-            supervisor.stop(None);
+    pub async fn stop(&self) {
+        let all = self.running();
+        for partition in all {
+            self.stop_one(partition).await;
         }
     }
 
-    fn started(&self) -> Vec<ActorRef<PartitionMsg>> {
-        match self.supervisors.lock() {
-            Ok(supervisors) => supervisors.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    /// Stops one partition and waits until its actors are gone (its file is
+    /// closed then); it no longer answers, and its tenure ends.
+    pub(crate) async fn stop_one(&self, partition: u32) {
+        let Some(running) = self.lock_running().remove(&partition) else {
+            return;
+        };
+        running.tenure.end();
+        if let Some(entry) = self.directory.entry(partition) {
+            entry.set_reducer(None);
         }
+        if let Some(answering) = running.answering {
+            answering.abort();
+        }
+        let wait = Some(Duration::from_secs(10));
+        let _ = running.supervisor.stop_and_wait(None, wait).await;
+        drop(running.store);
     }
 
-    /// The watermark of `partition` (`NO_WATERMARK` before its first click).
+    /// The file of a partition running here (to ship its state).
+    pub(crate) fn store(&self, partition: u32) -> Option<Arc<PartitionStore>> {
+        self.lock_running().get(&partition).map(|r| r.store.clone())
+    }
+
+    fn supervisors(&self, partitions: &[u32]) -> Vec<ActorRef<PartitionMsg>> {
+        let running = self.lock_running();
+        partitions
+            .iter()
+            .filter_map(|p| running.get(p).map(|r| r.supervisor.clone()))
+            .collect()
+    }
+
+    /// The remote side, in a cluster.
+    pub(crate) fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// The watermark of `partition` (`NO_WATERMARK` before its first click):
+    /// as this process last saw it, or as its owner last reported it.
     pub fn watermark(&self, partition: u32) -> Result<i64, QueryError> {
-        self.directory
+        let entry = self
+            .directory
             .entry(partition)
-            .map(|entry| entry.watermark())
-            .ok_or(QueryError::NotServed { partition })
+            .ok_or(QueryError::NotServed { partition })?;
+        let reported = self.remote.as_ref().map(|r| r.watermark(partition));
+        Ok(entry.watermark().max(reported.unwrap_or(NO_WATERMARK)))
+    }
+
+    fn watermarks(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..self.settings.partitions).filter_map(|p| self.watermark(p).ok())
     }
 
     /// The slowest partition's watermark: what every partition has passed.
     pub fn slowest_watermark(&self) -> i64 {
-        let entries = self.directory.entries().iter();
-        entries.map(|s| s.watermark()).min().unwrap_or(NO_WATERMARK)
+        self.watermarks().min().unwrap_or(NO_WATERMARK)
     }
 
     /// The fastest partition's watermark.
     pub fn newest_watermark(&self) -> i64 {
-        let entries = self.directory.entries().iter();
-        entries.map(|s| s.watermark()).max().unwrap_or(NO_WATERMARK)
+        self.watermarks().max().unwrap_or(NO_WATERMARK)
     }
 
-    /// Whether `partition` has loaded its checkpoint and consumes.
+    /// Whether `partition` has loaded its checkpoint here and consumes.
     pub fn is_ready(&self, partition: u32) -> bool {
         self.directory
             .entry(partition)
             .is_some_and(|entry| entry.is_ready())
     }
 
-    /// The partitions not ready yet, in order.
+    /// The partitions this process serves that are not ready yet, in order:
+    /// every partition when one process owns them all; in a cluster, those
+    /// this member runs or should run ([`Partitions::set_assigned`]).
     pub fn not_ready(&self) -> Vec<u32> {
-        let entries = self.directory.entries().iter();
-        entries
-            .filter(|s| !s.is_ready())
-            .map(|s| s.partition)
-            .collect()
+        let mine: Vec<u32> = match &self.remote {
+            None => (0..self.settings.partitions).collect(),
+            Some(remote) => remote.assigned(),
+        };
+        mine.into_iter().filter(|p| !self.is_ready(*p)).collect()
     }
 
-    /// Clicks of one ad in a range, answered by the ad's partition, with that
-    /// partition's watermark.
+    /// In a cluster: the partitions this member should own now.
+    pub(crate) fn set_assigned(&self, partitions: Vec<u32>) {
+        if let Some(remote) = &self.remote {
+            remote.set_assigned(partitions);
+        }
+    }
+
+    /// Clicks of one ad in a range, answered by the ad's partition (here, or
+    /// its owner), with that partition's watermark.
     pub async fn count(&self, query: CountQuery) -> Result<Answer<u64>, QueryError> {
         let partition = self.partition_of(&query.ad);
-        let reducer = self.reducer(partition)?;
-        self.ask(&reducer, partition, |reply| ReducerMsg::Count(query, reply))
-            .await
+        match (self.reducer(partition), &self.remote) {
+            (Ok(reducer), _) => {
+                self.ask(&reducer, partition, |reply| ReducerMsg::Count(query, reply))
+                    .await
+            }
+            (Err(_), Some(remote)) => {
+                let asked = remote.ask(partition, Question::Count(query), self.query_timeout);
+                match asked.await? {
+                    Reply::Count(answer) => Ok(answer),
+                    Reply::Top(_) => Err(QueryError::Restarting { partition }),
+                }
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// The exact top `query.n` ads of the range over every partition, with the
@@ -273,17 +408,7 @@ impl Partitions {
                 partitions: not_ready,
             });
         }
-        let mut asks = Vec::new();
-        for entry in self.directory.entries() {
-            let reducer = self.reducer(entry.partition)?;
-            let query = query.clone();
-            asks.push(async move {
-                self.ask(&reducer, entry.partition, |reply| {
-                    ReducerMsg::Top(query, reply)
-                })
-                .await
-            });
-        }
+        let asks = (0..self.settings.partitions).map(|p| self.top_of(p, query.clone()));
         let mut merged = Vec::new();
         let mut watermark = i64::MAX;
         for answer in futures::future::join_all(asks).await {
@@ -299,6 +424,28 @@ impl Partitions {
                 watermark
             },
         })
+    }
+
+    /// One partition's top-N (here, or from its owner).
+    async fn top_of(
+        &self,
+        partition: u32,
+        query: TopQuery,
+    ) -> Result<Answer<Vec<(AdId, u64)>>, QueryError> {
+        match (self.reducer(partition), &self.remote) {
+            (Ok(reducer), _) => {
+                self.ask(&reducer, partition, |reply| ReducerMsg::Top(query, reply))
+                    .await
+            }
+            (Err(_), Some(remote)) => {
+                let asked = remote.ask(partition, Question::Top(query), self.query_timeout);
+                match asked.await? {
+                    Reply::Top(answer) => Ok(answer),
+                    Reply::Count(_) => Err(QueryError::Restarting { partition }),
+                }
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     fn reducer(&self, partition: u32) -> Result<ActorRef<ReducerMsg>, QueryError> {
@@ -317,15 +464,82 @@ impl Partitions {
         partition: u32,
         make: impl FnOnce(RpcReplyPort<Result<Answer<T>, StoreError>>) -> ReducerMsg,
     ) -> Result<Answer<T>, QueryError> {
-        match reducer.call(make, Some(self.query_timeout)).await {
-            Ok(CallResult::Success(answer)) => {
-                answer.map_err(|source| QueryError::Storage { partition, source })
-            }
-            Ok(CallResult::Timeout) => Err(QueryError::Timeout {
-                partition,
-                after: self.query_timeout,
-            }),
-            Ok(CallResult::SenderError) | Err(_) => Err(QueryError::Restarting { partition }),
+        ask_reducer(reducer, partition, self.query_timeout, make).await
+    }
+}
+
+/// Asks a partition's reducer, waiting at most `timeout`.
+pub(crate) async fn ask_reducer<T: Send + 'static>(
+    reducer: &ActorRef<ReducerMsg>,
+    partition: u32,
+    timeout: Duration,
+    make: impl FnOnce(RpcReplyPort<Result<Answer<T>, StoreError>>) -> ReducerMsg,
+) -> Result<Answer<T>, QueryError> {
+    match reducer.call(make, Some(timeout)).await {
+        Ok(CallResult::Success(answer)) => {
+            answer.map_err(|source| QueryError::Storage { partition, source })
         }
+        Ok(CallResult::Timeout) => Err(QueryError::Timeout {
+            partition,
+            after: timeout,
+        }),
+        Ok(CallResult::SenderError) | Err(_) => Err(QueryError::Restarting { partition }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_names_one_partition_or_several() {
+        let one = QueryError::NotReady {
+            partitions: vec![3],
+        };
+        assert_eq!(
+            one.to_string(),
+            "partition 3 is still recovering; retry shortly"
+        );
+        let two = QueryError::NotReady {
+            partitions: vec![1, 4],
+        };
+        assert_eq!(
+            two.to_string(),
+            "partitions 1, 4 are still recovering; retry shortly"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partition_not_started_is_not_ready_never_empty() {
+        let settings = Arc::new(PipelineSettings::with_defaults(2));
+        let partitions = Partitions::new(settings, Duration::from_millis(50));
+        assert_eq!(partitions.not_ready(), vec![0, 1]);
+        let query = CountQuery {
+            ad: AdId::parse("ad-1").unwrap(),
+            filter: crate::click::FilterQuery::default(),
+            from: 0,
+            to: 60_000,
+        };
+        let asked = partitions.count(query).await;
+        assert!(
+            matches!(asked, Err(QueryError::NotReady { .. })),
+            "{asked:?}"
+        );
+        let top = TopQuery {
+            filter: crate::click::FilterQuery::default(),
+            from: 0,
+            to: 60_000,
+            n: 3,
+        };
+        let asked = partitions.top(top).await;
+        let Err(QueryError::NotReady {
+            partitions: missing,
+        }) = asked
+        else {
+            panic!("{asked:?}");
+        };
+        assert_eq!(missing, vec![0, 1]);
+        // Draining nothing that runs commits nothing, and says so truthfully.
+        assert!(partitions.drain(Duration::from_millis(10)).await);
     }
 }

@@ -176,9 +176,15 @@ impl PipelineSettings {
         }
     }
 
-    /// The name of the durable consumer of a partition.
-    pub fn consumer_name(&self, partition: u32) -> String {
-        format!("adclick-p{partition}")
+    /// The name of the durable consumer of a partition, for an ownership
+    /// epoch (0: one process owns every partition). Each owner of a cluster
+    /// consumes through a consumer of its own epoch, so a replaced owner's
+    /// late ack lands on its own (deleted) consumer, never on the new one.
+    pub fn consumer_name(&self, partition: u32, epoch: u64) -> String {
+        match epoch {
+            0 => format!("adclick-p{partition}"),
+            _ => format!("adclick-p{partition}-e{epoch}"),
+        }
     }
 
     /// The stored subjects of a partition, as a consumer filter.

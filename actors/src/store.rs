@@ -236,6 +236,49 @@ impl PartitionStore {
         }
     }
 
+    /// The last applied stream sequence the file holds (0: none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("begin read", e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io("open meta", e))?;
+        let last = meta.get("last_seq").map_err(|e| self.io("read meta", e))?;
+        Ok(last.map_or(0, |v| v.value().max(0) as u64))
+    }
+
+    /// The whole file as it stands after the last commit, with the stream
+    /// sequence it holds: what a partition ships to the cluster's state
+    /// store. No commit runs while the bytes are read (the commit lock is
+    /// held), so they are one committed state; the file's header still says
+    /// it is open, so whoever opens the copy lets redb check it first.
+    pub fn export(&self) -> Result<(u64, Vec<u8>), StoreError> {
+        let _no_commit = self.lock_generation();
+        let last_seq = self.last_seq()?;
+        let bytes = std::fs::read(&self.path).map_err(|e| self.io("read the file to export", e))?;
+        Ok((last_seq, bytes))
+    }
+
+    /// Replaces the file of `partition` in `dir` with `bytes` (a state
+    /// shipped by another member), atomically: written beside it, synced,
+    /// then renamed over it. The partition must not be open in this process.
+    pub fn import(dir: &Path, partition: u32, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write as _;
+        let path = dir.join(format!("partition-{partition}.redb"));
+        let incoming = dir.join(format!("partition-{partition}.redb.incoming"));
+        let io = |what: &'static str| {
+            let path = path.clone();
+            move |e: std::io::Error| StoreError::Io {
+                path,
+                what,
+                message: e.to_string(),
+            }
+        };
+        let mut file = std::fs::File::create(&incoming).map_err(io("create the incoming file"))?;
+        file.write_all(bytes)
+            .map_err(io("write the incoming file"))?;
+        file.sync_all().map_err(io("sync the incoming file"))?;
+        drop(file);
+        std::fs::rename(&incoming, &path).map_err(io("replace the file"))
+    }
+
     fn lock_generation(&self) -> std::sync::MutexGuard<'_, u64> {
         // A panic while holding the lock leaves a plain integer behind: still valid.
         self.generation

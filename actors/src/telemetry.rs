@@ -48,11 +48,23 @@ pub const CLOSE_TO_COMMITTED: &str = "adclick_close_to_committed_seconds";
 /// Histogram: messages in each batch ingest fetched (per-batch costs
 /// weigh per click when batches run small).
 pub const BATCH_MESSAGES: &str = "adclick_batch_messages";
+/// Bytes of partition state shipped to the cluster's object store.
+pub const STATE_SHIPPED_BYTES: &str = "adclick_state_shipped_bytes_total";
+/// Partitions this member holds the lease of (cluster).
+pub const PARTITIONS_HELD: &str = "adclick_partitions_held";
 
 /// Registers help texts for every metric (call once at start-up).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(CONSUMED, "Messages consumed from JetStream");
+    describe_counter!(
+        STATE_SHIPPED_BYTES,
+        "Bytes of partition state shipped to the object store (cluster)"
+    );
+    describe_gauge!(
+        PARTITIONS_HELD,
+        "Partitions whose lease this member holds (cluster)"
+    );
     describe_counter!(COUNTED, "Clicks counted, including late corrections");
     describe_counter!(DUPLICATE, "Clicks dropped as repeats of a counted click_id");
     describe_counter!(

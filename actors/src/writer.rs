@@ -27,6 +27,7 @@ use crate::settings::PipelineSettings;
 use crate::store::checkpoint::Checkpoint;
 use crate::store::{history_start, CommitStats, PartitionStore, StoreError};
 use crate::telemetry::PartitionMeters;
+use crate::tenure::{Tenure, TenureOver};
 use crate::time::event_clock::final_until;
 use async_nats::jetstream::message::{Acker, PublishMessage};
 use async_nats::jetstream::Context;
@@ -57,6 +58,10 @@ pub enum WriterError {
         /// What the client said.
         message: String,
     },
+    /// This process no longer holds the partition's lease: it must not
+    /// commit, ack or publish for it any more.
+    #[error(transparent)]
+    Fenced(#[from] TenureOver),
     /// A blocking task or a semaphore failed.
     #[error("{what} failed: {message}")]
     Task {
@@ -117,6 +122,9 @@ pub struct WriterArgs {
     pub commit_gate: Arc<tokio::sync::Mutex<()>>,
     /// Ingest's credits, returned after each commit.
     pub credits: Arc<Semaphore>,
+    /// Until when this process acts for the partition: checked before every
+    /// commit, ack and publication.
+    pub tenure: Arc<Tenure>,
     /// Metric handles.
     pub meters: PartitionMeters,
 }
@@ -160,12 +168,17 @@ impl Actor for WriterActor {
         let watermark = args.committed_watermark.load(Ordering::Acquire);
         let mut pending = Checkpoint::resume(args.last_seq, watermark);
         // Finish what the last run committed but may not have published.
-        publish_rejects(&args.js, args.partition, &args.outbox).await?;
+        let out = Outlet {
+            js: args.js.clone(),
+            partition: args.partition,
+            tenure: args.tenure.clone(),
+        };
+        out.publish_rejects(&args.outbox).await?;
         pending.mark_published(args.outbox.iter().map(|r| r.seq));
-        publish_feed(&args.js, args.partition, &args.feed_outbox).await?;
+        out.publish_feed(&args.feed_outbox).await?;
         pending.mark_feed_published(args.feed_outbox.iter().map(FeedItem::first_version));
         let (publisher, mut queue) = tokio::sync::mpsc::unbounded_channel::<ToPublish>();
-        let (js, partition) = (args.js.clone(), args.partition);
+        let partition = args.partition;
         // Ends when the writer is gone (its sender dropped, or casts refused).
         tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
@@ -173,8 +186,8 @@ impl Actor for WriterActor {
                     crate::fault::hit("abort-before-feed", partition);
                 }
                 let result = async {
-                    publish_rejects(&js, partition, &job.rejects).await?;
-                    publish_feed(&js, partition, &job.feed).await
+                    out.publish_rejects(&job.rejects).await?;
+                    out.publish_feed(&job.feed).await
                 }
                 .await;
                 let ok = result.is_ok();
@@ -292,6 +305,7 @@ impl WriterState {
         let partition = args.partition;
         let publisher = self.publisher.clone();
         let gate = args.commit_gate.clone();
+        let tenure = args.tenure.clone();
         tokio::spawn(async move {
             let held = gate.lock_owned().await;
             let started = Instant::now();
@@ -300,6 +314,7 @@ impl WriterState {
                 let first_close_fetched_at = checkpoint.first_close_fetched_at;
                 let watermark = checkpoint.watermark;
                 crate::fault::hit("abort-before-commit", partition);
+                tenure.check()?;
                 let (stats, checkpoint) = tokio::task::spawn_blocking(move || {
                     let stats =
                         store.commit_and_prune(generation, &checkpoint, final_until, prune_before);
@@ -313,6 +328,7 @@ impl WriterState {
                 let close_to_committed = first_close_fetched_at.map(|t| t.elapsed());
                 crate::fault::hit("abort-after-commit", partition);
                 if let Some(ack) = ack {
+                    tenure.check()?;
                     ack.ack().await.map_err(|e| WriterError::Nats {
                         what: "the ack after the commit",
                         message: e.to_string(),
@@ -372,18 +388,11 @@ async fn render_feed(partition: u32, items: &[FeedItem]) -> Result<Vec<FeedMessa
     Ok(messages)
 }
 
-/// Publishes output-feed items to `ADCLICK_AGG` and waits for JetStream to
-/// store them; the message id (per partition and version) makes a second
-/// publication after a crash a no-op within the stream's duplicate window.
-async fn publish_feed(js: &Context, partition: u32, items: &[FeedItem]) -> Result<(), WriterError> {
-    let messages = render_feed(partition, items).await?;
-    let each = messages.iter().map(|m| {
-        let message = PublishMessage::build()
-            .payload(Bytes::clone(&m.payload))
-            .message_id(m.msg_id(partition));
-        (m.subject.clone(), message)
-    });
-    publish_stored(js, each, "publishing to the output feed").await
+/// Where a partition's publications go, and the fence they pass.
+struct Outlet {
+    js: Context,
+    partition: u32,
+    tenure: Arc<Tenure>,
 }
 
 /// Most publishes awaiting their ack per partition. async-nats holds a
@@ -391,58 +400,81 @@ async fn publish_feed(js: &Context, partition: u32, items: &[FeedItem]) -> Resul
 /// future is awaited, so unbounded sends before awaiting would deadlock.
 const ACKS_IN_FLIGHT: usize = 128;
 
-/// Republishes rejects to `rejected.<kind>` and waits for JetStream to store
-/// them. The message id makes publishing an outbox entry again (after a crash
-/// between publish and outbox cleanup) a no-op within the rejected stream's
-/// duplicate window.
-async fn publish_rejects(
-    js: &Context,
-    partition: u32,
-    rejects: &[crate::reject::Rejected],
-) -> Result<(), WriterError> {
-    let each = rejects.iter().map(|reject| {
-        let reason: String = reject
-            .reason
-            .describe()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let message = PublishMessage::build()
-            .payload(Bytes::clone(&reject.payload))
-            .message_id(format!("adclick-p{partition}-{}", reject.seq))
-            .header("Adclick-Reject-Reason", reason.as_str())
-            .header("Adclick-Source-Subject", reject.subject.as_str())
-            .header("Adclick-Source-Sequence", reject.seq.to_string().as_str());
-        (format!("rejected.{}", reject.reason.kind()), message)
-    });
-    publish_stored(js, each, "publishing a reject").await
-}
-
-/// Publishes each (subject, message) with at most [`ACKS_IN_FLIGHT`] acks
-/// pending, and returns once JetStream has stored every one.
-async fn publish_stored(
-    js: &Context,
-    messages: impl Iterator<Item = (String, PublishMessage)>,
-    what: &'static str,
-) -> Result<(), WriterError> {
-    let mut pending = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
-    for (subject, message) in messages {
-        if pending.len() == ACKS_IN_FLIGHT {
-            await_stored(pending.pop_front()).await?;
-        }
-        let ack = js
-            .send_publish(subject, message)
+impl Outlet {
+    /// Publishes output-feed items to `ADCLICK_AGG` and waits for JetStream
+    /// to store them; the message id (per partition and version) makes a
+    /// second publication after a crash a no-op within the stream's
+    /// duplicate window.
+    async fn publish_feed(&self, items: &[FeedItem]) -> Result<(), WriterError> {
+        let partition = self.partition;
+        let messages = render_feed(partition, items).await?;
+        let each = messages.iter().map(|m| {
+            let message = PublishMessage::build()
+                .payload(Bytes::clone(&m.payload))
+                .message_id(m.msg_id(partition));
+            (m.subject.clone(), message)
+        });
+        self.publish_stored(each, "publishing to the output feed")
             .await
-            .map_err(|e| WriterError::Nats {
-                what,
-                message: e.to_string(),
-            })?;
-        pending.push_back(ack);
     }
-    while let Some(ack) = pending.pop_front() {
-        await_stored(Some(ack)).await?;
+
+    /// Republishes rejects to `rejected.<kind>` and waits for JetStream to
+    /// store them. The message id makes publishing an outbox entry again
+    /// (after a crash between publish and outbox cleanup) a no-op within the
+    /// rejected stream's duplicate window.
+    async fn publish_rejects(
+        &self,
+        rejects: &[crate::reject::Rejected],
+    ) -> Result<(), WriterError> {
+        let partition = self.partition;
+        let each = rejects.iter().map(|reject| {
+            let reason: String = reject
+                .reason
+                .describe()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let message = PublishMessage::build()
+                .payload(Bytes::clone(&reject.payload))
+                .message_id(format!("adclick-p{partition}-{}", reject.seq))
+                .header("Adclick-Reject-Reason", reason.as_str())
+                .header("Adclick-Source-Subject", reject.subject.as_str())
+                .header("Adclick-Source-Sequence", reject.seq.to_string().as_str());
+            (format!("rejected.{}", reject.reason.kind()), message)
+        });
+        self.publish_stored(each, "publishing a reject").await
     }
-    Ok(())
+
+    /// Publishes each (subject, message) with at most [`ACKS_IN_FLIGHT`] acks
+    /// pending, and returns once JetStream has stored every one. Each send
+    /// first checks the tenure: a process that lost the partition's lease
+    /// publishes nothing more for it.
+    async fn publish_stored(
+        &self,
+        messages: impl Iterator<Item = (String, PublishMessage)>,
+        what: &'static str,
+    ) -> Result<(), WriterError> {
+        let mut pending = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
+        for (subject, message) in messages {
+            if pending.len() == ACKS_IN_FLIGHT {
+                await_stored(pending.pop_front()).await?;
+            }
+            self.tenure.check()?;
+            let ack =
+                self.js
+                    .send_publish(subject, message)
+                    .await
+                    .map_err(|e| WriterError::Nats {
+                        what,
+                        message: e.to_string(),
+                    })?;
+            pending.push_back(ack);
+        }
+        while let Some(ack) = pending.pop_front() {
+            await_stored(Some(ack)).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn await_stored(

@@ -15,7 +15,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const STAGES: [&str; 5] = ["ingest", "dedup", "window", "reducer", "writer"];
-const WIRING: [&str; 5] = ["lib", "core", "partition", "partitions", "testing"];
+const WIRING: [&str; 6] = [
+    "lib",
+    "core",
+    "cluster",
+    "partition",
+    "partitions",
+    "testing",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Layer {
@@ -44,53 +51,83 @@ fn module_of(relative: &Path) -> (String, usize) {
     (parts[0].clone(), parts.len() - 1)
 }
 
-/// The top-level modules a file's code names.
-fn modules_named(code: &str, depth: usize) -> BTreeSet<String> {
-    let mut named = BTreeSet::new();
-    for line in code.lines() {
-        let line = match line.find("//") {
+/// The code of a file without its comments, on one line.
+fn code_only(code: &str) -> String {
+    code.lines()
+        .map(|line| match line.find("//") {
             Some(i) => &line[..i],
             None => line,
-        };
-        let mut rest = line;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                let end = group.find('}').unwrap_or(group.len());
-                for item in group[..end].split(',') {
-                    let name = item.trim().split("::").next().unwrap_or("");
-                    if !name.is_empty() {
-                        named.insert(name.to_string());
-                    }
-                }
-            } else {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                named.insert(name);
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The leading identifier of `text`.
+fn ident(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The first path segment of each item of a `{…}` group (nested groups
+/// skipped: their items hang off a segment already taken).
+fn group_heads(group: &str) -> Vec<String> {
+    let (mut heads, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                heads.push(ident(&group[start..i]));
+                return heads;
             }
-        }
-        // `super::super::x` from a file `depth` levels down climbs to the
-        // crate root once it has more supers than the depth.
-        let mut rest = line;
-        while let Some(i) = rest.find("super::") {
-            let mut tail = &rest[i..];
-            let mut supers = 0;
-            while let Some(t) = tail.strip_prefix("super::") {
-                supers += 1;
-                tail = t;
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                heads.push(ident(&group[start..i]));
+                start = i + 1;
             }
-            if supers > depth {
-                let name: String = tail
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                named.insert(name);
-            }
-            rest = tail;
+            _ => {}
         }
     }
+    heads.push(ident(&group[start..]));
+    heads
+}
+
+/// The top-level modules a file's code names.
+fn modules_named(code: &str, depth: usize) -> BTreeSet<String> {
+    let code = code_only(code);
+    let mut named = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        match rest.trim_start().strip_prefix('{') {
+            Some(group) => named.extend(group_heads(group)),
+            None => {
+                named.insert(ident(rest));
+            }
+        }
+    }
+    // `super::super::x` from a file `depth` levels down climbs to the crate
+    // root once it has more supers than the depth.
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("super::") {
+        let mut tail = &rest[i..];
+        let mut supers = 0;
+        while let Some(t) = tail.strip_prefix("super::") {
+            supers += 1;
+            tail = t;
+        }
+        if supers > depth {
+            match tail.trim_start().strip_prefix('{') {
+                Some(group) => named.extend(group_heads(group)),
+                None => {
+                    named.insert(ident(tail));
+                }
+            }
+        }
+        rest = tail;
+    }
+    named.retain(|n| !n.is_empty());
     named
 }
 
@@ -169,6 +206,11 @@ fn the_check_finds_a_stage_that_uses_another() {
             "reducer.rs",
             "// see crate::writer::WriterMsg, a comment\nuse super::x;",
         ),
+        // A group over several lines, with a nested group.
+        file(
+            "writer.rs",
+            "use crate::{\n    batch::Batch,\n    feed::{FeedItem, Feed},\n    window::WindowMsg,\n};",
+        ),
     ];
     assert_eq!(
         breaches(&files),
@@ -176,6 +218,7 @@ fn the_check_finds_a_stage_that_uses_another() {
             "dedup.rs (Stage `dedup`) uses `crate::window` (Stage)",
             "dedup/deduplicator.rs (Stage `dedup`) uses `crate::reducer` (Stage)",
             "window/minute_assigner.rs (Stage `window`) uses `crate::writer` (Stage)",
+            "writer.rs (Stage `writer`) uses `crate::window` (Stage)",
         ]
     );
 }

@@ -135,7 +135,9 @@ impl From<QueryError> for ApiError {
     /// now is a 503 (retry), one that cannot read its file a 500.
     fn from(e: QueryError) -> ApiError {
         let code = match &e {
-            QueryError::Storage { .. } => ErrorCode::StorageError,
+            QueryError::Storage { .. } | QueryError::StorageElsewhere { .. } => {
+                ErrorCode::StorageError
+            }
             QueryError::Timeout { .. } => ErrorCode::Timeout,
             QueryError::NotServed { .. }
             | QueryError::NotReady { .. }
@@ -290,6 +292,8 @@ async fn popular(
     let n = params.int(&COUNT)? as usize;
     let window = params.int(&WINDOW)?;
     let at_param = params.minute(&AT)?;
+    // Readiness before the retention check (a 503 wins over that 400), as
+    // `Partitions::top` would only find it after.
     let not_ready = gw.partitions.not_ready();
     if !not_ready.is_empty() {
         return Err(QueryError::NotReady {
@@ -427,4 +431,50 @@ async fn docs() -> Response {
         DOCS_PAGE,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A partition that cannot answer now is a 503 to retry; one that cannot
+    /// read its data is a 500.
+    #[test]
+    fn each_query_error_has_its_status() {
+        let cases = [
+            (QueryError::NotServed { partition: 1 }, 503, "not_ready"),
+            (
+                QueryError::NotReady {
+                    partitions: vec![1],
+                },
+                503,
+                "not_ready",
+            ),
+            (QueryError::Restarting { partition: 1 }, 503, "not_ready"),
+            (
+                QueryError::Timeout {
+                    partition: 1,
+                    after: Duration::from_secs(5),
+                },
+                503,
+                "timeout",
+            ),
+            (
+                QueryError::StorageElsewhere {
+                    partition: 1,
+                    message: "disk".into(),
+                },
+                500,
+                "storage_error",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let text = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!(api.status().as_u16(), status, "{text}");
+            assert_eq!(api.code.as_str(), code, "{text}");
+            assert_eq!(api.error, text);
+        }
+    }
 }
