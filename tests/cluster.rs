@@ -131,6 +131,10 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
     for via in [&m0, &m2] {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
+    // They took over from the state m1 shipped, not from an empty file.
+    let restored = m0.metric("adclick_state_restored_total").await
+        + m2.metric("adclick_state_restored_total").await;
+    assert!(restored >= 1.0, "no partition restored from shipped state");
 
     // A member joins: some partitions move to it.
     let m3 = member(&nats, &dir, "m3");

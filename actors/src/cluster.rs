@@ -506,6 +506,13 @@ impl Member {
                     })
                     .await
                     .map_err(|e| nats("replacing the partition file")(&e))??;
+                    metrics::counter!(crate::telemetry::STATE_RESTORED).increment(1);
+                    tracing::info!(
+                        partition,
+                        object = %object,
+                        last_seq = pointer.last_seq,
+                        "restored the state another member shipped"
+                    );
                 }
             }
             let claimed = Pointer {

@@ -50,6 +50,8 @@ pub const CLOSE_TO_COMMITTED: &str = "adclick_close_to_committed_seconds";
 pub const BATCH_MESSAGES: &str = "adclick_batch_messages";
 /// Bytes of partition state shipped to the cluster's object store.
 pub const STATE_SHIPPED_BYTES: &str = "adclick_state_shipped_bytes_total";
+/// Partitions restored from state another member shipped (cluster).
+pub const STATE_RESTORED: &str = "adclick_state_restored_total";
 /// Partitions this member holds the lease of (cluster).
 pub const PARTITIONS_HELD: &str = "adclick_partitions_held";
 
@@ -60,6 +62,10 @@ pub fn describe() {
     describe_counter!(
         STATE_SHIPPED_BYTES,
         "Bytes of partition state shipped to the object store (cluster)"
+    );
+    describe_counter!(
+        STATE_RESTORED,
+        "Partitions restored from state another member shipped (cluster)"
     );
     describe_gauge!(
         PARTITIONS_HELD,
