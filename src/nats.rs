@@ -13,12 +13,19 @@ pub fn partition_transform(partitions: u32) -> String {
 
 /// Connects to NATS and checks the server can run adclick (2.10 or newer).
 pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    // `nats_url` may list several servers (a cluster), comma-separated: the
+    // client tries them all and reconnects to another when one goes.
+    let urls: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
     let client = async_nats::ConnectOptions::new()
         .name("adclick")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .connect(url)
+        .connect(urls.as_slice())
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     // With retry_on_initial_connect the connect returns at once; wait for the server.

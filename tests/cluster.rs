@@ -45,19 +45,35 @@ fn clicks(rng: &mut Rng, batch: &str, n: usize, t0: i64) -> Vec<TestClick> {
 }
 
 /// Publishes `batch` (every fifth click twice), counting each click once.
+/// Each copy has a message id of its own, so a publish retried while the
+/// broker elects a new stream leader (a node down) is stored once, while
+/// the second copy still reaches adclick's own dedup.
 async fn publish(js: &async_nats::jetstream::Context, oracle: &mut Oracle, batch: &[TestClick]) {
+    use async_nats::jetstream::message::PublishMessage as Publish;
     for c in batch {
         oracle.count(c);
     }
-    let mut messages: Vec<(String, String, Option<String>)> = Vec::new();
     for (i, c) in batch.iter().enumerate() {
-        let message = (format!("clicks.{}", c.ad), c.payload(), None);
-        if i % 5 == 0 {
-            messages.push(message.clone());
+        let copies = if i % 5 == 0 { 2 } else { 1 };
+        for copy in 0..copies {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let message = Publish::build()
+                    .payload(c.payload().into())
+                    .message_id(format!("{}#{copy}", c.click_id));
+                let sent = js.send_publish(format!("clicks.{}", c.ad), message).await;
+                let stored = match sent {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match stored {
+                    Ok(()) => break,
+                    Err(e) if std::time::Instant::now() > deadline => panic!("publish: {e}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
         }
-        messages.push(message);
     }
-    publish_raw(js, &messages).await;
 }
 
 /// Every partition held by exactly one of `members` (their held gauges sum
@@ -167,6 +183,160 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
     let last = [&m2, &m3];
     eventually(within, || all_held(&last)).await;
     for via in [&m2, &m3] {
+        eventually(within, || exact(via, &oracle, t0)).await;
+    }
+}
+
+type FeedKey = (String, String, String);
+
+/// The feed as a subscriber applies it: per partition in version order, the
+/// last total of each (minute, ad, filter) wins; with each key's history
+/// (partition, version, kind, total) for failure messages. Fails if one
+/// version of a partition carries two different messages.
+async fn feed_state(
+    js: &async_nats::jetstream::Context,
+) -> Result<std::collections::HashMap<FeedKey, Vec<(u64, u64, String, u64)>>, String> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut by_version: BTreeMap<(u64, u64), serde_json::Value> = BTreeMap::new();
+    for (subject, v) in feed_messages(js).await {
+        if !subject.starts_with("agg.counts.") {
+            continue;
+        }
+        let key = (
+            v["partition"].as_u64().unwrap(),
+            v["version"].as_u64().unwrap(),
+        );
+        if let Some(seen) = by_version.insert(key, v.clone()) {
+            if seen != v {
+                return Err(format!("version {key:?} published with two contents"));
+            }
+        }
+    }
+    let mut history: HashMap<FeedKey, Vec<(u64, u64, String, u64)>> = HashMap::new();
+    for ((p, version), v) in &by_version {
+        for c in v["counts"].as_array().unwrap() {
+            let key = (
+                v["minute"].as_str().unwrap().to_string(),
+                c["ad_id"].as_str().unwrap().to_string(),
+                filter_key(&c["filter"]),
+            );
+            let kind = v["kind"].as_str().unwrap().to_string();
+            let entry = (*p, *version, kind, c["count"].as_u64().unwrap());
+            history.entry(key).or_default().push(entry);
+        }
+    }
+    Ok(history)
+}
+
+/// The feed's totals of every closed minute equal the oracle's.
+async fn feed_exact(
+    js: &async_nats::jetstream::Context,
+    oracle: &Oracle,
+    closed_before: i64,
+) -> Result<(), String> {
+    let state = feed_state(js).await?;
+    for ((ad, minute, filter), want) in &oracle.counts {
+        if *minute >= closed_before {
+            continue;
+        }
+        let key = (
+            adclick_actors::time::format_rfc3339(*minute),
+            ad.clone(),
+            filter.clone(),
+        );
+        let history = state.get(&key).cloned().unwrap_or_default();
+        let got = history.last().map_or(0, |h| h.3);
+        if got != *want {
+            let shown: Vec<String> = history
+                .iter()
+                .map(|(p, v, kind, n)| format!("p{p} e{} #{} {kind} {n}", v >> 32, v & 0xffff_ffff))
+                .collect();
+            return Err(format!(
+                "feed {key:?}: {got}, want {want}; history: {shown:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A member frozen for longer than its leases (SIGSTOP: a GC pause, a hung
+/// host) loses its partitions to the other; when it runs on (SIGCONT) it
+/// must not commit, ack or publish for them any more. Counts stay exact, and
+/// the feed, applied in version order, equals the oracle: whatever the
+/// frozen member had decided is superseded, never mixed in under a version
+/// the new owner uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_member_loses_its_partitions_and_writes_nothing_after() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = nats.jetstream().await;
+    let t0 = now_ms().div_euclid(MINUTE) * MINUTE - 10 * MINUTE;
+    let mut rng = Rng::new(12);
+    let mut oracle = Oracle::default();
+    let within = Duration::from_secs(60);
+
+    let m0 = member(&nats, &dir, "m0");
+    let m1 = member(&nats, &dir, "m1");
+    let both = [&m0, &m1];
+    eventually(within, || all_held(&both)).await;
+    publish(&js, &mut oracle, &clicks(&mut rng, "a", 2_000, t0)).await;
+    eventually(within, || exact(&m1, &oracle, t0)).await;
+
+    m1.pause();
+    publish(&js, &mut oracle, &clicks(&mut rng, "b", 2_000, t0)).await;
+    let alone = [&m0];
+    eventually(within, || all_held(&alone)).await;
+    eventually(within, || exact(&m0, &oracle, t0)).await;
+
+    m1.resume();
+    publish(&js, &mut oracle, &clicks(&mut rng, "c", 2_000, t0)).await;
+    eventually(within, || all_held(&both)).await;
+    for via in both {
+        eventually(within, || exact(via, &oracle, t0)).await;
+    }
+    assert!(
+        m1.log().contains("lease lost") || m1.log().contains("no longer held"),
+        "the resumed member never noticed it lost its leases:\n{}",
+        m1.log()
+    );
+    let closed_before = now_ms().div_euclid(MINUTE) * MINUTE - MINUTE;
+    eventually(within, || feed_exact(&js, &oracle, closed_before)).await;
+}
+
+/// The members on a JetStream cluster of three nodes with every stream and
+/// bucket replicated three times: one node killed, the cluster carries on
+/// (a quorum of two) and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_node_down_loses_nothing() {
+    let mut nodes = NatsServer::cluster(3).await;
+    let url = cluster_url(&nodes);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SETTINGS.to_vec();
+    env.retain(|(k, _)| *k != "ADCLICK_LEASE_TTL");
+    env.extend([
+        ("ADCLICK_STREAM_REPLICAS", "3"),
+        ("ADCLICK_LEASE_TTL", "4s"),
+    ]);
+    let start = |id: &'static str| {
+        let mut env = env.clone();
+        env.push(("ADCLICK_MEMBER_ID", id));
+        Adclick::start_at(&url, &dir.path().join(id), &env)
+    };
+    let (m0, m1) = (start("m0"), start("m1"));
+    let both = [&m0, &m1];
+    let within = Duration::from_secs(90);
+    eventually(within, || all_held(&both)).await;
+    let js = async_nats::jetstream::new(connect_all(&url).await);
+    let t0 = now_ms().div_euclid(MINUTE) * MINUTE - 10 * MINUTE;
+    let mut rng = Rng::new(13);
+    let mut oracle = Oracle::default();
+    publish(&js, &mut oracle, &clicks(&mut rng, "a", 2_000, t0)).await;
+    eventually(within, || exact(&m0, &oracle, t0)).await;
+
+    nodes[1].stop();
+    publish(&js, &mut oracle, &clicks(&mut rng, "b", 2_000, t0)).await;
+    eventually(within, || all_held(&both)).await;
+    for via in both {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
 }

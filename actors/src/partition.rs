@@ -134,6 +134,17 @@ impl Actor for PartitionSupervisor {
         Ok(())
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PartitionMsg>,
+        state: &mut PartitionState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A build that finished while the stop was on its way published a
+        // chain that dies with this supervisor: take it back from the gateway.
+        state.stop_children();
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<PartitionMsg>,

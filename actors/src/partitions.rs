@@ -306,6 +306,9 @@ impl Partitions {
         }
         let wait = Some(Duration::from_secs(10));
         let _ = running.supervisor.stop_and_wait(None, wait).await;
+        if let Some(entry) = self.directory.entry(partition) {
+            entry.set_reducer(None);
+        }
         drop(running.store);
     }
 

@@ -51,6 +51,8 @@ pub struct NatsServer {
     pub store: tempfile::TempDir,
     child: Option<Child>,
     jetstream: bool,
+    /// Cluster flags (name, cluster port, routes) for a node of a cluster.
+    cluster_args: Vec<String>,
 }
 
 impl NatsServer {
@@ -70,9 +72,58 @@ impl NatsServer {
             store,
             child: None,
             jetstream,
+            cluster_args: Vec::new(),
         };
         server.restart();
         server
+    }
+
+    /// `n` servers routed into one JetStream cluster on loopback, each with
+    /// its own store dir, client port and cluster port; returns once
+    /// JetStream answers (a meta leader is elected).
+    pub async fn cluster(n: usize) -> Vec<NatsServer> {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let routes: Vec<String> = cluster_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                    .collect();
+                NatsServer {
+                    port: free_port(),
+                    store: tempfile::tempdir().expect("temp dir"),
+                    child: None,
+                    jetstream: true,
+                    cluster_args: vec![
+                        "--cluster_name".into(),
+                        "adclick-test".into(),
+                        "--server_name".into(),
+                        format!("n{i}"),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                        "--routes".into(),
+                        routes.join(","),
+                    ],
+                }
+            })
+            .collect();
+        for node in &mut nodes {
+            node.restart();
+        }
+        let urls = cluster_url(&nodes);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = connect_all(&urls).await;
+        let js = jetstream::new(client);
+        while js.query_account().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "JetStream cluster not up within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        nodes
     }
 
     pub fn url(&self) -> String {
@@ -97,6 +148,7 @@ impl NatsServer {
         let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
+            .args(&self.cluster_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -111,6 +163,20 @@ impl NatsServer {
             .expect("connect to the test nats-server");
         jetstream::new(client)
     }
+}
+
+/// A client of every server in a comma-separated URL list.
+pub async fn connect_all(urls: &str) -> async_nats::Client {
+    let urls: Vec<&str> = urls.split(',').collect();
+    async_nats::connect(urls.as_slice())
+        .await
+        .expect("connect to the test nats-servers")
+}
+
+/// The client URL list of a cluster's nodes.
+pub fn cluster_url(nodes: &[NatsServer]) -> String {
+    let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+    urls.join(",")
 }
 
 impl Drop for NatsServer {
@@ -131,8 +197,13 @@ pub struct Adclick {
 impl Adclick {
     /// Starts `adclick serve` against `nats` with the test's settings on top of the defaults.
     pub fn start(nats: &NatsServer, data_dir: &Path, env: &[(&str, &str)]) -> Adclick {
+        Adclick::start_at(&nats.url(), data_dir, env)
+    }
+
+    /// Starts `adclick serve` against the NATS server(s) at `url`.
+    pub fn start_at(url: &str, data_dir: &Path, env: &[(&str, &str)]) -> Adclick {
         let mut all: Vec<(String, String)> = vec![
-            ("ADCLICK_NATS_URL".into(), nats.url()),
+            ("ADCLICK_NATS_URL".into(), url.to_string()),
             ("ADCLICK_DATA_DIR".into(), data_dir.display().to_string()),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -240,6 +311,25 @@ impl Adclick {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the process freezes (a GC pause, a hung host) without dying.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a paused process runs on, as if nothing happened.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("adclick is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Drops an environment variable for the next (re)start.
@@ -521,6 +611,8 @@ pub async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
     let consumer: jetstream::consumer::PullConsumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             deliver_policy: DeliverPolicy::All,
+            // No acks: nothing caps the messages delivered but not acked.
+            ack_policy: jetstream::consumer::AckPolicy::None,
             ..Default::default()
         })
         .await
@@ -528,19 +620,26 @@ pub async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
     let mut consumer = consumer;
     let pending = consumer.info().await.expect("consumer info").num_pending as usize;
     let mut out = Vec::new();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(pending.max(1))
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .expect("fetch");
+    // One fetch may return fewer than asked (a pull's size limits): fetch
+    // until every message pending at the start is read.
     while out.len() < pending {
-        let Some(Ok(m)) = messages.next().await else {
-            break;
-        };
-        let v: Value = serde_json::from_slice(&m.payload).expect("feed payload is JSON");
-        out.push((m.subject.to_string(), v));
+        let mut messages = consumer
+            .fetch()
+            .max_messages((pending - out.len()).min(1_000))
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .expect("fetch");
+        let before = out.len();
+        while let Some(Ok(m)) = messages.next().await {
+            let v: Value = serde_json::from_slice(&m.payload).expect("feed payload is JSON");
+            out.push((m.subject.to_string(), v));
+        }
+        assert!(
+            out.len() > before,
+            "the feed stopped short: {} of {pending}",
+            out.len()
+        );
     }
     out
 }
