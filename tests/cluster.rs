@@ -49,13 +49,37 @@ fn clicks(rng: &mut Rng, batch: &str, n: usize, t0: i64) -> Vec<TestClick> {
 /// broker elects a new stream leader (a node down) is stored once, while
 /// the second copy still reaches adclick's own dedup.
 async fn publish(js: &async_nats::jetstream::Context, oracle: &mut Oracle, batch: &[TestClick]) {
-    use async_nats::jetstream::message::PublishMessage as Publish;
     for c in batch {
         oracle.count(c);
     }
+    publish_copies(js, batch, |i| if i % 5 == 0 { 2 } else { 1 }).await;
+}
+
+/// Clicks two hours old, past the hour of lateness: each must land on
+/// `rejected.too_late` exactly once, whichever member decides it, however
+/// often a handover replays it.
+async fn publish_too_late(js: &async_nats::jetstream::Context, batch: &str, n: usize, t0: i64) {
+    let old: Vec<TestClick> = (0..n)
+        .map(|i| TestClick {
+            click_id: format!("{batch}-late-{i}"),
+            ad: format!("ad-{}", i % ADS),
+            ts: t0 - 120 * MINUTE,
+            country: None,
+            ip: None,
+        })
+        .collect();
+    publish_copies(js, &old, |_| 1).await;
+}
+
+/// Publishes `copies(i)` copies of click `i`, waiting for each to be stored.
+async fn publish_copies(
+    js: &async_nats::jetstream::Context,
+    batch: &[TestClick],
+    copies: impl Fn(usize) -> usize,
+) {
+    use async_nats::jetstream::message::PublishMessage as Publish;
     for (i, c) in batch.iter().enumerate() {
-        let copies = if i % 5 == 0 { 2 } else { 1 };
-        for copy in 0..copies {
+        for copy in 0..copies(i) {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
                 let message = Publish::build()
@@ -135,6 +159,7 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
         );
     }
     publish(&js, &mut oracle, &clicks(&mut rng, "a", 3_000, t0)).await;
+    publish_too_late(&js, "a", 40, t0).await;
     for via in [&m0, &m1, &m2] {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
@@ -142,6 +167,7 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
     // A member dies: its partitions resume on the others once its leases expire.
     m1.kill();
     publish(&js, &mut oracle, &clicks(&mut rng, "b", 3_000, t0)).await;
+    publish_too_late(&js, "b", 40, t0).await;
     let rest = [&m0, &m2];
     eventually(within, || all_held(&rest)).await;
     for via in [&m0, &m2] {
@@ -163,6 +189,7 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
     })
     .await;
     publish(&js, &mut oracle, &clicks(&mut rng, "c", 3_000, t0)).await;
+    publish_too_late(&js, "c", 40, t0).await;
     eventually(within, || exact(&m3, &oracle, t0)).await;
 
     // A member stops: it hands its partitions over before it exits, so no
@@ -180,11 +207,21 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
         }
     }
     publish(&js, &mut oracle, &clicks(&mut rng, "d", 3_000, t0)).await;
+    publish_too_late(&js, "d", 40, t0).await;
     let last = [&m2, &m3];
     eventually(within, || all_held(&last)).await;
     for via in [&m2, &m3] {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
+    eventually(within, || async {
+        match stored_messages(&js, "CLICKS_REJECTED", "rejected.too_late").await {
+            160 => Ok(()),
+            n => Err(format!(
+                "{n} too-late rejects stored, want 160 (each exactly once)"
+            )),
+        }
+    })
+    .await;
 }
 
 type FeedKey = (String, String, String);
