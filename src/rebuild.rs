@@ -18,6 +18,13 @@ use std::time::Duration;
 
 /// Rebuilds `partition`. With `force`, a readable file is replaced too.
 pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<()> {
+    if config.cluster {
+        bail!(
+            "rebuild runs a partition outside the cluster's leases, so it refuses cluster = true: \
+             in a cluster, a member whose partition file is damaged restores the state shipped \
+             to the object store by itself and replays the stream after it"
+        );
+    }
     let settings = Arc::new(config.pipeline.clone());
     if partition >= settings.partitions {
         bail!(

@@ -62,7 +62,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let mut membership = None;
     let partitions = if config.cluster {
         if !crate::nats::version_at_least(&js.client().server_info().version, 2, 11) {
-            anyhow::bail!("cluster = true needs nats-server 2.11 or newer (KV per-key expiry and object stores as adclick uses them)");
+            anyhow::bail!("cluster = true needs nats-server 2.11 or newer (the version adclick's cluster mode is tested with)");
         }
         let partitions = Arc::new(Partitions::clustered(
             settings.clone(),

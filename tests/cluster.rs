@@ -100,21 +100,60 @@ async fn publish_copies(
     }
 }
 
-/// Every partition held by exactly one of `members` (their held gauges sum
-/// to the partition count, and each answers ready).
-async fn all_held(members: &[&Adclick]) -> Result<(), String> {
+/// Which member's lease each partition is under (`None`: no lease), from
+/// the leases bucket itself.
+async fn lease_holders(js: &async_nats::jetstream::Context) -> Vec<Option<String>> {
+    let leases = js.get_key_value("ADCLICK_LEASES").await.unwrap();
+    let mut holders = Vec::new();
+    for p in 0..PARTITIONS as u32 {
+        let holder = match leases.entry(format!("p{p}")).await {
+            Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
+                v["member"].as_str().map(str::to_string)
+            }
+            _ => None,
+        };
+        holders.push(holder);
+    }
+    holders
+}
+
+/// Every partition under the lease of one of `members` (read from the
+/// bucket, not summed from gauges), their held gauges agreeing, and each
+/// member ready.
+async fn all_held(
+    js: &async_nats::jetstream::Context,
+    members: &[(&str, &Adclick)],
+) -> Result<(), String> {
+    let holders = lease_holders(js).await;
+    for (p, holder) in holders.iter().enumerate() {
+        if !holder
+            .as_deref()
+            .is_some_and(|h| members.iter().any(|(id, _)| *id == h))
+        {
+            return Err(format!("partition {p} is under {holder:?}"));
+        }
+    }
     let mut held = 0.0;
-    for m in members {
+    for (id, m) in members {
         held += m.metric("adclick_partitions_held").await;
+        let leased = holders.iter().filter(|h| h.as_deref() == Some(*id)).count();
+        if leased == 0 {
+            return Err(format!(
+                "{id} holds no partition: the assignment is balanced"
+            ));
+        }
         let (status, body) = m.get("/readyz").await;
         if status != 200 {
-            return Err(format!("{} not ready: {body}", m.addr));
+            return Err(format!("{id} not ready: {body}"));
         }
     }
     if held == PARTITIONS {
         Ok(())
     } else {
-        Err(format!("{held} partitions held, want {PARTITIONS}"))
+        Err(format!(
+            "the members report {held} partitions held, want {PARTITIONS}"
+        ))
     }
 }
 
@@ -148,68 +187,55 @@ async fn partitions_move_between_members_and_answers_stay_exact() {
     let mut m0 = member(&nats, &dir, "m0");
     let mut m1 = member(&nats, &dir, "m1");
     let m2 = member(&nats, &dir, "m2");
-    let first = [&m0, &m1, &m2];
-    eventually(within, || all_held(&first)).await;
-    for m in first {
-        let held = m.metric("adclick_partitions_held").await;
-        assert!(
-            held >= 1.0,
-            "{} holds no partition: balanced assignment",
-            m.addr
-        );
-    }
+    let first = [("m0", &m0), ("m1", &m1), ("m2", &m2)];
+    eventually(within, || all_held(&js, &first)).await;
     publish(&js, &mut oracle, &clicks(&mut rng, "a", 3_000, t0)).await;
     publish_too_late(&js, "a", 40, t0).await;
     for via in [&m0, &m1, &m2] {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
 
-    // A member dies: its partitions resume on the others once its leases expire.
+    // A member dies: its partitions resume on the others once its leases
+    // expire, from the state it shipped.
+    let restored_before = m0.metric("adclick_state_restored_total").await
+        + m2.metric("adclick_state_restored_total").await;
     m1.kill();
     publish(&js, &mut oracle, &clicks(&mut rng, "b", 3_000, t0)).await;
     publish_too_late(&js, "b", 40, t0).await;
-    let rest = [&m0, &m2];
-    eventually(within, || all_held(&rest)).await;
+    let rest = [("m0", &m0), ("m2", &m2)];
+    eventually(within, || all_held(&js, &rest)).await;
     for via in [&m0, &m2] {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
-    // They took over from the state m1 shipped, not from an empty file.
     let restored = m0.metric("adclick_state_restored_total").await
         + m2.metric("adclick_state_restored_total").await;
-    assert!(restored >= 1.0, "no partition restored from shipped state");
+    assert!(
+        restored > restored_before,
+        "the killed member's partitions were not restored from its shipped state"
+    );
 
     // A member joins: some partitions move to it.
     let m3 = member(&nats, &dir, "m3");
-    eventually(within, || async {
-        let held = m3.metric("adclick_partitions_held").await;
-        match held >= 1.0 {
-            true => all_held(&[&m0, &m2, &m3][..]).await,
-            false => Err("the new member holds nothing yet".into()),
-        }
-    })
-    .await;
+    let three = [("m0", &m0), ("m2", &m2), ("m3", &m3)];
+    eventually(within, || all_held(&js, &three)).await;
     publish(&js, &mut oracle, &clicks(&mut rng, "c", 3_000, t0)).await;
     publish_too_late(&js, "c", 40, t0).await;
     eventually(within, || exact(&m3, &oracle, t0)).await;
 
-    // A member stops: it hands its partitions over before it exits, so no
-    // lease of it is left to expire.
+    // A member stops: it hands its partitions over before it exits. Its
+    // leases are deleted, not left to expire (they would still be there:
+    // the test looks at once, well within lease_ttl).
     let status = m0.terminate(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM exit: {status:?}\n{}", m0.log());
-    let leases = js.get_key_value("ADCLICK_LEASES").await.unwrap();
-    for p in 0..8 {
-        if let Ok(Some(value)) = leases.get(format!("p{p}")).await {
-            let owner: serde_json::Value = serde_json::from_slice(&value).unwrap();
-            assert_ne!(
-                owner["member"], "m0",
-                "p{p} still leased to the stopped member"
-            );
-        }
-    }
+    let holders = lease_holders(&js).await;
+    assert!(
+        !holders.iter().any(|h| h.as_deref() == Some("m0")),
+        "a lease of the stopped member is left to expire: {holders:?}"
+    );
     publish(&js, &mut oracle, &clicks(&mut rng, "d", 3_000, t0)).await;
     publish_too_late(&js, "d", 40, t0).await;
-    let last = [&m2, &m3];
-    eventually(within, || all_held(&last)).await;
+    let last = [("m2", &m2), ("m3", &m3)];
+    eventually(within, || all_held(&js, &last)).await;
     for via in [&m2, &m3] {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
@@ -314,21 +340,21 @@ async fn a_paused_member_loses_its_partitions_and_writes_nothing_after() {
 
     let m0 = member(&nats, &dir, "m0");
     let m1 = member(&nats, &dir, "m1");
-    let both = [&m0, &m1];
-    eventually(within, || all_held(&both)).await;
+    let both = [("m0", &m0), ("m1", &m1)];
+    eventually(within, || all_held(&js, &both)).await;
     publish(&js, &mut oracle, &clicks(&mut rng, "a", 2_000, t0)).await;
     eventually(within, || exact(&m1, &oracle, t0)).await;
 
     m1.pause();
     publish(&js, &mut oracle, &clicks(&mut rng, "b", 2_000, t0)).await;
-    let alone = [&m0];
-    eventually(within, || all_held(&alone)).await;
+    let alone = [("m0", &m0)];
+    eventually(within, || all_held(&js, &alone)).await;
     eventually(within, || exact(&m0, &oracle, t0)).await;
 
     m1.resume();
     publish(&js, &mut oracle, &clicks(&mut rng, "c", 2_000, t0)).await;
-    eventually(within, || all_held(&both)).await;
-    for via in both {
+    eventually(within, || all_held(&js, &both)).await;
+    for (_, via) in both {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
     assert!(
@@ -360,20 +386,30 @@ async fn a_broker_node_down_loses_nothing() {
         Adclick::start_at(&url, &dir.path().join(id), &env)
     };
     let (m0, m1) = (start("m0"), start("m1"));
-    let both = [&m0, &m1];
+    let both = [("m0", &m0), ("m1", &m1)];
     let within = Duration::from_secs(90);
-    eventually(within, || all_held(&both)).await;
     let js = async_nats::jetstream::new(connect_all(&url).await);
+    eventually(within, || all_held(&js, &both)).await;
     let t0 = now_ms().div_euclid(MINUTE) * MINUTE - 10 * MINUTE;
     let mut rng = Rng::new(13);
     let mut oracle = Oracle::default();
     publish(&js, &mut oracle, &clicks(&mut rng, "a", 2_000, t0)).await;
     eventually(within, || exact(&m0, &oracle, t0)).await;
 
-    nodes[1].stop();
+    // Down goes the node leading the clicks stream: a new leader must be
+    // elected among the two left.
+    let mut clicks_stream = js.get_stream("CLICKS").await.unwrap();
+    let info = clicks_stream.info().await.unwrap();
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap();
+    let index: usize = leader.trim_start_matches('n').parse().unwrap();
+    nodes[index].stop();
     publish(&js, &mut oracle, &clicks(&mut rng, "b", 2_000, t0)).await;
-    eventually(within, || all_held(&both)).await;
-    for via in both {
+    eventually(within, || all_held(&js, &both)).await;
+    for (_, via) in both {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
 }

@@ -305,7 +305,11 @@ impl Partitions {
             answering.abort();
         }
         let wait = Some(Duration::from_secs(10));
-        let _ = running.supervisor.stop_and_wait(None, wait).await;
+        if running.supervisor.stop_and_wait(None, wait).await.is_err() {
+            // Stuck in a build: kill drops it, so it cannot publish a chain
+            // into the entry after this.
+            let _ = running.supervisor.kill_and_wait(wait).await;
+        }
         if let Some(entry) = self.directory.entry(partition) {
             entry.set_reducer(None);
         }
@@ -405,7 +409,11 @@ impl Partitions {
     /// partition, so the partitions' exact top-N lists merge into the exact
     /// global top-N. Fails unless every partition answers.
     pub async fn top(&self, query: TopQuery) -> Result<Answer<Vec<(AdId, u64)>>, QueryError> {
-        let not_ready = self.not_ready();
+        // In a cluster each partition's owner says for itself (below).
+        let not_ready = match self.remote {
+            None => self.not_ready(),
+            Some(_) => Vec::new(),
+        };
         if !not_ready.is_empty() {
             return Err(QueryError::NotReady {
                 partitions: not_ready,

@@ -257,12 +257,19 @@ impl PartitionStore {
     }
 
     /// Replaces the file of `partition` in `dir` with `bytes` (a state
-    /// shipped by another member), atomically: written beside it, synced,
-    /// then renamed over it. The partition must not be open in this process.
-    pub fn import(dir: &Path, partition: u32, bytes: &[u8]) -> Result<(), StoreError> {
+    /// shipped by another member) once they prove to be a partition file
+    /// holding `last_seq`: written and opened beside it, then renamed over
+    /// it. The partition must not be open in this process.
+    pub fn import(
+        dir: &Path,
+        partition: u32,
+        bytes: &[u8],
+        last_seq: u64,
+    ) -> Result<(), StoreError> {
         use std::io::Write as _;
         let path = dir.join(format!("partition-{partition}.redb"));
-        let incoming = dir.join(format!("partition-{partition}.redb.incoming"));
+        let incoming_dir = dir.join(format!(".incoming-p{partition}"));
+        let incoming = incoming_dir.join(format!("partition-{partition}.redb"));
         let io = |what: &'static str| {
             let path = path.clone();
             move |e: std::io::Error| StoreError::Io {
@@ -271,12 +278,37 @@ impl PartitionStore {
                 message: e.to_string(),
             }
         };
+        std::fs::create_dir_all(&incoming_dir).map_err(io("create the incoming directory"))?;
         let mut file = std::fs::File::create(&incoming).map_err(io("create the incoming file"))?;
         file.write_all(bytes)
             .map_err(io("write the incoming file"))?;
         file.sync_all().map_err(io("sync the incoming file"))?;
         drop(file);
-        std::fs::rename(&incoming, &path).map_err(io("replace the file"))
+        let held = PartitionStore::open(&incoming_dir, partition)?.last_seq()?;
+        if held != last_seq {
+            return Err(StoreError::Io {
+                path: incoming,
+                what: "check the shipped state",
+                message: format!("it holds sequence {held}, its pointer says {last_seq}"),
+            });
+        }
+        std::fs::rename(&incoming, &path).map_err(io("replace the file"))?;
+        let _ = std::fs::remove_dir(&incoming_dir);
+        Ok(())
+    }
+
+    /// Removes the file of `partition` in `dir`, if any (the partition then
+    /// starts from the beginning of the retained stream).
+    pub fn remove(dir: &Path, partition: u32) -> Result<(), StoreError> {
+        let path = dir.join(format!("partition-{partition}.redb"));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+                path,
+                what: "remove a stale file",
+                message: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn lock_generation(&self) -> std::sync::MutexGuard<'_, u64> {

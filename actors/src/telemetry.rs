@@ -50,8 +50,12 @@ pub const CLOSE_TO_COMMITTED: &str = "adclick_close_to_committed_seconds";
 pub const BATCH_MESSAGES: &str = "adclick_batch_messages";
 /// Bytes of partition state shipped to the cluster's object store.
 pub const STATE_SHIPPED_BYTES: &str = "adclick_state_shipped_bytes_total";
-/// Partitions restored from state another member shipped (cluster).
+/// Partitions restored from a shipped state (cluster).
 pub const STATE_RESTORED: &str = "adclick_state_restored_total";
+/// Shipments of a partition's state that failed (cluster).
+pub const SHIP_FAILED: &str = "adclick_state_ship_failed_total";
+/// Attempts to take a partition that failed (cluster).
+pub const ACQUIRE_FAILED: &str = "adclick_partition_acquire_failed_total";
 /// Partitions this member holds the lease of (cluster).
 pub const PARTITIONS_HELD: &str = "adclick_partitions_held";
 
@@ -65,7 +69,15 @@ pub fn describe() {
     );
     describe_counter!(
         STATE_RESTORED,
-        "Partitions restored from state another member shipped (cluster)"
+        "Partitions restored from a shipped state (cluster)"
+    );
+    describe_counter!(
+        SHIP_FAILED,
+        "Shipments of a partition's state that failed (cluster)"
+    );
+    describe_counter!(
+        ACQUIRE_FAILED,
+        "Attempts to take a partition that failed (cluster)"
     );
     describe_gauge!(
         PARTITIONS_HELD,

@@ -22,6 +22,8 @@ pub struct Tenure {
     /// Milliseconds after `origin` until which the tenure holds; `u64::MAX`:
     /// forever.
     until_ms: AtomicU64,
+    /// Set by [`Tenure::end`]: no renewal brings it back.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// The tenure is over: another member may own the partition now.
@@ -41,6 +43,7 @@ impl Tenure {
             epoch: 0,
             origin: Instant::now(),
             until_ms: AtomicU64::new(u64::MAX),
+            ended: Default::default(),
         }
     }
 
@@ -50,6 +53,7 @@ impl Tenure {
             epoch,
             origin: Instant::now(),
             until_ms: AtomicU64::new(0),
+            ended: Default::default(),
         };
         tenure.extend_to(until);
         tenure
@@ -60,21 +64,25 @@ impl Tenure {
         self.epoch
     }
 
-    /// Moves the end to `until` (after a renewal); never shortens it unless
-    /// [`Tenure::end`] is called.
+    /// Moves the end to `until` (after a renewal); never shortens it, and
+    /// does nothing once [`Tenure::end`] was called.
     pub fn extend_to(&self, until: Instant) {
         let ms = until.saturating_duration_since(self.origin).as_millis();
         self.until_ms
             .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX - 1), Ordering::AcqRel);
     }
 
-    /// Ends the tenure now (the lease was lost or released).
+    /// Ends the tenure now, for good (the lease was lost or released).
     pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
         self.until_ms.store(0, Ordering::Release);
     }
 
     /// Whether the process may still act for the partition.
     pub fn check(&self) -> Result<(), TenureOver> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err(TenureOver { epoch: self.epoch });
+        }
         let until = self.until_ms.load(Ordering::Acquire);
         if until == u64::MAX {
             return Ok(());
@@ -109,5 +117,14 @@ mod tests {
         assert_eq!(tenure.check(), Ok(()));
         tenure.end();
         assert_eq!(tenure.check(), Err(TenureOver { epoch: 7 }));
+        tenure.extend_to(Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            tenure.check(),
+            Err(TenureOver { epoch: 7 }),
+            "ended for good"
+        );
+        let forever = Tenure::forever();
+        forever.end();
+        assert!(forever.check().is_err());
     }
 }

@@ -119,7 +119,7 @@ impl Remote {
                     partitions: vec![partition],
                 },
             })?;
-        decode_reply(partition, &question, &answer.payload)
+        decode_reply(partition, &question, &answer.payload, timeout)
     }
 
     /// Answers other members' questions for `partition` from this process's
@@ -133,26 +133,47 @@ impl Remote {
         let client = self.client.clone();
         tokio::spawn(async move {
             let subject = query_subject(partition);
-            let Ok(mut asks) = client.queue_subscribe(subject, "adclick".into()).await else {
-                tracing::error!(
-                    partition,
-                    "cannot answer for the partition: subscribe failed"
-                );
-                return;
-            };
-            while let Some(message) = asks.next().await {
-                let Some(reply_to) = message.reply else {
-                    continue;
+            // Answered side by side, a few at a time: one slow question
+            // (a long range read from the file) does not hold up the others.
+            let turns = Arc::new(tokio::sync::Semaphore::new(ANSWERS_AT_ONCE));
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let mut asks = match client
+                    .queue_subscribe(subject.clone(), "adclick".into())
+                    .await
+                {
+                    Ok(asks) => asks,
+                    Err(e) => {
+                        tracing::warn!(partition, "cannot answer for the partition yet: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
                 };
-                let answer = match decode_question(&message.payload) {
-                    Some(question) => answer_one(partition, &entry, question, timeout).await,
-                    None => error_json("bad_request", "unreadable question"),
-                };
-                let _ = client.publish(reply_to, answer.to_string().into()).await;
+                while let Some(message) = asks.next().await {
+                    let Some(reply_to) = message.reply else {
+                        continue;
+                    };
+                    let Ok(turn) = turns.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (client, entry) = (client.clone(), entry.clone());
+                    tokio::spawn(async move {
+                        let answer = match decode_question(&message.payload) {
+                            Some(q) => answer_one(partition, &entry, q, timeout).await,
+                            None => error_json("bad_request", "unreadable question"),
+                        };
+                        let _ = client.publish(reply_to, answer.to_string().into()).await;
+                        drop(turn);
+                    });
+                }
             }
         })
     }
 }
+
+/// Questions one member answers for one partition at the same time.
+const ANSWERS_AT_ONCE: usize = 16;
 
 async fn answer_one(
     partition: u32,
@@ -272,11 +293,13 @@ pub fn decode_question(bytes: &[u8]) -> Option<Question> {
     }
 }
 
-/// A reply from its wire form, as the answer to `question`.
+/// A reply from its wire form, as the answer to `question` (asked with
+/// `timeout`, which a remote timeout reports).
 pub fn decode_reply(
     partition: u32,
     question: &Question,
     bytes: &[u8],
+    timeout: Duration,
 ) -> Result<Reply, QueryError> {
     let unreadable = || QueryError::StorageElsewhere {
         partition,
@@ -288,7 +311,7 @@ pub fn decode_reply(
         return Err(match error.get("kind").and_then(Value::as_str) {
             Some("timeout") => QueryError::Timeout {
                 partition,
-                after: Duration::ZERO,
+                after: timeout,
             },
             Some("restarting") => QueryError::Restarting { partition },
             Some("storage") => QueryError::StorageElsewhere {
@@ -374,7 +397,7 @@ mod tests {
         });
         let ok = br#"{"ok":{"value":[["a",3],["b",2]],"watermark":59000}}"#;
         assert_eq!(
-            decode_reply(4, &q, ok).unwrap(),
+            decode_reply(4, &q, ok, Duration::ZERO).unwrap(),
             Reply::Top(Answer {
                 value: vec![
                     (AdId::parse("a").unwrap(), 3),
@@ -385,16 +408,16 @@ mod tests {
         );
         let storage = br#"{"error":{"kind":"storage","message":"disk"}}"#;
         assert!(matches!(
-            decode_reply(4, &q, storage),
+            decode_reply(4, &q, storage, Duration::ZERO),
             Err(QueryError::StorageElsewhere { partition: 4, .. })
         ));
         let moving = br#"{"error":{"kind":"not_ready","message":"x"}}"#;
         assert!(matches!(
-            decode_reply(4, &q, moving),
+            decode_reply(4, &q, moving, Duration::ZERO),
             Err(QueryError::NotReady { .. })
         ));
         assert!(matches!(
-            decode_reply(4, &q, b"{}"),
+            decode_reply(4, &q, b"{}", Duration::ZERO),
             Err(QueryError::StorageElsewhere { .. })
         ));
     }
