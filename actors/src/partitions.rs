@@ -388,18 +388,26 @@ impl Partitions {
     /// its owner), with that partition's watermark.
     pub async fn count(&self, query: CountQuery) -> Result<Answer<u64>, QueryError> {
         let partition = self.partition_of(&query.ad);
+        match self.route(partition, Question::Count(query)).await? {
+            Reply::Count(answer) => Ok(answer),
+            Reply::Top(_) => Err(QueryError::Restarting { partition }),
+        }
+    }
+
+    /// Asks `partition` here if it runs here, else its owner (cluster).
+    async fn route(&self, partition: u32, question: Question) -> Result<Reply, QueryError> {
         match (self.reducer(partition), &self.remote) {
-            (Ok(reducer), _) => {
-                self.ask(&reducer, partition, |reply| ReducerMsg::Count(query, reply))
+            (Ok(reducer), _) => match question {
+                Question::Count(q) => self
+                    .ask(&reducer, partition, |reply| ReducerMsg::Count(q, reply))
                     .await
-            }
-            (Err(_), Some(remote)) => {
-                let asked = remote.ask(partition, Question::Count(query), self.query_timeout);
-                match asked.await? {
-                    Reply::Count(answer) => Ok(answer),
-                    Reply::Top(_) => Err(QueryError::Restarting { partition }),
-                }
-            }
+                    .map(Reply::Count),
+                Question::Top(q) => self
+                    .ask(&reducer, partition, |reply| ReducerMsg::Top(q, reply))
+                    .await
+                    .map(Reply::Top),
+            },
+            (Err(_), Some(remote)) => remote.ask(partition, question, self.query_timeout).await,
             (Err(e), None) => Err(e),
         }
     }
@@ -443,19 +451,9 @@ impl Partitions {
         partition: u32,
         query: TopQuery,
     ) -> Result<Answer<Vec<(AdId, u64)>>, QueryError> {
-        match (self.reducer(partition), &self.remote) {
-            (Ok(reducer), _) => {
-                self.ask(&reducer, partition, |reply| ReducerMsg::Top(query, reply))
-                    .await
-            }
-            (Err(_), Some(remote)) => {
-                let asked = remote.ask(partition, Question::Top(query), self.query_timeout);
-                match asked.await? {
-                    Reply::Top(answer) => Ok(answer),
-                    Reply::Count(_) => Err(QueryError::Restarting { partition }),
-                }
-            }
-            (Err(e), None) => Err(e),
+        match self.route(partition, Question::Top(query)).await? {
+            Reply::Top(answer) => Ok(answer),
+            Reply::Count(_) => Err(QueryError::Restarting { partition }),
         }
     }
 
