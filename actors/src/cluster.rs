@@ -175,6 +175,10 @@ pub async fn join(
     };
     member.round().await;
     let (leave, mut leaving) = mpsc::channel::<oneshot::Sender<bool>>(1);
+    // A member leaving (its key deleted) or joining (a key not seen yet) is
+    // acted on at once rather than at the next tick: a handover then waits
+    // for no timer. Expired keys raise no event; the ticks find them.
+    let mut changes = member.shared.members.watch_all().await.ok();
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,10 +193,29 @@ pub async fn join(
                     return;
                 }
                 _ = ticks.tick() => member.round().await,
+                change = next_change(&mut changes) => match change {
+                    Some(entry) => {
+                        let joined = !member.live.contains(&entry.key);
+                        if entry.operation != Operation::Put || joined {
+                            member.round().await;
+                        }
+                    }
+                    // The watch ended: the ticks carry on alone.
+                    None => changes = None,
+                },
             }
         }
     });
     Ok(Membership { leave, task })
+}
+
+/// The next entry of the members watch; pending for ever without one.
+async fn next_change(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    use futures::StreamExt;
+    match watch {
+        Some(watch) => watch.next().await.and_then(Result::ok),
+        None => std::future::pending().await,
+    }
 }
 
 async fn key_value(
