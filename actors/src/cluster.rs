@@ -494,7 +494,10 @@ impl Member {
     async fn stop_lost(&mut self) {
         let mut lost = std::mem::take(&mut *lock(&self.shared.lost));
         for (partition, held) in lock(&self.shared.held).iter() {
-            if held.tenure.check().is_err() {
+            if let Err(e) = held.tenure.check() {
+                // Frozen past the lease (a pause, a hung host): another
+                // member may own the partition now.
+                tracing::warn!(partition, "tenure ran out: {e}; stopping here");
                 lost.push(*partition);
             }
         }
