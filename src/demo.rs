@@ -96,10 +96,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let service = crate::serve::start(config.clone(), Some(metrics)).await?;
     let base = format!("http://{}", service.http_addr);
     println!();
-    println!("adclick is running. Open:");
+    println!("adclick is running. Watch it live at:");
+    println!();
+    println!("  {base}/");
+    println!();
+    println!("Or ask the API:");
     println!("  {base}/v1/ads/popular?count=10&window=1");
     println!("  {base}/v1/ads/popular?count=10&window=5&country=US");
     println!("  {base}/v1/ads/ad-1/aggregated_count?minutes=5");
+    println!("  {base}/v1/status   (or: adclick status --url {base})");
     println!("  {base}/readyz");
     println!("  {base}/metrics");
     println!("  {base}/openapi.json");

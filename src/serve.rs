@@ -95,12 +95,10 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let router = gateway::router(Arc::new(Gateway {
-        partitions: partitions.clone(),
-        settings,
-        metrics,
-    }))
-    .context("cannot serialize the OpenAPI document")?;
+    let mut gateway = Gateway::new(partitions.clone(), settings, metrics);
+    gateway.member = config.cluster.then(|| config.member_id.clone());
+    let router =
+        gateway::router(Arc::new(gateway)).context("cannot serialize the OpenAPI document")?;
     let (http_stop, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async {

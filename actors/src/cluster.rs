@@ -863,13 +863,19 @@ impl Member {
             return;
         };
         for partition in 0..count {
-            if let Ok(Some(value)) = self.shared.leases.get(partition_key(partition)).await {
-                let reported = serde_json::from_slice::<Value>(&value)
-                    .ok()
-                    .and_then(|v| v.get("watermark").and_then(Value::as_i64));
-                if let Some(watermark) = reported {
-                    remote.set_watermark(partition, watermark);
+            match self.shared.leases.get(partition_key(partition)).await {
+                Ok(Some(value)) => {
+                    let lease = serde_json::from_slice::<Value>(&value).ok();
+                    let field = |name: &str| lease.as_ref().and_then(|v| v.get(name).cloned());
+                    if let Some(watermark) = field("watermark").and_then(|w| w.as_i64()) {
+                        remote.set_watermark(partition, watermark);
+                    }
+                    let member = field("member").and_then(|m| m.as_str().map(str::to_string));
+                    remote.set_owner(partition, member);
                 }
+                Ok(None) => remote.set_owner(partition, None),
+                // Unknown this round: keep what was read last.
+                Err(_) => {}
             }
         }
     }

@@ -111,6 +111,28 @@ pub enum StartError {
     },
 }
 
+/// What an operator sees of one partition: the status page and
+/// `adclick status` show one row of these per partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionStatus {
+    /// The partition number.
+    pub partition: u32,
+    /// Whether this process runs it.
+    pub runs_here: bool,
+    /// In a cluster: the member holding its lease, as last read (`None`
+    /// when nobody holds it, or outside a cluster).
+    pub owner: Option<String>,
+    /// Whether it answers queries here (recovered and consuming).
+    pub ready: bool,
+    /// Its watermark (`NO_WATERMARK` before its first click).
+    pub watermark: i64,
+    /// Rebuilds after a failure since this process started.
+    pub restarts: u64,
+    /// The stream sequence and time (epoch ms) of this process's latest
+    /// commit of it.
+    pub last_commit: Option<(u64, i64)>,
+}
+
 /// The partitions of the stream, as seen from the rest of the service.
 pub struct Partitions {
     settings: Arc<PipelineSettings>,
@@ -357,6 +379,28 @@ impl Partitions {
     /// The fastest partition's watermark.
     pub fn newest_watermark(&self) -> i64 {
         self.watermarks().max().unwrap_or(NO_WATERMARK)
+    }
+
+    /// Every partition's status, in partition order.
+    pub fn status(&self) -> Vec<PartitionStatus> {
+        let running = self.lock_running();
+        self.directory
+            .entries()
+            .iter()
+            .map(|entry| {
+                let p = entry.partition;
+                let here = running.get(&p);
+                PartitionStatus {
+                    partition: p,
+                    runs_here: here.is_some(),
+                    owner: self.remote.as_ref().and_then(|r| r.owner(p)),
+                    ready: entry.is_ready(),
+                    watermark: self.watermark(p).unwrap_or(NO_WATERMARK),
+                    restarts: entry.restarts(),
+                    last_commit: here.and_then(|r| r.store.last_commit().get()),
+                }
+            })
+            .collect()
     }
 
     /// Whether `partition` has loaded its checkpoint here and consumes.

@@ -132,6 +132,34 @@ pub struct PartitionStore {
     generation: Mutex<u64>,
     /// Which layouts the file may hold, as `meta` says once opened.
     format: Format,
+    /// The latest commit this process made, for the status page.
+    last_commit: LastCommit,
+}
+
+/// When this process last committed a partition's file, and up to which
+/// stream sequence: what an operator reads to see that a partition advances.
+#[derive(Debug, Default)]
+pub struct LastCommit {
+    seq: std::sync::atomic::AtomicU64,
+    at_ms: std::sync::atomic::AtomicI64,
+}
+
+impl LastCommit {
+    fn record(&self, seq: u64, at_ms: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.seq.store(seq, Relaxed);
+        self.at_ms.store(at_ms, Relaxed);
+    }
+
+    /// The stream sequence and wall-clock time (epoch ms) of the latest
+    /// commit, or `None` before the first one of this process.
+    pub fn get(&self) -> Option<(u64, i64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.at_ms.load(Relaxed) {
+            0 => None,
+            at => Some((self.seq.load(Relaxed), at)),
+        }
+    }
 }
 
 impl PartitionStore {
@@ -148,6 +176,7 @@ impl PartitionStore {
             path,
             generation: Mutex::new(0),
             format: Format::CURRENT,
+            last_commit: LastCommit::default(),
         };
         let read = store
             .db
@@ -234,6 +263,11 @@ impl PartitionStore {
             what,
             message: e.to_string(),
         }
+    }
+
+    /// The latest commit this process made to the file.
+    pub fn last_commit(&self) -> &LastCommit {
+        &self.last_commit
     }
 
     /// The last applied stream sequence the file holds (0: none).

@@ -176,6 +176,151 @@ pub struct Readiness {
     pub ready: bool,
 }
 
+/// One minute of a [`MinuteSeries`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MinuteCount {
+    /// The minute's start, RFC 3339 UTC.
+    #[schema(format = DateTime)]
+    pub minute: String,
+    /// Clicks counted in it.
+    pub count: u64,
+}
+
+/// `GET /v1/ads/{ad_id}/series`: one ad's clicks minute by minute (the
+/// status page draws its sparkline from it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MinuteSeries {
+    /// The ad asked about.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub ad_id: String,
+    /// Every minute of the range is closed by the watermark.
+    pub complete: bool,
+    /// The filter applied.
+    pub filter: FilterBody,
+    /// Range start (inclusive), RFC 3339 UTC, on a minute.
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// Each minute of `[from, to)`, oldest first.
+    pub minutes: Vec<MinuteCount>,
+    /// Range end (exclusive), RFC 3339 UTC, on a minute.
+    #[schema(format = DateTime)]
+    pub to: String,
+}
+
+/// One partition as `GET /v1/status` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PartitionRow {
+    /// The partition number.
+    pub partition: u32,
+    /// In a cluster: the member holding its lease (absent: nobody, or no cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub owner: Option<String>,
+    /// This process runs it.
+    pub runs_here: bool,
+    /// It answers queries (recovered and consuming).
+    pub ready: bool,
+    /// Its watermark, RFC 3339 UTC (absent before its first click).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub watermark: Option<String>,
+    /// Wall clock minus watermark, seconds (absent before its first click).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub watermark_lag_seconds: Option<f64>,
+    /// Messages of its consumer not yet delivered: how far it is behind the
+    /// stream (absent where it does not run here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub pending: Option<u64>,
+    /// The time of this process's latest commit of it, RFC 3339 UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub last_commit: Option<String>,
+    /// The stream sequence that commit covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub last_commit_seq: Option<u64>,
+    /// Rebuilds after a failure since this process started.
+    pub restarts: u64,
+}
+
+/// Clicks rejected, by reason (the `CLICKS_REJECTED` stream holds each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
+pub struct RejectedTotals {
+    /// Too far in the future (`max_future_skew`).
+    pub future: f64,
+    /// Not a valid click.
+    pub invalid: f64,
+    /// Later than `allowed_lateness`.
+    pub too_late: f64,
+}
+
+/// Event counts of the partitions this process runs, since it started: as
+/// totals in `/v1/status`, as per-second rates in `/v1/live`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
+pub struct EventTotals {
+    /// Messages consumed from the stream.
+    pub consumed: f64,
+    /// Clicks counted.
+    pub counted: f64,
+    /// Repeats of a counted click id, not counted again.
+    pub duplicate: f64,
+    /// Clicks counted as corrections of a closed minute.
+    pub late_corrections: f64,
+    /// Rejected, by reason.
+    pub rejected: RejectedTotals,
+}
+
+/// `GET /v1/status`: what an operator checks first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceStatus {
+    /// Every minute before this has closed on every partition (absent
+    /// before the first click).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub closed_until: Option<String>,
+    /// Every minute before this is final on every partition: past allowed
+    /// lateness, no correction can change it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub final_until: Option<String>,
+    /// In a cluster: this member's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub member: Option<String>,
+    /// When this answer was made, RFC 3339 UTC.
+    #[schema(format = DateTime)]
+    pub now: String,
+    /// Every partition of the stream.
+    pub partitions: Vec<PartitionRow>,
+    /// Every partition this process should run answers queries.
+    pub ready: bool,
+    /// Event counts since start (absent when no metrics recorder is installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub totals: Option<EventTotals>,
+}
+
+/// One event of `GET /v1/live`: the status, the rates since the previous
+/// event, and the top ads of each configured window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveSnapshot {
+    /// Events per second since the previous snapshot of this stream (absent
+    /// in the first one, or with no metrics recorder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rates: Option<EventTotals>,
+    /// The service's status.
+    pub status: ServiceStatus,
+    /// The top 10 ads of each window of `top_windows`, as `GET /v1/ads/popular` answers them.
+    pub tops: Vec<Popular>,
+    /// Why `tops` is empty, when it is (e.g. a partition still recovering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub tops_error: Option<String>,
+}
+
 /// Every error: a machine code and a human sentence. Its schema in the
 /// document is built per HTTP status (`openapi.rs`), listing the codes that
 /// status carries.

@@ -5,6 +5,7 @@
 //! into the document served at `/openapi.json`.
 
 pub mod body;
+pub mod live;
 pub mod openapi;
 pub mod params;
 
@@ -23,13 +24,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use body::{
-    AdCount, AggregatedCount, ErrorBody, FilterBody, Health, HealthStatus, Popular, Readiness,
+    AdCount, AggregatedCount, ErrorBody, FilterBody, Health, HealthStatus, MinuteCount,
+    MinuteSeries, Popular, Readiness,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use openapi::{AdIdPath, AggregatedCountQuery, BadRequest, PopularQuery, ServerError, Unavailable};
+use openapi::{
+    AdIdPath, AggregatedCountQuery, BadRequest, PopularQuery, SeriesQuery, ServerError, Unavailable,
+};
 use params::{
     ApiError, ErrorCode, Params, AGGREGATED_COUNT_PARAMS, AT, COUNT, FROM, MINUTES, POPULAR_PARAMS,
-    TO, WINDOW,
+    SERIES_MINUTES, SERIES_PARAMS, TO, WINDOW,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +57,28 @@ pub struct Gateway {
     pub settings: Arc<PipelineSettings>,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// In a cluster: this member's id (the status shows it).
+    pub member: Option<String>,
+    /// Permits of the open `/v1/live` streams ([`live::live_streams`]).
+    pub live_streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gateway {
+    /// The gateway of `partitions`, with no cluster member id and the
+    /// default limit of live streams.
+    pub fn new(
+        partitions: Arc<Partitions>,
+        settings: Arc<PipelineSettings>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Gateway {
+        Gateway {
+            partitions,
+            settings,
+            metrics,
+            member: None,
+            live_streams: live::live_streams(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -69,8 +95,12 @@ impl IntoResponse for ApiError {
 /// list, and a test checks it against the OpenAPI document path by path.
 pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<Gateway>>)> {
     vec![
+        ("/", get(live::page)),
         ("/v1/ads/popular", get(popular)),
         ("/v1/ads/{ad_id}/aggregated_count", get(aggregated_count)),
+        ("/v1/ads/{ad_id}/series", get(series)),
+        ("/v1/status", get(live::status)),
+        ("/v1/live", get(live::live)),
         ("/healthz", get(healthz)),
         ("/readyz", get(readyz)),
         ("/metrics", get(metrics)),
@@ -200,16 +230,7 @@ async fn aggregated_count(
     ad_id: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<AggregatedCount>, ApiError> {
-    let invalid_ad_id = |shown: &str| {
-        ApiError::new(
-            ErrorCode::InvalidAdId,
-            format!("ad id `{shown}` must match [A-Za-z0-9_-]{{1,64}}"),
-        )
-    };
-    // A path segment that is not UTF-8 once percent-decoded never reaches
-    // `AdId::parse`: it is still a bad ad id, answered as JSON like the others.
-    let Path(ad_id) = ad_id.map_err(|_| invalid_ad_id("(not UTF-8)"))?;
-    let ad = AdId::parse(&ad_id).ok_or_else(|| invalid_ad_id(&ad_id))?;
+    let ad = parse_ad_id(ad_id)?;
     let params = Params::parse(
         raw.as_deref(),
         AGGREGATED_COUNT_PARAMS,
@@ -291,48 +312,132 @@ async fn popular(
     let filter = params.filter(&gw.settings)?;
     let n = params.int(&COUNT)? as usize;
     let window = params.int(&WINDOW)?;
-    let at_param = params.minute(&AT)?;
-    // Readiness before the retention check (a 503 wins over that 400), as
-    // `Partitions::top` would only find it after.
-    let not_ready = gw.partitions.not_ready();
-    if !not_ready.is_empty() {
-        return Err(QueryError::NotReady {
-            partitions: not_ready,
+    let at = params.minute(&AT)?;
+    Ok(Json(gw.popular_answer(filter, n, window, at).await?))
+}
+
+impl Gateway {
+    /// The top `n` ads of the `window` minutes ending at `at` (default: the
+    /// end of the latest minute closed on every partition).
+    pub(crate) async fn popular_answer(
+        &self,
+        filter: adclick_actors::FilterQuery,
+        n: usize,
+        window: i64,
+        at: Option<i64>,
+    ) -> Result<Popular, ApiError> {
+        // Readiness before the retention check (a 503 wins over that 400), as
+        // `Partitions::top` would only find it after.
+        let not_ready = self.partitions.not_ready();
+        if !not_ready.is_empty() {
+            return Err(QueryError::NotReady {
+                partitions: not_ready,
+            }
+            .into());
         }
-        .into());
-    }
-    let at = at_param.unwrap_or_else(|| closed_end(gw.partitions.slowest_watermark()));
-    let from = at - window * MINUTE_MS;
-    gw.check_retained(from, gw.partitions.newest_watermark())?;
-    let query = TopQuery {
-        filter: filter.clone(),
-        from,
-        to: at,
-        n,
-    };
-    // The merged answer carries the slowest partition's watermark: the
-    // window is complete (final) only where every partition says so.
-    let answer = gw.partitions.top(query).await?;
-    let known = answer.watermark != NO_WATERMARK;
-    let complete = known && at <= closed_until(answer.watermark);
-    let fin = known && at <= final_until(answer.watermark, gw.settings.allowed_lateness_ms);
-    let ads = answer
-        .value
-        .into_iter()
-        .map(|(ad, count)| AdCount {
-            ad_id: ad.as_str().to_string(),
-            count,
+        let at = at.unwrap_or_else(|| closed_end(self.partitions.slowest_watermark()));
+        let from = at - window * MINUTE_MS;
+        self.check_retained(from, self.partitions.newest_watermark())?;
+        let query = TopQuery {
+            filter: filter.clone(),
+            from,
+            to: at,
+            n,
+        };
+        // The merged answer carries the slowest partition's watermark: the
+        // window is complete (final) only where every partition says so.
+        let answer = self.partitions.top(query).await?;
+        let known = answer.watermark != NO_WATERMARK;
+        let complete = known && at <= closed_until(answer.watermark);
+        let fin = known && at <= final_until(answer.watermark, self.settings.allowed_lateness_ms);
+        let ads = answer
+            .value
+            .into_iter()
+            .map(|(ad, count)| AdCount {
+                ad_id: ad.as_str().to_string(),
+                count,
+            })
+            .collect();
+        Ok(Popular {
+            ads,
+            complete,
+            filter: FilterBody::from(&filter),
+            is_final: fin,
+            from: format_rfc3339(from),
+            to: format_rfc3339(at),
+            window_minutes: window,
         })
-        .collect();
-    Ok(Json(Popular {
-        ads,
-        complete,
+    }
+}
+
+/// One ad's clicks minute by minute over the last closed minutes.
+#[utoipa::path(
+    get,
+    path = "/v1/ads/{ad_id}/series",
+    operation_id = "series",
+    tag = "counts",
+    params(AdIdPath, SeriesQuery),
+    responses(
+        (status = 200, description = "The counts, oldest minute first", body = MinuteSeries),
+        (status = 400, response = BadRequest),
+        (status = 500, response = ServerError),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn series(
+    State(gw): State<Arc<Gateway>>,
+    ad_id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<MinuteSeries>, ApiError> {
+    let ad = parse_ad_id(ad_id)?;
+    let params = Params::parse(raw.as_deref(), SERIES_PARAMS, &gw.settings.extra_dimensions)?;
+    let filter = params.filter(&gw.settings)?;
+    let minutes = params.int(&SERIES_MINUTES)?;
+    let partition = gw.partitions.partition_of(&ad);
+    let watermark = gw.partitions.watermark(partition)?;
+    let to = closed_end(watermark);
+    let from = to - minutes * MINUTE_MS;
+    gw.check_retained(from, watermark)?;
+    let mut counts = Vec::with_capacity(minutes as usize);
+    let mut last_watermark = NO_WATERMARK;
+    for minute in (from..to).step_by(MINUTE_MS as usize) {
+        let answer = gw
+            .partitions
+            .count(CountQuery {
+                ad,
+                filter: filter.clone(),
+                from: minute,
+                to: minute + MINUTE_MS,
+            })
+            .await?;
+        last_watermark = answer.watermark;
+        counts.push(MinuteCount {
+            minute: format_rfc3339(minute),
+            count: answer.value,
+        });
+    }
+    Ok(Json(MinuteSeries {
+        ad_id: ad.as_str().to_string(),
+        complete: last_watermark != NO_WATERMARK && to <= closed_until(last_watermark),
         filter: FilterBody::from(&filter),
-        is_final: fin,
         from: format_rfc3339(from),
-        to: format_rfc3339(at),
-        window_minutes: window,
+        minutes: counts,
+        to: format_rfc3339(to),
     }))
+}
+
+/// The ad id of a path, or the 400 that says what is wrong with it.
+fn parse_ad_id(ad_id: Result<Path<String>, PathRejection>) -> Result<AdId, ApiError> {
+    let invalid_ad_id = |shown: &str| {
+        ApiError::new(
+            ErrorCode::InvalidAdId,
+            format!("ad id `{shown}` must match [A-Za-z0-9_-]{{1,64}}"),
+        )
+    };
+    // A path segment that is not UTF-8 once percent-decoded never reaches
+    // `AdId::parse`: it is still a bad ad id, answered as JSON like the others.
+    let Path(ad_id) = ad_id.map_err(|_| invalid_ad_id("(not UTF-8)"))?;
+    AdId::parse(&ad_id).ok_or_else(|| invalid_ad_id(&ad_id))
 }
 
 /// The process is alive.

@@ -13,7 +13,7 @@
 
 use super::params::{
     extra_dimension_description, ErrorCode, Param, AGGREGATED_COUNT_PARAMS, LATEST_MS,
-    POPULAR_PARAMS,
+    POPULAR_PARAMS, SERIES_PARAMS,
 };
 use super::AD_ID_PATTERN;
 use adclick_actors::dimension::{ExtraDimension, MAX_VALUE_BYTES};
@@ -37,8 +37,12 @@ use utoipa::{IntoParams, OpenApi, ToResponse};
             parameters are refused with 400. Every error is {\"code\": ..., \"error\": ...}."
     ),
     paths(
+        super::live::page,
         super::aggregated_count,
+        super::series,
         super::popular,
+        super::live::status,
+        super::live::live,
         super::healthz,
         super::readyz,
         super::metrics,
@@ -50,7 +54,11 @@ use utoipa::{IntoParams, OpenApi, ToResponse};
 pub struct ApiDoc;
 
 /// The operations that take the filter's query parameters.
-pub const FILTERED_PATHS: [&str; 2] = ["/v1/ads/{ad_id}/aggregated_count", "/v1/ads/popular"];
+pub const FILTERED_PATHS: [&str; 3] = [
+    "/v1/ads/{ad_id}/aggregated_count",
+    "/v1/ads/{ad_id}/series",
+    "/v1/ads/popular",
+];
 
 /// The document as served for these settings: pretty JSON. The declared
 /// extra dimensions of `settings` become query parameters of the
@@ -118,6 +126,15 @@ impl IntoParams for AggregatedCountQuery {
             .iter()
             .map(query_parameter)
             .collect()
+    }
+}
+
+/// The query parameters of `series`, from [`SERIES_PARAMS`].
+pub struct SeriesQuery;
+
+impl IntoParams for SeriesQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        SERIES_PARAMS.iter().map(query_parameter).collect()
     }
 }
 
@@ -292,14 +309,14 @@ mod tests {
 
     fn router_with(settings: PipelineSettings) -> axum::Router {
         let settings = Arc::new(settings);
-        let gateway = Gateway {
-            partitions: Arc::new(Partitions::new(
+        let gateway = Gateway::new(
+            Arc::new(Partitions::new(
                 settings.clone(),
                 Duration::from_millis(100),
             )),
             settings,
-            metrics: None,
-        };
+            None,
+        );
         router(Arc::new(gateway)).unwrap()
     }
 
@@ -342,6 +359,14 @@ mod tests {
             .unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
+        // An event stream never ends: its status is the answer.
+        let streams = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        if streams {
+            return (status, Value::Null);
+        }
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();

@@ -61,11 +61,13 @@ pub enum ErrorCode {
     Timeout,
     /// 503: no metrics recorder is installed.
     NoMetrics,
+    /// 503: as many `/v1/live` streams are open as are served at once.
+    TooManyStreams,
 }
 
 impl ErrorCode {
     /// Every code, in the order the document lists them.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidAdId,
         ErrorCode::InvalidQuery,
         ErrorCode::UnknownParameter,
@@ -85,6 +87,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::NoMetrics,
+        ErrorCode::TooManyStreams,
     ];
 
     /// The HTTP status an error with this code is answered with.
@@ -93,9 +96,10 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::NotReady | ErrorCode::Timeout | ErrorCode::NoMetrics => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::NotReady
+            | ErrorCode::Timeout
+            | ErrorCode::NoMetrics
+            | ErrorCode::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -122,6 +126,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::NoMetrics => "no_metrics",
+            ErrorCode::TooManyStreams => "too_many_streams",
         }
     }
 }
@@ -223,6 +228,14 @@ pub const MINUTES: IntParam = IntParam {
     default: 1,
     description: "The last M minutes up to the latest minute closed in the ad's partition (instead of `from` and `to`).",
 };
+/// `minutes` of `series`: the last M closed minutes, an hour by default.
+pub const SERIES_MINUTES: IntParam = IntParam {
+    name: "minutes",
+    min: 1,
+    max: 1440,
+    default: 60,
+    description: "The last M minutes up to the latest minute closed in the ad's partition.",
+};
 /// `count`: how many ads `popular` returns at most.
 pub const COUNT: IntParam = IntParam {
     name: "count",
@@ -260,6 +273,12 @@ pub const AGGREGATED_COUNT_PARAMS: &[Param] = &[
     Param::Time(FROM),
     Param::Time(TO),
     Param::Int(MINUTES),
+    Param::Country(COUNTRY),
+    Param::IpType(IP_TYPE),
+];
+/// The query parameters of `GET /v1/ads/{ad_id}/series`.
+pub const SERIES_PARAMS: &[Param] = &[
+    Param::Int(SERIES_MINUTES),
     Param::Country(COUNTRY),
     Param::IpType(IP_TYPE),
 ];

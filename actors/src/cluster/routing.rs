@@ -55,6 +55,8 @@ pub struct Remote {
     watermarks: Vec<AtomicI64>,
     /// The partitions this member should own now.
     assigned: Mutex<Vec<u32>>,
+    /// Each partition's lease holder as last read (`None`: no lease).
+    owners: Mutex<Vec<Option<String>>>,
 }
 
 impl Remote {
@@ -66,6 +68,7 @@ impl Remote {
                 .map(|_| AtomicI64::new(NO_WATERMARK))
                 .collect(),
             assigned: Mutex::default(),
+            owners: Mutex::new(vec![None; partitions as usize]),
         }
     }
 
@@ -81,6 +84,23 @@ impl Remote {
         self.watermarks
             .get(partition as usize)
             .map_or(NO_WATERMARK, |w| w.load(Ordering::Acquire))
+    }
+
+    /// Notes who holds `partition`'s lease (`None`: nobody).
+    pub fn set_owner(&self, partition: u32, member: Option<String>) {
+        if let Ok(mut owners) = self.owners.lock() {
+            if let Some(owner) = owners.get_mut(partition as usize) {
+                *owner = member;
+            }
+        }
+    }
+
+    /// Who held `partition`'s lease when the leases were last read.
+    pub fn owner(&self, partition: u32) -> Option<String> {
+        self.owners
+            .lock()
+            .ok()
+            .and_then(|owners| owners.get(partition as usize).cloned().flatten())
     }
 
     /// The partitions this member should own now.

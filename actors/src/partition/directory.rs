@@ -63,6 +63,11 @@ impl PartitionEntry {
     pub fn count_restart(&self) -> u64 {
         self.restarts.fetch_add(1, Ordering::AcqRel) + 1
     }
+
+    /// Rebuilds after a failure since this process started.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Acquire)
+    }
 }
 
 /// All partitions of the stream, indexed by partition number.

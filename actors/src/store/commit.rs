@@ -196,6 +196,8 @@ impl PartitionStore {
                 .map_err(|e| self.io("write meta", e))?;
         }
         txn.commit().map_err(|e| self.io("commit", e))?;
+        self.last_commit
+            .record(checkpoint.last_seq, crate::time::now_ms());
         Ok(CommitStats {
             count_rows: checkpoint.log.counters()
                 + checkpoint
