@@ -1,0 +1,279 @@
+//! adclick against a nats-server with accounts and users holding exactly the
+//! permissions docs/NATS-PERMISSIONS.md lists: with all of them the pipeline
+//! counts exactly; without one, adclick says which subject it was refused.
+//! Also the ways to authenticate end to end (nkey seed file, user and
+//! password, a wrong password).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const MINUTE: i64 = 60_000;
+const SETTINGS: &[(&str, &str)] = &[
+    ("ADCLICK_PARTITIONS", "2"),
+    ("ADCLICK_WATERMARK_DELAY", "2s"),
+    ("ADCLICK_ALLOWED_LATENESS", "1h"),
+    ("ADCLICK_IDLE_TIMEOUT", "300ms"),
+];
+const ADCLICK_PASSWORD: &str = "adclick-test-password";
+
+/// What `adclick serve` publishes on one node with the default names
+/// (docs/NATS-PERMISSIONS.md, "One node").
+const ADCLICK_PUBLISH: &[&str] = &[
+    "$JS.API.STREAM.INFO.CLICKS",
+    "$JS.API.STREAM.CREATE.CLICKS",
+    "$JS.API.STREAM.INFO.CLICKS_REJECTED",
+    "$JS.API.STREAM.CREATE.CLICKS_REJECTED",
+    "$JS.API.STREAM.INFO.ADCLICK_AGG",
+    "$JS.API.STREAM.CREATE.ADCLICK_AGG",
+    "$JS.API.CONSUMER.CREATE.CLICKS.>",
+    "$JS.API.CONSUMER.DELETE.CLICKS.>",
+    "$JS.API.CONSUMER.INFO.CLICKS.>",
+    "$JS.API.CONSUMER.MSG.NEXT.CLICKS.>",
+    "$JS.ACK.CLICKS.>",
+    "rejected.>",
+    "agg.>",
+];
+/// What it subscribes to: the replies of its requests and its deliveries.
+const ADCLICK_SUBSCRIBE: &[&str] = &["_INBOX.>"];
+
+fn quoted(subjects: &[&str]) -> String {
+    let quoted: Vec<String> = subjects.iter().map(|s| format!("\"{s}\"")).collect();
+    quoted.join(", ")
+}
+
+/// A server configuration with one account of three users: `adclick` (by
+/// password, with `publish`), adclick by nkey (`adclick_nkey`, the same
+/// permissions), a publisher that may only publish clicks, and an admin for
+/// the test's own inspection.
+fn server_config(publish: &[&str], adclick_nkey: &str, publisher_nkey: &str) -> String {
+    let permissions = format!(
+        "{{ publish: [{}], subscribe: [{}] }}",
+        quoted(publish),
+        quoted(ADCLICK_SUBSCRIBE)
+    );
+    format!(
+        r#"
+accounts {{
+  ADS {{
+    jetstream: enabled
+    users: [
+      {{ user: adclick, password: "{ADCLICK_PASSWORD}", permissions: {permissions} }}
+      {{ nkey: {adclick_nkey}, permissions: {permissions} }}
+      {{ nkey: {publisher_nkey}, permissions: {{ publish: ["clicks.*"], subscribe: ["_INBOX.>"] }} }}
+      {{ user: admin, password: admin }}
+    ]
+  }}
+}}
+"#
+    )
+}
+
+struct Keys {
+    adclick_seed: String,
+    adclick_public: String,
+    publisher_seed: String,
+    publisher_public: String,
+}
+
+fn keys() -> Keys {
+    let adclick = nkeys::KeyPair::new_user();
+    let publisher = nkeys::KeyPair::new_user();
+    Keys {
+        adclick_seed: adclick.seed().expect("a new key has a seed"),
+        adclick_public: adclick.public_key(),
+        publisher_seed: publisher.seed().expect("a new key has a seed"),
+        publisher_public: publisher.public_key(),
+    }
+}
+
+async fn admin(nats: &NatsServer) -> async_nats::jetstream::Context {
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("admin".into(), "admin".into())
+        .connect(nats.url())
+        .await
+        .expect("admin connects");
+    async_nats::jetstream::new(client)
+}
+
+async fn publisher(nats: &NatsServer, seed: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::ConnectOptions::new()
+        .nkey(seed.to_string())
+        .connect(nats.url())
+        .await
+        .expect("the publisher connects with its nkey");
+    async_nats::jetstream::new(client)
+}
+
+fn password_env() -> Vec<(&'static str, &'static str)> {
+    let mut env = SETTINGS.to_vec();
+    env.push(("ADCLICK_NATS_USER", "adclick"));
+    env.push(("ADCLICK_NATS_PASSWORD", ADCLICK_PASSWORD));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_exactly_the_documented_permissions_counts_are_exact() {
+    let keys = keys();
+    let nats = NatsServer::start_with_config(&server_config(
+        ADCLICK_PUBLISH,
+        &keys.adclick_public,
+        &keys.publisher_public,
+    ));
+    let data = tempfile::tempdir().unwrap();
+    // adclick authenticates with an nkey seed file.
+    let seed_file = data.path().join("adclick.nk");
+    std::fs::write(&seed_file, format!("{}\n", keys.adclick_seed)).unwrap();
+    let mut env = SETTINGS.to_vec();
+    let seed_path = seed_file.display().to_string();
+    env.push(("ADCLICK_NATS_NKEY_SEED_FILE", &seed_path));
+    let service = Adclick::start_settled(&nats, &data.path().join("adclick"), &env).await;
+
+    let js = publisher(&nats, &keys.publisher_seed).await;
+    let now = now_ms();
+    let t0 = now.div_euclid(MINUTE) * MINUTE - 3 * MINUTE;
+    let mut oracle = Oracle::default();
+    let clicks: Vec<TestClick> = (0..300)
+        .map(|i| TestClick {
+            click_id: format!("c-{i}"),
+            ad: format!("ad-{}", i % 7),
+            ts: t0 + (i as i64 % 3) * MINUTE + i as i64,
+            country: [Some("US"), Some("DE"), None][i % 3],
+            ip: [Some("10.0.0.1"), Some("2001:db8::1")][i % 2],
+        })
+        .collect();
+    count_and_publish(&js, &mut oracle, &clicks).await;
+    // Rejects and a repeat go through the documented subjects too.
+    let invalid: Vec<(String, String, Option<String>)> = (0..5)
+        .map(|i| ("clicks.ad-1".to_string(), format!("{{not json {i}"), None))
+        .collect();
+    publish_raw(&js, &invalid).await;
+    publish_raw(&js, &[("clicks.ad-1".into(), clicks[1].payload(), None)]).await;
+
+    eventually(Duration::from_secs(30), || async {
+        for ad in (0..7).map(|a| format!("ad-{a}")) {
+            for filter in ["", "country=US", "ip_type=v6", "country=ZZ&ip_type=v4"] {
+                count_matches(&service, &oracle, &ad, filter, t0, t0 + 3 * MINUTE).await?;
+            }
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(oracle.total(), 300);
+    let (status, top) = service
+        .get(&format!(
+            "/v1/ads/popular?count=7&window=3&at={}",
+            t0 + 3 * MINUTE
+        ))
+        .await;
+    assert_eq!(status, 200, "{top}");
+    assert_eq!(ranked(&top), oracle.top("", t0, t0 + 3 * MINUTE, 7));
+    let inspect = admin(&nats).await;
+    eventually(Duration::from_secs(20), || async {
+        let rejected = stored_messages(&inspect, "CLICKS_REJECTED", "rejected.invalid").await;
+        let feed = stored_messages(&inspect, "ADCLICK_AGG", "agg.>").await;
+        if rejected == 5 && feed > 0 {
+            Ok(())
+        } else {
+            Err(format!("{rejected} rejects stored, {feed} feed messages"))
+        }
+    })
+    .await;
+    assert_eq!(service.metric("adclick_events_invalid_total").await, 5.0);
+    assert_eq!(service.metric("adclick_events_duplicate_total").await, 1.0);
+    let log = service.log();
+    assert!(
+        !log.contains("Permissions Violation"),
+        "the documented set is enough; log:\n{log}"
+    );
+    assert!(
+        !log.contains(&keys.adclick_seed),
+        "the seed must never be logged"
+    );
+}
+
+/// A JetStream request the server refuses is only a timeout to the client;
+/// adclick must still say which subject it was refused, and stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_permission_stops_start_up_naming_the_subject() {
+    let keys = keys();
+    let missing = "$JS.API.STREAM.CREATE.CLICKS_REJECTED";
+    let publish: Vec<&str> = ADCLICK_PUBLISH
+        .iter()
+        .copied()
+        .filter(|s| *s != missing)
+        .collect();
+    let nats = NatsServer::start_with_config(&server_config(
+        &publish,
+        &keys.adclick_public,
+        &keys.publisher_public,
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let (status, log) = Adclick::run_to_exit(&nats.url(), data.path(), &password_env());
+    assert!(!status.success(), "start-up must fail; log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "Permissions Violation for Publish to \"{missing}\""
+        )),
+        "the refused subject is named; log:\n{log}"
+    );
+    assert!(
+        !log.contains(ADCLICK_PASSWORD),
+        "the password must never be logged; log:\n{log}"
+    );
+}
+
+/// A permission the pipeline needs only once clicks flow (publishing
+/// rejects): the refusal is logged with its subject while adclick runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_publish_permission_is_logged_naming_the_subject() {
+    let keys = keys();
+    let publish: Vec<&str> = ADCLICK_PUBLISH
+        .iter()
+        .copied()
+        .filter(|s| *s != "rejected.>")
+        .collect();
+    let nats = NatsServer::start_with_config(&server_config(
+        &publish,
+        &keys.adclick_public,
+        &keys.publisher_public,
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let service = Adclick::start(&nats, data.path(), &password_env());
+    service.wait_ready().await;
+    let js = publisher(&nats, &keys.publisher_seed).await;
+    publish_raw(&js, &[("clicks.ad-1".into(), "{not json".into(), None)]).await;
+    eventually(Duration::from_secs(20), || async {
+        let log = service.log();
+        if log.contains("Permissions Violation for Publish to \"rejected.invalid\"")
+            && log.contains("NATS-PERMISSIONS.md")
+        {
+            Ok(())
+        } else {
+            Err(format!("no refusal of rejected.invalid logged yet:\n{log}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_stops_start_up_as_an_authorization_violation() {
+    let keys = keys();
+    let nats = NatsServer::start_with_config(&server_config(
+        ADCLICK_PUBLISH,
+        &keys.adclick_public,
+        &keys.publisher_public,
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let mut env = SETTINGS.to_vec();
+    env.push(("ADCLICK_NATS_USER", "adclick"));
+    env.push(("ADCLICK_NATS_PASSWORD", "not-the-password"));
+    let (status, log) = Adclick::run_to_exit(&nats.url(), data.path(), &env);
+    assert!(!status.success(), "start-up must fail; log:\n{log}");
+    assert!(
+        log.contains("authorization violation") && log.contains("user adclick"),
+        "says the credentials were refused, and whose; log:\n{log}"
+    );
+    assert!(!log.contains("not-the-password"), "log:\n{log}");
+}
