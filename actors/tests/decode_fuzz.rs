@@ -182,7 +182,9 @@ fn check(payload: &[u8]) -> Result<Result<Click, String>, String> {
     }
     if let Ok(click) = &read {
         if click.seq != 7 || click.repeat {
-            return Err(format!("a decoded click carries the wrong seq or flag: {click:?}"));
+            return Err(format!(
+                "a decoded click carries the wrong seq or flag: {click:?}"
+            ));
         }
     }
     let (got, want) = (outcome(&read), reference(SUBJECT_AD, payload));
@@ -278,11 +280,22 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Flip(at, b)),
-        (any::<usize>(), prop_oneof![Just(0u8), Just(0xFF), Just(0xC0), Just(b'"'), Just(b'\\'), any::<u8>()])
+        (
+            any::<usize>(),
+            prop_oneof![
+                Just(0u8),
+                Just(0xFF),
+                Just(0xC0),
+                Just(b'"'),
+                Just(b'\\'),
+                any::<u8>()
+            ]
+        )
             .prop_map(|(at, b)| Mutation::Insert(at, b)),
         any::<usize>().prop_map(Mutation::Remove),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), 0usize..40, any::<usize>()).prop_map(|(a, n, b)| Mutation::Duplicate(a, n, b)),
+        (any::<usize>(), 0usize..40, any::<usize>())
+            .prop_map(|(a, n, b)| Mutation::Duplicate(a, n, b)),
         (0usize..8).prop_map(Mutation::Oversize),
         (1usize..300).prop_map(Mutation::Nest),
     ]
@@ -373,7 +386,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .map(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             let bytes = std::fs::read(&p).expect("corpus file readable");
             (name, bytes)
         })
@@ -407,10 +424,15 @@ fn the_corpus_holds_every_hostile_kind() {
     let files = corpus();
     for kind in ["oversize", "nested", "utf8", "nul", "overflow"] {
         assert!(
-            files.iter().any(|(name, _)| name.starts_with("invalid-") && name.contains(kind)),
+            files
+                .iter()
+                .any(|(name, _)| name.starts_with("invalid-") && name.contains(kind)),
             "no invalid-*{kind}* file in the corpus"
         );
     }
-    let oversize = files.iter().find(|(n, _)| n.contains("oversize")).map(|(_, b)| b.len());
+    let oversize = files
+        .iter()
+        .find(|(n, _)| n.contains("oversize"))
+        .map(|(_, b)| b.len());
     assert!(oversize.is_some_and(|n| n > MAX_PAYLOAD));
 }
