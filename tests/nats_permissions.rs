@@ -37,6 +37,36 @@ const ADCLICK_PUBLISH: &[&str] = &[
 ];
 /// What it subscribes to: the replies of its requests and its deliveries.
 const ADCLICK_SUBSCRIBE: &[&str] = &["_INBOX.>"];
+/// What a member publishes in addition with `cluster = true`
+/// (docs/NATS-PERMISSIONS.md, "Many nodes").
+const CLUSTER_PUBLISH: &[&str] = &[
+    "$JS.API.INFO",
+    "$JS.API.CONSUMER.NAMES.CLICKS",
+    "$JS.API.STREAM.INFO.KV_ADCLICK_MEMBERS",
+    "$JS.API.STREAM.CREATE.KV_ADCLICK_MEMBERS",
+    "$JS.API.STREAM.INFO.KV_ADCLICK_LEASES",
+    "$JS.API.STREAM.CREATE.KV_ADCLICK_LEASES",
+    "$JS.API.STREAM.INFO.KV_ADCLICK_STATE_POINTERS",
+    "$JS.API.STREAM.CREATE.KV_ADCLICK_STATE_POINTERS",
+    "$JS.API.STREAM.INFO.OBJ_ADCLICK_STATE",
+    "$JS.API.STREAM.CREATE.OBJ_ADCLICK_STATE",
+    "$KV.ADCLICK_MEMBERS.>",
+    "$KV.ADCLICK_LEASES.>",
+    "$KV.ADCLICK_STATE_POINTERS.>",
+    "$JS.API.DIRECT.GET.KV_ADCLICK_MEMBERS.>",
+    "$JS.API.DIRECT.GET.KV_ADCLICK_LEASES.>",
+    "$JS.API.DIRECT.GET.KV_ADCLICK_STATE_POINTERS.>",
+    "$JS.API.DIRECT.GET.OBJ_ADCLICK_STATE.>",
+    "$JS.API.CONSUMER.CREATE.KV_ADCLICK_MEMBERS",
+    "$JS.API.CONSUMER.CREATE.KV_ADCLICK_MEMBERS.>",
+    "$JS.API.CONSUMER.CREATE.OBJ_ADCLICK_STATE",
+    "$JS.API.CONSUMER.CREATE.OBJ_ADCLICK_STATE.>",
+    "$JS.FC.KV_ADCLICK_MEMBERS.>",
+    "$JS.FC.OBJ_ADCLICK_STATE.>",
+    "$O.ADCLICK_STATE.>",
+    "$JS.API.STREAM.PURGE.OBJ_ADCLICK_STATE",
+    "adclick.query.>",
+];
 
 fn quoted(subjects: &[&str]) -> String {
     let quoted: Vec<String> = subjects.iter().map(|s| format!("\"{s}\"")).collect();
@@ -48,10 +78,22 @@ fn quoted(subjects: &[&str]) -> String {
 /// permissions), a publisher that may only publish clicks, and an admin for
 /// the test's own inspection.
 fn server_config(publish: &[&str], adclick_nkey: &str, publisher_nkey: &str) -> String {
+    server_config_with(publish, ADCLICK_SUBSCRIBE, "", adclick_nkey, publisher_nkey)
+}
+
+/// [`server_config`] with adclick's subscriptions and more permission
+/// settings (`allow_responses`) given.
+fn server_config_with(
+    publish: &[&str],
+    subscribe: &[&str],
+    more: &str,
+    adclick_nkey: &str,
+    publisher_nkey: &str,
+) -> String {
     let permissions = format!(
-        "{{ publish: [{}], subscribe: [{}] }}",
+        "{{ publish: [{}], subscribe: [{}] {more} }}",
         quoted(publish),
-        quoted(ADCLICK_SUBSCRIBE)
+        quoted(subscribe)
     );
     format!(
         r#"
@@ -276,4 +318,94 @@ async fn a_wrong_password_stops_start_up_as_an_authorization_violation() {
         "says the credentials were refused, and whose; log:\n{log}"
     );
     assert!(!log.contains("not-the-password"), "log:\n{log}");
+}
+
+/// Every ad's count of `[t0, t0 + 1 min)` from each of `members` equals the oracle's.
+async fn all_exact(members: &[&Adclick], oracle: &Oracle, t0: i64) -> Result<(), String> {
+    for service in members {
+        for ad in (0..8).map(|a| format!("ad-{a}")) {
+            count_matches(service, oracle, &ad, "", t0, t0 + MINUTE).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Many members with exactly the documented cluster set: leases, the
+/// members watch, state shipped and restored at a handover (SIGTERM), and
+/// questions routed between members all pass, and counts stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_mode_with_exactly_the_documented_permissions_counts_are_exact() {
+    let keys = keys();
+    let publish: Vec<&str> = ADCLICK_PUBLISH
+        .iter()
+        .chain(CLUSTER_PUBLISH)
+        .copied()
+        .collect();
+    let nats = NatsServer::start_with_config(&server_config_with(
+        &publish,
+        &["_INBOX.>", "adclick.query.>"],
+        ", allow_responses: true",
+        &keys.adclick_public,
+        &keys.publisher_public,
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let member = |id: &str| {
+        let mut env = password_env();
+        env.extend([
+            ("ADCLICK_PARTITIONS", "4"),
+            ("ADCLICK_CLUSTER", "true"),
+            ("ADCLICK_LEASE_TTL", "2s"),
+            ("ADCLICK_STATE_SHIP_INTERVAL", "1s"),
+            ("ADCLICK_MEMBER_ID", id),
+        ]);
+        Adclick::start(&nats, &data.path().join(id), &env)
+    };
+    let mut m0 = member("m0");
+    let m1 = member("m1");
+    m0.wait_ready().await;
+    m1.wait_ready().await;
+
+    let js = publisher(&nats, &keys.publisher_seed).await;
+    let t0 = now_ms().div_euclid(MINUTE) * MINUTE - 2 * MINUTE;
+    let mut oracle = Oracle::default();
+    let clicks: Vec<TestClick> = (0..200)
+        .map(|i| TestClick {
+            click_id: format!("k-{i}"),
+            ad: format!("ad-{}", i % 8),
+            ts: t0 + (i as i64 * 271) % MINUTE,
+            country: None,
+            ip: None,
+        })
+        .collect();
+    count_and_publish(&js, &mut oracle, &clicks).await;
+    // Every ad from both members: half the answers are routed to the other.
+    let both = [&m0, &m1];
+    eventually(Duration::from_secs(30), || all_exact(&both, &oracle, t0)).await;
+    // A handover: m0 ships its partitions and leaves; m1 restores them.
+    assert!(
+        m0.terminate(Duration::from_secs(15)).success(),
+        "m0 log:\n{}",
+        m0.log()
+    );
+    let more: Vec<TestClick> = (200..260)
+        .map(|i| TestClick {
+            click_id: format!("k-{i}"),
+            ad: format!("ad-{}", i % 8),
+            ts: t0 + (i as i64 * 271) % MINUTE,
+            country: None,
+            ip: None,
+        })
+        .collect();
+    count_and_publish(&js, &mut oracle, &more).await;
+    let survivor = [&m1];
+    eventually(Duration::from_secs(30), || {
+        all_exact(&survivor, &oracle, t0)
+    })
+    .await;
+    for (id, log) in [("m0", m0.log()), ("m1", m1.log())] {
+        assert!(
+            !log.contains("Permissions Violation"),
+            "{id} was refused a permission the documented set lacks; log:\n{log}"
+        );
+    }
 }
