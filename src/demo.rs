@@ -115,7 +115,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let load = LoadgenArgs {
         nats_url: config.nats_url.clone(),
         config: None,
-        nats_security: Some(config.nats_security.clone()),
+        nats_security: Some(Box::new(config.nats_security.clone())),
         rate: args.rate,
         duration: None,
         count: None,

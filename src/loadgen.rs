@@ -30,9 +30,10 @@ pub struct LoadgenArgs {
     #[arg(long, env = "ADCLICK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Credentials and TLS already loaded (the demo passes the service's);
-    /// when absent, read from --config and the environment.
+    /// when absent, read from --config and the environment. Boxed: it is
+    /// large, and rarely there.
     #[arg(skip)]
-    pub nats_security: Option<crate::nats::NatsSecurity>,
+    pub nats_security: Option<Box<crate::nats::NatsSecurity>>,
     /// Clicks per second; 0 publishes as fast as the broker acknowledges.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
@@ -484,7 +485,7 @@ pub async fn run(
     }
 
     let security = match &args.nats_security {
-        Some(security) => security.clone(),
+        Some(security) => (**security).clone(),
         None => crate::config::Config::load_nats_security(args.config.as_deref())?,
     };
     let client = crate::nats::connect(&args.nats_url, &security).await?;

@@ -52,22 +52,33 @@ async fn rejected(js: &jetstream::Context) -> HashMap<Vec<u8>, String> {
         .expect("inspection consumer");
     let pending = consumer.info().await.expect("consumer info").num_pending as usize;
     let mut out = HashMap::new();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(pending.max(1))
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .expect("fetch");
-    while let Some(Ok(m)) = messages.next().await {
-        assert_eq!(m.subject.as_str(), "rejected.invalid");
-        let reason = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Adclick-Reject-Reason"))
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default();
-        out.insert(m.payload.to_vec(), reason);
+    let mut read = 0;
+    // One fetch may return fewer than asked (a pull's size limits): fetch
+    // until every message pending at the start is read.
+    while read < pending {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(pending - read)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .expect("fetch");
+        let before = read;
+        while let Some(Ok(m)) = messages.next().await {
+            read += 1;
+            assert_eq!(m.subject.as_str(), "rejected.invalid");
+            let reason = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Adclick-Reject-Reason"))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            out.insert(m.payload.to_vec(), reason);
+        }
+        assert!(
+            read > before,
+            "the rejected stream stopped short: {read} of {pending}"
+        );
     }
     out
 }
@@ -119,10 +130,15 @@ async fn hostile_payloads_are_rejected_with_a_reason_and_valid_clicks_count_exac
     eventually(Duration::from_secs(30), || async {
         count_matches(&service, &oracle, "ad-1", "", t0, t0 + MINUTE).await?;
         let invalid = service.metric("adclick_events_invalid_total").await;
-        if invalid == hostile.len() as f64 {
+        // Rejects are stored after their commit: wait for all of them.
+        let stored = stored_messages(&js, "CLICKS_REJECTED", "rejected.invalid").await;
+        if invalid == hostile.len() as f64 && stored == hostile.len() as u64 {
             Ok(())
         } else {
-            Err(format!("{invalid} counted invalid of {}", hostile.len()))
+            Err(format!(
+                "{invalid} counted invalid, {stored} stored, of {}",
+                hostile.len()
+            ))
         }
     })
     .await;
