@@ -233,6 +233,21 @@ async fn with_exactly_the_documented_permissions_counts_are_exact() {
         !log.contains(&keys.adclick_seed),
         "the seed must never be logged"
     );
+
+    // `adclick loadgen` connects as serve does: with the publisher's seed
+    // file, a publisher's permissions are all it needs.
+    let publisher_seed = data.path().join("publisher.nk");
+    std::fs::write(&publisher_seed, &keys.publisher_seed).unwrap();
+    let publisher_seed = publisher_seed.display().to_string();
+    let (status, log) = Adclick::run_command(
+        &["loadgen", "--count", "300", "--rate", "0", "--ads", "3"],
+        &nats.url(),
+        &data.path().join("loadgen"),
+        &[("ADCLICK_NATS_NKEY_SEED_FILE", &publisher_seed)],
+    );
+    assert!(status.success(), "loadgen log:\n{log}");
+    assert!(log.contains("acked 300,"), "loadgen log:\n{log}");
+    assert!(!log.contains("Permissions Violation"), "loadgen log:\n{log}");
 }
 
 /// A JetStream request the server refuses is only a timeout to the client;
