@@ -247,7 +247,10 @@ async fn with_exactly_the_documented_permissions_counts_are_exact() {
     );
     assert!(status.success(), "loadgen log:\n{log}");
     assert!(log.contains("acked 300,"), "loadgen log:\n{log}");
-    assert!(!log.contains("Permissions Violation"), "loadgen log:\n{log}");
+    assert!(
+        !log.contains("Permissions Violation"),
+        "loadgen log:\n{log}"
+    );
 }
 
 /// A JetStream request the server refuses is only a timeout to the client;
@@ -423,4 +426,164 @@ async fn in_cluster_mode_with_exactly_the_documented_permissions_counts_are_exac
             "{id} was refused a permission the documented set lacks; log:\n{log}"
         );
     }
+}
+
+// ── operator mode: a .creds file ────────────────────────────────────────
+
+/// base64url without padding, as JWTs are written.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A NATS JWT (v2) of `subject` with the `nats` claims given, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{}", now_ms()),
+        "iat": now_ms() / 1000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", base64url(claims.to_string().as_bytes()));
+    let signature = issuer.sign(body.as_bytes()).expect("sign the JWT");
+    format!("{body}.{}", base64url(&signature))
+}
+
+/// A `.creds` file's text: the user's JWT and seed, as `nsc` writes them.
+fn creds(user_jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+}
+
+/// A user JWT of `account` allowed exactly `publish` and `subscribe`.
+fn user_jwt(
+    account: &nkeys::KeyPair,
+    user: &nkeys::KeyPair,
+    publish: &[&str],
+    subscribe: &[&str],
+) -> String {
+    jwt(
+        account,
+        &user.public_key(),
+        "user",
+        serde_json::json!({
+            "pub": { "allow": publish },
+            "sub": { "allow": subscribe },
+            "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    )
+}
+
+/// Operator mode (JWTs, as `nsc` and NGS use): adclick authenticates with a
+/// `.creds` file whose user JWT carries exactly the documented one-node
+/// permissions, and counts exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_in_operator_mode_counts_exactly() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let (adclick_user, publisher_user) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "test-operator",
+        serde_json::json!({ "type": "operator", "version": 2 }),
+    );
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "ADS",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "type": "account", "version": 2
+        }),
+    );
+    // The server's own account (JetStream needs one in operator mode).
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({ "type": "account", "version": 2 }),
+    );
+    let nats = NatsServer::start_with_config(&format!(
+        "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {account}: {account_jwt}\n  {system}: {system_jwt}\n}}\n",
+        account = account.public_key(),
+        system = system.public_key(),
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let creds_file = data.path().join("adclick.creds");
+    let adclick_seed = adclick_user.seed().expect("seed");
+    std::fs::write(
+        &creds_file,
+        creds(
+            &user_jwt(&account, &adclick_user, ADCLICK_PUBLISH, ADCLICK_SUBSCRIBE),
+            &adclick_seed,
+        ),
+    )
+    .unwrap();
+    let creds_path = creds_file.display().to_string();
+    let mut env = SETTINGS.to_vec();
+    env.push(("ADCLICK_NATS_CREDS_FILE", &creds_path));
+    let service = Adclick::start_settled(&nats, &data.path().join("adclick"), &env).await;
+
+    let publisher_creds = creds(
+        &user_jwt(&account, &publisher_user, &["clicks.*"], &["_INBOX.>"]),
+        &publisher_user.seed().expect("seed"),
+    );
+    let client = async_nats::ConnectOptions::new()
+        .credentials(&publisher_creds)
+        .expect("the test's creds parse")
+        .connect(nats.url())
+        .await
+        .expect("the publisher connects with its creds");
+    let js = async_nats::jetstream::new(client);
+    let t0 = now_ms().div_euclid(MINUTE) * MINUTE - 2 * MINUTE;
+    let mut oracle = Oracle::default();
+    let clicks: Vec<TestClick> = (0..100)
+        .map(|i| TestClick {
+            click_id: format!("j-{i}"),
+            ad: format!("ad-{}", i % 4),
+            ts: t0 + i as i64 * 500,
+            country: None,
+            ip: None,
+        })
+        .collect();
+    count_and_publish(&js, &mut oracle, &clicks).await;
+    eventually(Duration::from_secs(30), || async {
+        for ad in (0..4).map(|a| format!("ad-{a}")) {
+            count_matches(&service, &oracle, &ad, "", t0, t0 + MINUTE).await?;
+        }
+        Ok(())
+    })
+    .await;
+    let log = service.log();
+    assert!(log.contains("creds file"), "log:\n{log}");
+    assert!(
+        !log.contains(&adclick_seed),
+        "the seed must never be logged"
+    );
+    assert!(!log.contains("Permissions Violation"), "log:\n{log}");
 }
