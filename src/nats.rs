@@ -69,7 +69,13 @@ async fn report_event(event: async_nats::Event) {
         Event::ServerError(other) => tracing::warn!("NATS server error: {other}"),
         Event::ClientError(error) => {
             tracing::warn!("NATS client: {error}");
-            remember(&LAST_CONNECT_ERROR, error.to_string());
+            // The bare reason (a connect attempt's, e.g. "authorization
+            // violation"), without Display's "nats: " prefix.
+            let reason = match error {
+                async_nats::ClientError::Other(reason) => reason,
+                other => other.to_string(),
+            };
+            remember(&LAST_CONNECT_ERROR, reason);
         }
         Event::Disconnected => tracing::warn!("NATS: disconnected; reconnecting"),
         Event::Connected => tracing::info!("NATS: connected"),

@@ -332,7 +332,8 @@ async fn a_wrong_password_stops_start_up_as_an_authorization_violation() {
     let (status, log) = Adclick::run_to_exit(&nats.url(), data.path(), &env);
     assert!(!status.success(), "start-up must fail; log:\n{log}");
     assert!(
-        log.contains("authorization violation") && log.contains("user adclick"),
+        log.contains("refused adclick's credentials (user adclick with a password")
+            && log.contains("authorization violation"),
         "says the credentials were refused, and whose; log:\n{log}"
     );
     assert!(!log.contains("not-the-password"), "log:\n{log}");
@@ -586,4 +587,29 @@ async fn a_creds_file_in_operator_mode_counts_exactly() {
         "the seed must never be logged"
     );
     assert!(!log.contains("Permissions Violation"), "log:\n{log}");
+}
+
+/// A bare token (a server with `authorization { token }`): accepted, never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_accepted_and_never_logged() {
+    let token = "adclick-test-token-0f3a";
+    let nats = NatsServer::start_with_config(&format!("authorization {{ token: \"{token}\" }}\n"));
+    let data = tempfile::tempdir().unwrap();
+    let mut env = SETTINGS.to_vec();
+    env.push(("ADCLICK_NATS_TOKEN", token));
+    let service = Adclick::start(&nats, data.path(), &env);
+    service.wait_ready().await;
+    let log = service.log();
+    assert!(log.contains("with a token"), "log:\n{log}");
+    assert!(
+        !log.contains(token),
+        "the token must never be logged; log:\n{log}"
+    );
+    // Without it, the server refuses the login, and start-up says so.
+    let (status, log) = Adclick::run_to_exit(&nats.url(), &data.path().join("no-token"), SETTINGS);
+    assert!(!status.success(), "log:\n{log}");
+    assert!(
+        log.contains("refused adclick's credentials (no credentials"),
+        "log:\n{log}"
+    );
 }
