@@ -4,6 +4,7 @@
 //!
 //! A bad value stops start-up with a message naming the key and the problem.
 
+use crate::nats::NatsSecurity;
 use adclick_actors::dimension::{check_name, ExtraDimension, MAX_EXTRA_DIMENSIONS};
 use adclick_actors::{DimensionSet, FeedSettings, PipelineSettings};
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub struct Config {
     pub state_ship_interval: Duration,
     /// Replicas of every stream and bucket adclick creates.
     pub stream_replicas: usize,
+    /// Credentials and TLS for NATS (the `nats_*` keys).
+    pub nats_security: NatsSecurity,
 }
 
 /// A configuration error, naming the key.
@@ -115,6 +118,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("lease_ttl", "6s"),
     ("state_ship_interval", "30s"),
     ("stream_replicas", "1"),
+    ("nats_creds_file", ""),
+    ("nats_nkey_seed_file", ""),
+    ("nats_user", ""),
+    ("nats_password", ""),
+    ("nats_token", ""),
+    ("nats_tls_ca_file", ""),
+    ("nats_tls_cert_file", ""),
+    ("nats_tls_key_file", ""),
+    ("nats_tls_required", "false"),
 ];
 
 /// A raw value and where it came from.
@@ -159,6 +171,27 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Builder::read(file, env)?.build()
+    }
+
+    /// Only the NATS credentials and TLS (the `nats_*` keys) of `file` and
+    /// the environment: for `adclick loadgen`, which connects as `serve` does.
+    pub fn load_nats_security(file: Option<&Path>) -> Result<NatsSecurity, ConfigError> {
+        let builder = Builder::read(file, std::env::vars())?;
+        NatsSecurity::from_keys(|key| builder.text(key))
+    }
+}
+
+struct Builder {
+    raw: BTreeMap<&'static str, Raw>,
+}
+
+impl Builder {
+    /// The raw values of `file`, then `env` (which wins).
+    fn read(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Builder, ConfigError> {
         let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -203,15 +236,9 @@ impl Config {
                 );
             }
         }
-        Builder { raw }.build()
+        Ok(Builder { raw })
     }
-}
 
-struct Builder {
-    raw: BTreeMap<&'static str, Raw>,
-}
-
-impl Builder {
     /// The value of `key` as text, with where it came from.
     fn text(&self, key: &'static str) -> (String, String) {
         match self.raw.get(key) {
@@ -568,6 +595,7 @@ impl Builder {
             })?,
             state_ship_interval: self.duration("state_ship_interval")?,
             stream_replicas: self.number("stream_replicas", 1usize, 5)?,
+            nats_security: NatsSecurity::from_keys(|key| self.text(key))?,
         })
     }
 }

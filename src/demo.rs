@@ -81,7 +81,10 @@ async fn start_nats(binary: &str, url: &str, dir: &Path) -> anyhow::Result<tokio
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let nats = if nats_answers(&config.nats_url).await {
-        println!("Using the NATS server at {}", config.nats_url);
+        println!(
+            "Using the NATS server at {}",
+            crate::nats::security::redacted_url(&config.nats_url)
+        );
         None
     } else {
         let dir = config.data_dir.join("nats");
@@ -116,6 +119,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let load = LoadgenArgs {
         nats_url: config.nats_url.clone(),
+        config: None,
+        nats_security: Some(Box::new(config.nats_security.clone())),
         rate: args.rate,
         duration: None,
         count: None,

@@ -25,6 +25,15 @@ pub struct LoadgenArgs {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// TOML configuration file whose `nats_*` keys (credentials, TLS) to
+    /// connect with, as `adclick serve` does; ADCLICK_NATS_* variables too.
+    #[arg(long, env = "ADCLICK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Credentials and TLS already loaded (the demo passes the service's);
+    /// when absent, read from --config and the environment. Boxed: it is
+    /// large, and rarely there.
+    #[arg(skip)]
+    pub nats_security: Option<Box<crate::nats::NatsSecurity>>,
     /// Clicks per second; 0 publishes as fast as the broker acknowledges.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
@@ -475,7 +484,11 @@ pub async fn run(
         return Ok(finish(generator.report, started));
     }
 
-    let client = crate::nats::connect(&args.nats_url).await?;
+    let security = match &args.nats_security {
+        Some(security) => (**security).clone(),
+        None => crate::config::Config::load_nats_security(args.config.as_deref())?,
+    };
+    let client = crate::nats::connect(&args.nats_url, &security).await?;
     let js = async_nats::jetstream::new(client);
     // As fast as possible: clicks are made on a thread of their own, so the
     // publish loop hands messages to async-nats back to back (interleaving

@@ -63,7 +63,7 @@ pub async fn run(config: Config, partition: u32, force: bool) -> anyhow::Result<
         eprintln!("moved {} to {}", path.display(), aside.display());
     }
 
-    let client = crate::nats::connect(&config.nats_url).await?;
+    let client = crate::nats::connect(&config.nats_url, &config.nats_security).await?;
     let js = async_nats::jetstream::new(client);
     crate::nats::ensure_streams(&js, &config).await?;
     let partitions = Partitions::new(settings.clone(), config.query_timeout);

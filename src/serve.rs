@@ -50,7 +50,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Service> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let client = crate::nats::connect(&config.nats_url).await?;
+    let client = crate::nats::connect(&config.nats_url, &config.nats_security).await?;
     let js = async_nats::jetstream::new(client);
     crate::nats::ensure_streams(&js, &config).await?;
 

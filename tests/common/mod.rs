@@ -51,8 +51,9 @@ pub struct NatsServer {
     pub store: tempfile::TempDir,
     child: Option<Child>,
     jetstream: bool,
-    /// Cluster flags (name, cluster port, routes) for a node of a cluster.
-    cluster_args: Vec<String>,
+    /// More flags: a cluster node's (name, cluster port, routes), or `-c`
+    /// and a configuration file (accounts, users, TLS).
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
@@ -72,7 +73,24 @@ impl NatsServer {
             store,
             child: None,
             jetstream,
-            cluster_args: Vec::new(),
+            extra_args: Vec::new(),
+        };
+        server.restart();
+        server
+    }
+
+    /// A server with JetStream and a configuration file of `config` (e.g.
+    /// accounts with users and permissions); port and store as usual.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let store = tempfile::tempdir().expect("temp dir");
+        let file = store.path().join("nats-server.conf");
+        std::fs::write(&file, config).expect("write the nats-server configuration");
+        let mut server = NatsServer {
+            port: free_port(),
+            store,
+            child: None,
+            jetstream: true,
+            extra_args: vec!["-c".into(), file.display().to_string()],
         };
         server.restart();
         server
@@ -96,7 +114,7 @@ impl NatsServer {
                     store: tempfile::tempdir().expect("temp dir"),
                     child: None,
                     jetstream: true,
-                    cluster_args: vec![
+                    extra_args: vec![
                         "--cluster_name".into(),
                         "adclick-test".into(),
                         "--server_name".into(),
@@ -148,7 +166,7 @@ impl NatsServer {
         let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
-            .args(&self.cluster_args)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

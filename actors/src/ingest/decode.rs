@@ -200,6 +200,15 @@ fn decode_slow<'p>(
     payload: &'p Bytes,
     fields: &[String],
 ) -> Result<(Click, RawExtras<'p>), String> {
+    // serde_json checks UTF-8 only in the strings it reads; SPEC §1 wants
+    // the whole payload UTF-8 (the fast reader declines on any other text,
+    // so checking here, off the hot path, covers both readers).
+    if let Err(e) = std::str::from_utf8(payload) {
+        return Err(format!(
+            "payload is not UTF-8: invalid byte at offset {}",
+            e.valid_up_to()
+        ));
+    }
     match read_slow(payload, fields) {
         Ok(wire) => validate(subject_ad, seq, wire),
         Err(e) => Err(format!("payload is not a valid click JSON object: {e}")),
