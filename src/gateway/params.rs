@@ -57,15 +57,24 @@ pub enum ErrorCode {
     StorageError,
     /// 503: a partition is recovering or restarting.
     NotReady,
-    /// 503: a partition did not answer within the query timeout.
+    /// 503: a partition did not answer within the query timeout, or the
+    /// request was not answered within the request timeout.
     Timeout,
     /// 503: no metrics recorder is installed.
     NoMetrics,
+    /// 401: the endpoint needs a bearer token and none (or a malformed one) was sent.
+    Unauthorized,
+    /// 403: the bearer token is not one the service accepts.
+    Forbidden,
+    /// 414: the query string is longer than the service accepts.
+    QueryTooLong,
+    /// 503: the service answers its most requests at once; retry shortly.
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, in the order the document lists them.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidAdId,
         ErrorCode::InvalidQuery,
         ErrorCode::UnknownParameter,
@@ -85,6 +94,10 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::NoMetrics,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::QueryTooLong,
+        ErrorCode::Overloaded,
     ];
 
     /// The HTTP status an error with this code is answered with.
@@ -93,9 +106,13 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::NotReady | ErrorCode::Timeout | ErrorCode::NoMetrics => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::NotReady
+            | ErrorCode::Timeout
+            | ErrorCode::NoMetrics
+            | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::QueryTooLong => StatusCode::URI_TOO_LONG,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -122,6 +139,10 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::NoMetrics => "no_metrics",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::QueryTooLong => "query_too_long",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }
