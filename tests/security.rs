@@ -350,7 +350,7 @@ async fn closed_after(mut stream: TcpStream, within: Duration) -> Duration {
 async fn slow_flooding_and_oversized_requests_meet_the_limits() {
     let nats = NatsServer::start();
     let data = tempfile::tempdir().unwrap();
-    let service = Adclick::start(
+    let mut service = Adclick::start(
         &nats,
         data.path(),
         &[
@@ -409,4 +409,24 @@ async fn slow_flooding_and_oversized_requests_meet_the_limits() {
         "answered after {waited:?}: the connection cap held, and the timeout freed it"
     );
     drop(held);
+
+    // SIGTERM with a keep-alive connection open: it is closed after its
+    // request, and the process exits cleanly.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = kept.read(&mut first).await.unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    assert!(
+        service.terminate(Duration::from_secs(15)).success(),
+        "{}",
+        service.log()
+    );
+    closed_after(kept, Duration::from_secs(1)).await;
 }
