@@ -136,6 +136,7 @@ fn main() -> ExitCode {
                 let config = Config::load(config.as_deref())?;
                 adclick::rebuild::run(config, partition, force).await
             }
+            // Answered before the runtime started (above).
             Command::TokenHash => Ok(()),
         }
     });
