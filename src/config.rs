@@ -134,6 +134,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("http_request_timeout", "10s"),
     ("http_header_read_timeout", "10s"),
     ("http_max_connections", "1024"),
+    ("http_max_connections_per_ip", "0"),
 ];
 
 /// A raw value and where it came from.
@@ -524,11 +525,17 @@ impl Builder {
             )?,
             request_timeout,
         };
+        let max_connections = self.number("http_max_connections", 1usize, 1_000_000)?;
         let listener = ListenerSettings {
             tls,
             max_header_bytes,
             header_read_timeout,
-            max_connections: self.number("http_max_connections", 1usize, 1_000_000)?,
+            max_connections,
+            max_connections_per_ip: self.number(
+                "http_max_connections_per_ip",
+                0usize,
+                max_connections,
+            )?,
         };
         Ok((limits, listener))
     }

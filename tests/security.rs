@@ -430,3 +430,55 @@ async fn slow_flooding_and_oversized_requests_meet_the_limits() {
     );
     closed_after(kept, Duration::from_secs(1)).await;
 }
+
+/// A connection to `addr` from `source`, an address of the loopback range
+/// (a second client on the same machine).
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("an address"))
+        .expect("bind the client address");
+    socket.connect(addr).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_cannot_hold_every_connection() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let service = Adclick::start(
+        &nats,
+        data.path(),
+        &[
+            ("ADCLICK_PARTITIONS", "2"),
+            ("ADCLICK_HTTP_MAX_CONNECTIONS_PER_IP", "3"),
+        ],
+    );
+    service.wait_ready().await;
+    let addr = service.addr;
+
+    // Client 127.0.0.1 holds its three with stalled connections; a fourth
+    // is closed at once, not after the header read timeout (10 s).
+    let held: Vec<TcpStream> = futures::future::join_all((0..3).map(|_| stalled(addr))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fourth = closed_after(stalled(addr).await, Duration::from_secs(5)).await;
+    assert!(fourth < Duration::from_secs(1), "closed after {fourth:?}");
+
+    // Another client is answered at once.
+    let started = Instant::now();
+    let other = connect_from("127.0.0.2", addr).await;
+    let response = adclick::http::exchange(other, "127.0.0.1", "/v1/ads/popular", &[])
+        .await
+        .expect("GET from 127.0.0.2");
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Once the first client closes them, its slots come back.
+    drop(held);
+    eventually(Duration::from_secs(5), || async {
+        match adclick::http::get(addr, "/v1/ads/popular").await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

@@ -8,7 +8,9 @@
 //! an idle keep-alive connection closed), the head may be at most
 //! `http_max_header_bytes` (hyper answers 431 beyond), a TLS handshake must
 //! finish within the same timeout, and at most `http_max_connections` are
-//! open at once (further clients wait in the kernel's accept queue).
+//! open at once (further clients wait in the kernel's accept queue). With
+//! `http_max_connections_per_ip`, one client address cannot hold them all:
+//! a connection past its share is closed as soon as it is accepted.
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -16,10 +18,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -47,6 +50,8 @@ pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (0: no cap).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ListenerSettings {
@@ -57,6 +62,7 @@ impl Default for ListenerSettings {
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -174,6 +180,7 @@ impl RestListener {
     pub async fn serve(self, router: Router, stop: impl Future<Output = ()>) {
         let settings = &self.settings;
         let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let per_client = Arc::new(ClientConnections::default());
         let (closing, closing_seen) = watch::channel(false);
         let service = TowerToHyperService::new(router);
         let mut http = http1::Builder::new();
@@ -194,8 +201,8 @@ impl RestListener {
                 _ = &mut stop => break,
                 accepted = self.tcp.accept() => accepted,
             };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: pause briefly rather than spin.
@@ -203,6 +210,16 @@ impl RestListener {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let client_slot = match settings.max_connections_per_ip {
+                0 => None,
+                cap => match per_client.admit(peer.ip(), cap) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%peer, "REST listener: client at http_max_connections_per_ip, closed");
+                        continue;
+                    }
+                },
             };
             let connection = Connection {
                 http: http.clone(),
@@ -213,6 +230,7 @@ impl RestListener {
             let handshake_timeout = settings.header_read_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
+                let _client_slot = client_slot;
                 match tls {
                     None => connection.drive(stream).await,
                     Some(acceptor) => {
@@ -233,6 +251,48 @@ impl RestListener {
             tokio::time::timeout(settings.header_read_timeout, connections.acquire_many(all)).await;
         if drained.is_err() {
             tracing::debug!("REST listener: connections still open at shutdown were dropped");
+        }
+    }
+}
+
+/// How many connections each client address has open.
+#[derive(Default)]
+struct ClientConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a client address, given back when dropped.
+struct ClientSlot {
+    clients: Arc<ClientConnections>,
+    ip: IpAddr,
+}
+
+impl ClientConnections {
+    /// A slot for one more connection from `ip`, unless it has `cap` open.
+    fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
+        // An IPv4 client seen through an IPv6 socket is the same client.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -271,5 +331,34 @@ impl Connection {
         if let Err(e) = connection.await {
             tracing::debug!("REST connection ended at shutdown: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_address_gets_at_most_its_cap_and_slots_come_back() {
+        let clients = Arc::new(ClientConnections::default());
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let a_as_v6: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = clients.admit(a, 2).unwrap();
+        let second = clients.admit(a_as_v6, 2).unwrap();
+        assert!(
+            clients.admit(a, 2).is_none(),
+            "a third from the same client"
+        );
+        let other = clients.admit(b, 2);
+        assert!(other.is_some(), "another client is not affected");
+        drop(first);
+        let again = clients.admit(a, 2);
+        assert!(again.is_some(), "a closed connection frees its slot");
+        drop((second, other, again));
+        assert!(
+            clients.open.lock().unwrap().is_empty(),
+            "nothing left behind"
+        );
     }
 }
