@@ -1026,6 +1026,14 @@ mod tests {
                 "outside",
             ),
             (
+                vec![
+                    ("ADCLICK_HTTP_MAX_CONNECTIONS", "10"),
+                    ("ADCLICK_HTTP_MAX_CONNECTIONS_PER_IP", "11"),
+                ],
+                "http_max_connections_per_ip",
+                "outside 0..=10",
+            ),
+            (
                 vec![("ADCLICK_METRICS_REQUIRE_TOKEN", "yes")],
                 "metrics_require_token",
                 "not true or false",
