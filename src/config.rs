@@ -39,6 +39,12 @@ pub struct Config {
     pub query_timeout: Duration,
     /// How long a SIGTERM may take to commit and exit.
     pub shutdown_timeout: Duration,
+    /// Who may query the REST API: bearer token digests, `/metrics` too or not.
+    pub api_access: ApiAccess,
+    /// Limits on each REST request (query length, concurrency, time).
+    pub http_limits: RequestLimits,
+    /// The REST listener: TLS, request head size and time, connections.
+    pub http_listener: ListenerSettings,
     /// What every partition needs.
     pub pipeline: PipelineSettings,
     /// Whether partitions are shared with the other `adclick serve`
@@ -52,12 +58,6 @@ pub struct Config {
     pub state_ship_interval: Duration,
     /// Replicas of every stream and bucket adclick creates.
     pub stream_replicas: usize,
-    /// Who may query the REST API: bearer token digests, `/metrics` too or not.
-    pub api_access: ApiAccess,
-    /// Limits on each REST request (query length, concurrency, time).
-    pub http_limits: RequestLimits,
-    /// The REST listener: TLS, request head size and time, connections.
-    pub http_listener: ListenerSettings,
 }
 
 /// A configuration error, naming the key.
@@ -119,11 +119,6 @@ pub const KEYS: &[(&str, &str)] = &[
     ("top_n", "100"),
     ("query_timeout", "5s"),
     ("shutdown_timeout", "10s"),
-    ("cluster", "false"),
-    ("member_id", ""),
-    ("lease_ttl", "6s"),
-    ("state_ship_interval", "30s"),
-    ("stream_replicas", "1"),
     ("api_token_sha256", ""),
     ("metrics_require_token", "false"),
     ("http_tls_cert", ""),
@@ -135,6 +130,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("http_header_read_timeout", "10s"),
     ("http_max_connections", "1024"),
     ("http_max_connections_per_ip", "0"),
+    ("cluster", "false"),
+    ("member_id", ""),
+    ("lease_ttl", "6s"),
+    ("state_ship_interval", "30s"),
+    ("stream_replicas", "1"),
 ];
 
 /// A raw value and where it came from.
@@ -668,6 +668,9 @@ impl Builder {
             feed_max_age: self.duration("feed_max_age")?,
             query_timeout,
             shutdown_timeout: self.duration("shutdown_timeout")?,
+            api_access: self.api_access()?,
+            http_limits,
+            http_listener,
             pipeline,
             cluster: self.parse("cluster", boolean)?,
             member_id: self.parse("member_id", |t| match t.trim() {
@@ -691,9 +694,6 @@ impl Builder {
             })?,
             state_ship_interval: self.duration("state_ship_interval")?,
             stream_replicas: self.number("stream_replicas", 1usize, 5)?,
-            api_access: self.api_access()?,
-            http_limits,
-            http_listener,
         })
     }
 }

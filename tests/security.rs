@@ -3,7 +3,7 @@
 //! limits a slow or flooding client meets (a JSON 414 for a long query, 431
 //! for an oversized head, slow and idle connections cut off, a connection
 //! cap that holds). The TLS files are test-only fixtures:
-//! tests/fixtures/tls/regenerate.sh makes them.
+//! tests/fixtures/rest-tls/regenerate.sh makes them.
 
 mod common;
 
@@ -24,7 +24,7 @@ const TOKEN: &str = "test-token-5b0e2f3c9a7d41e8b6c2";
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
+        .join("tests/fixtures/rest-tls")
         .join(name)
 }
 
@@ -184,7 +184,7 @@ async fn bearer_tokens_guard_the_api_but_not_the_probes() {
 
 /// A TLS client that trusts only the test CA.
 fn test_ca_client() -> tokio_rustls::TlsConnector {
-    let pem = std::fs::read(fixture("ca.pem")).expect("tests/fixtures/tls/ca.pem");
+    let pem = std::fs::read(fixture("ca.pem")).expect("tests/fixtures/rest-tls/ca.pem");
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.expect("a PEM certificate")).expect("a CA");
