@@ -4,6 +4,9 @@
 //!
 //! A bad value stops start-up with a message naming the key and the problem.
 
+use crate::gateway::access::{ApiAccess, TokenDigest};
+use crate::gateway::limits::RequestLimits;
+use crate::gateway::listener::{ListenerSettings, TlsFiles};
 use crate::nats::NatsSecurity;
 use adclick_actors::dimension::{check_name, ExtraDimension, MAX_EXTRA_DIMENSIONS};
 use adclick_actors::{DimensionSet, FeedSettings, PipelineSettings};
@@ -37,6 +40,12 @@ pub struct Config {
     pub query_timeout: Duration,
     /// How long a SIGTERM may take to commit and exit.
     pub shutdown_timeout: Duration,
+    /// Who may query the REST API: bearer token digests, `/metrics` too or not.
+    pub api_access: ApiAccess,
+    /// Limits on each REST request (query length, concurrency, time).
+    pub http_limits: RequestLimits,
+    /// The REST listener: TLS, request head size and time, connections.
+    pub http_listener: ListenerSettings,
     /// What every partition needs.
     pub pipeline: PipelineSettings,
     /// Whether partitions are shared with the other `adclick serve`
@@ -113,6 +122,17 @@ pub const KEYS: &[(&str, &str)] = &[
     ("top_n", "100"),
     ("query_timeout", "5s"),
     ("shutdown_timeout", "10s"),
+    ("api_token_sha256", ""),
+    ("metrics_require_token", "false"),
+    ("http_tls_cert", ""),
+    ("http_tls_key", ""),
+    ("http_max_header_bytes", "16384"),
+    ("http_max_query_bytes", "4096"),
+    ("http_max_concurrent_requests", "256"),
+    ("http_request_timeout", "10s"),
+    ("http_header_read_timeout", "10s"),
+    ("http_max_connections", "1024"),
+    ("http_max_connections_per_ip", "0"),
     ("cluster", "false"),
     ("member_id", ""),
     ("lease_ttl", "6s"),
@@ -446,6 +466,107 @@ impl Builder {
         Ok(dims)
     }
 
+    /// `api_token_sha256` (a TOML array of hex digests, or `d1,d2` from the
+    /// environment) and `metrics_require_token`.
+    fn api_access(&self) -> Result<ApiAccess, ConfigError> {
+        let key = "api_token_sha256";
+        let texts: Vec<String> = match self.raw.get(key).map(|r| &r.value) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.bad(key, "digests must be strings".into()))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(toml::Value::String(text)) => text.split(',').map(str::to_string).collect(),
+            Some(_) => {
+                return Err(self.bad(
+                    key,
+                    "must be an array of SHA-256 hex digests, e.g. [\"9f86…\"]".into(),
+                ))
+            }
+        };
+        let mut digests = Vec::new();
+        for (i, text) in texts.iter().filter(|t| !t.trim().is_empty()).enumerate() {
+            let digest = TokenDigest::parse_hex(text)
+                .map_err(|e| self.bad(key, format!("entry {}: {e}", i + 1)))?;
+            digests.push(digest);
+        }
+        let metrics_require_token = self.parse("metrics_require_token", boolean)?;
+        Ok(ApiAccess::with_tokens(digests, metrics_require_token))
+    }
+
+    /// The `http_*` limits and the listener's TLS files.
+    fn http(
+        &self,
+        query_timeout: Duration,
+    ) -> Result<(RequestLimits, ListenerSettings), ConfigError> {
+        let path = |key: &'static str| -> Option<PathBuf> {
+            let text = self.text(key).0;
+            let text = text.trim();
+            (!text.is_empty()).then(|| PathBuf::from(text))
+        };
+        let tls = match (path("http_tls_cert"), path("http_tls_key")) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.bad("http_tls_key", "must be set when http_tls_cert is".into()))
+            }
+            (None, Some(_)) => {
+                return Err(self.bad("http_tls_cert", "must be set when http_tls_key is".into()))
+            }
+        };
+        let max_header_bytes = self.number("http_max_header_bytes", 1024usize, 1 << 20)?;
+        let max_query_bytes = self.number("http_max_query_bytes", 16usize, 1 << 20)?;
+        if max_query_bytes >= max_header_bytes {
+            return Err(self.bad(
+                "http_max_query_bytes",
+                format!(
+                    "must be below http_max_header_bytes ({max_header_bytes}): a longer query \
+                     would be refused as an oversized head, without the JSON 414"
+                ),
+            ));
+        }
+        let request_timeout = self.duration("http_request_timeout")?;
+        if request_timeout <= query_timeout {
+            return Err(self.bad(
+                "http_request_timeout",
+                format!(
+                    "must be longer than query_timeout ({query_timeout:?}), so a slow \
+                     partition is answered as such"
+                ),
+            ));
+        }
+        let header_read_timeout = self.duration("http_header_read_timeout")?;
+        if header_read_timeout.is_zero() {
+            return Err(self.bad("http_header_read_timeout", "must be more than 0".into()));
+        }
+        let limits = RequestLimits {
+            max_query_bytes,
+            max_concurrent_requests: self.number(
+                "http_max_concurrent_requests",
+                1usize,
+                100_000,
+            )?,
+            request_timeout,
+        };
+        let max_connections = self.number("http_max_connections", 1usize, 1_000_000)?;
+        let listener = ListenerSettings {
+            tls,
+            max_header_bytes,
+            header_read_timeout,
+            max_connections,
+            max_connections_per_ip: self.number(
+                "http_max_connections_per_ip",
+                0usize,
+                max_connections,
+            )?,
+        };
+        Ok((limits, listener))
+    }
+
     fn dimension_sets(&self, extras: &[ExtraDimension]) -> Result<Vec<DimensionSet>, ConfigError> {
         let key = "dimension_sets";
         let problem = |source_name: &str, problem: String| ConfigError::Bad {
@@ -529,6 +650,8 @@ impl Builder {
             });
         }
         let extra_dimensions = self.extra_dimensions()?;
+        let query_timeout = self.duration("query_timeout")?;
+        let (http_limits, http_listener) = self.http(query_timeout)?;
         let pipeline = PipelineSettings {
             partitions,
             stream: self.parse("stream_name", nonempty)?,
@@ -570,8 +693,11 @@ impl Builder {
             rejected_max_age: self.duration("rejected_max_age")?,
             feed_stream: self.parse("feed_stream_name", nonempty)?,
             feed_max_age: self.duration("feed_max_age")?,
-            query_timeout: self.duration("query_timeout")?,
+            query_timeout,
             shutdown_timeout: self.duration("shutdown_timeout")?,
+            api_access: self.api_access()?,
+            http_limits,
+            http_listener,
             pipeline,
             cluster: self.parse("cluster", boolean)?,
             member_id: self.parse("member_id", |t| match t.trim() {
@@ -840,6 +966,115 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn api_tokens_and_http_limits_parse_and_errors_name_the_key() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert!(
+            !c.api_access.enabled(),
+            "no tokens by default: the API is open"
+        );
+        assert_eq!(c.http_limits, RequestLimits::default());
+        assert_eq!(c.http_listener, ListenerSettings::default());
+
+        let digest = |t: &str| TokenDigest::of(t.as_bytes()).to_hex();
+        let both = format!("{}, {}", digest("a"), digest("b").to_uppercase());
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("ADCLICK_API_TOKEN_SHA256", &both),
+                ("ADCLICK_METRICS_REQUIRE_TOKEN", "true"),
+                ("ADCLICK_HTTP_TLS_CERT", "/etc/tls/cert.pem"),
+                ("ADCLICK_HTTP_TLS_KEY", "/etc/tls/key.pem"),
+                ("ADCLICK_HTTP_MAX_QUERY_BYTES", "100"),
+                ("ADCLICK_HTTP_HEADER_READ_TIMEOUT", "2s"),
+            ]),
+        )
+        .unwrap();
+        let auth = |t: &str| {
+            let value = axum::http::HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+            c.api_access.check(Some(&value)).is_ok()
+        };
+        assert!(auth("a") && auth("b") && !auth("c"));
+        assert!(c.api_access.protects("/metrics"));
+        assert_eq!(c.http_limits.max_query_bytes, 100);
+        assert_eq!(c.http_listener.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.http_listener.tls,
+            Some(TlsFiles {
+                cert: "/etc/tls/cert.pem".into(),
+                key: "/etc/tls/key.pem".into()
+            })
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("api_token_sha256 = [\"{}\"]\n", digest("a"))).unwrap();
+        assert!(Config::load_from(Some(&file), env(&[]))
+            .unwrap()
+            .api_access
+            .enabled());
+
+        for (pairs, key, want) in [
+            (
+                vec![("ADCLICK_API_TOKEN_SHA256", "my-secret-token")],
+                "api_token_sha256",
+                "entry 1: a value of 15 characters is not a SHA-256 digest",
+            ),
+            (
+                vec![("ADCLICK_HTTP_TLS_CERT", "cert.pem")],
+                "http_tls_key",
+                "must be set when http_tls_cert is",
+            ),
+            (
+                vec![("ADCLICK_HTTP_TLS_KEY", "key.pem")],
+                "http_tls_cert",
+                "must be set when http_tls_key is",
+            ),
+            (
+                vec![("ADCLICK_HTTP_MAX_QUERY_BYTES", "16384")],
+                "http_max_query_bytes",
+                "must be below http_max_header_bytes",
+            ),
+            (
+                vec![("ADCLICK_HTTP_REQUEST_TIMEOUT", "5s")],
+                "http_request_timeout",
+                "longer than query_timeout",
+            ),
+            (
+                vec![("ADCLICK_HTTP_HEADER_READ_TIMEOUT", "0s")],
+                "http_header_read_timeout",
+                "more than 0",
+            ),
+            (
+                vec![("ADCLICK_HTTP_MAX_CONCURRENT_REQUESTS", "0")],
+                "http_max_concurrent_requests",
+                "outside",
+            ),
+            (
+                vec![
+                    ("ADCLICK_HTTP_MAX_CONNECTIONS", "10"),
+                    ("ADCLICK_HTTP_MAX_CONNECTIONS_PER_IP", "11"),
+                ],
+                "http_max_connections_per_ip",
+                "outside 0..=10",
+            ),
+            (
+                vec![("ADCLICK_METRICS_REQUIRE_TOKEN", "yes")],
+                "metrics_require_token",
+                "not true or false",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(want),
+                "{pairs:?}: {err}"
+            );
+            assert!(!err.contains("my-secret-token"), "echoes a token: {err}");
         }
     }
 

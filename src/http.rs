@@ -1,19 +1,75 @@
 //! A minimal HTTP/1.1 GET client for localhost: enough for the demo to read
-//! its own API and for tests, without a full HTTP client in the build.
+//! its own API and for tests (request headers, any stream: TLS in the
+//! tests), without a full HTTP client in the build.
 
 use anyhow::{bail, Context as _};
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// An answer: status, header lines and body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The header lines as (name, value), names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 /// GETs `path` from `addr`; returns the status and the body.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    let response = get_with(addr, path, &[]).await?;
+    Ok((response.status, response.body))
+}
+
+/// GETs `path` from `addr` with extra request headers (e.g. `Authorization`).
+pub async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(stream, &addr.to_string(), path, headers).await
+}
+
+/// One GET over an open connection of any kind (plain TCP, or a TLS stream
+/// a test opened), which is closed after the answer.
+pub async fn exchange<S>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
+    // A TLS peer may close without close_notify once it has answered: what
+    // was read is the answer.
+    if let Err(e) = stream.read_to_end(&mut raw).await {
+        if raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Err(e.into());
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -25,18 +81,25 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("response without a status")?;
-    let chunked = head
+    let headers: Vec<(String, String)> = head
         .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
+    });
     let body = if chunked {
         dechunk(body)?
     } else {
         body.to_vec()
     };
-    Ok((
+    Ok(HttpResponse {
         status,
-        String::from_utf8(body).context("body is not UTF-8")?,
-    ))
+        headers,
+        body: String::from_utf8(body).context("body is not UTF-8")?,
+    })
 }
 
 /// Joins a chunked body: size line, data, CRLF, … until a zero size.

@@ -1,7 +1,8 @@
-//! The `adclick` command line: `serve`, `loadgen`, `demo`.
+//! The `adclick` command line: `serve`, `loadgen`, `demo`, `rebuild`, `token-hash`.
 
 use adclick::config::Config;
 use adclick::demo::DemoArgs;
+use adclick::gateway::access::TokenDigest;
 use adclick::loadgen::LoadgenArgs;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -48,10 +49,44 @@ enum Command {
         #[arg(long, env = "ADCLICK_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the SHA-256 digest of an API token read from standard input,
+    /// for `api_token_sha256` (the service stores digests, never tokens).
+    ///
+    /// One trailing line end is ignored. The same as
+    /// `printf %s "$TOKEN" | sha256sum`. Make a token with e.g.
+    /// `openssl rand -hex 32`.
+    TokenHash,
+}
+
+/// `adclick token-hash`: the digest of the token on standard input.
+fn token_hash() -> ExitCode {
+    use std::io::Read as _;
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().take(64 * 1024).read_to_end(&mut input) {
+        eprintln!("adclick: cannot read the token from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    match TokenDigest::of_token_line(&input) {
+        Ok(digest) => {
+            if input.trim_ascii_end().len() < 16 {
+                eprintln!("adclick: warning: a token under 16 characters can be guessed; use e.g. `openssl rand -hex 32`");
+            }
+            println!("{}", digest.to_hex());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("adclick: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::TokenHash = cli.command {
+        // No runtime, no logging: a pipe in, one line out.
+        return token_hash();
+    }
     let allocator_tuned = adclick::allocator::keep_batch_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -101,6 +136,8 @@ fn main() -> ExitCode {
                 let config = Config::load(config.as_deref())?;
                 adclick::rebuild::run(config, partition, force).await
             }
+            // Answered before the runtime started (above).
+            Command::TokenHash => Ok(()),
         }
     });
     match result {

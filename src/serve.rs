@@ -2,6 +2,7 @@
 //! gateway together, and shuts them down cleanly on SIGTERM.
 
 use crate::config::Config;
+use crate::gateway::listener::{self, RestListener};
 use crate::gateway::{self, Gateway};
 use adclick_actors::cluster::{self, ClusterSettings, Membership};
 use adclick_actors::partitions::Partitions;
@@ -48,6 +49,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// Starts everything: streams, partitions, REST. Returns once the HTTP
 /// listener is bound; partitions become ready in the background (`/readyz`).
 pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Service> {
+    // First, so a bad certificate or key stops start-up before anything else.
+    let tls = match &config.http_listener.tls {
+        Some(files) => Some(listener::tls_acceptor(files)?),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let client = crate::nats::connect(&config.nats_url, &config.nats_security).await?;
@@ -91,24 +97,27 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         partitions
     };
 
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
+    let tls_on = tls.is_some();
+    let listener = RestListener::bind(config.http_addr, tls, config.http_listener.clone()).await?;
     let http_addr = listener.local_addr()?;
     let mut gateway = Gateway::new(partitions.clone(), settings, metrics);
+    gateway.access = config.api_access.clone();
+    gateway.limits = config.http_limits.clone();
     gateway.member = config.cluster.then(|| config.member_id.clone());
     let router =
         gateway::router(Arc::new(gateway)).context("cannot serialize the OpenAPI document")?;
     let (http_stop, stopped) = oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("REST server failed: {e}");
-        }
-    });
-    tracing::info!(%http_addr, partitions = partitions.len(), "adclick serving");
+    let http_task = tokio::spawn(listener.serve(router, async {
+        let _ = stopped.await;
+    }));
+    if config.api_access.enabled() && !tls_on && !http_addr.ip().is_loopback() {
+        tracing::warn!(
+            %http_addr,
+            "API tokens travel in clear text: set http_tls_cert and http_tls_key, or terminate TLS in front"
+        );
+    }
+    let scheme = if tls_on { "https" } else { "http" };
+    tracing::info!(%http_addr, scheme, tokens = config.api_access.enabled(), partitions = partitions.len(), "adclick serving");
     Ok(Service {
         partitions,
         membership,

@@ -4,11 +4,15 @@
 //! Each handler carries its `#[utoipa::path]`; `openapi.rs` assembles them
 //! into the document served at `/openapi.json`.
 
+pub mod access;
 pub mod body;
+pub mod limits;
+pub mod listener;
 pub mod live;
 pub mod openapi;
 pub mod params;
 
+use access::ApiAccess;
 use adclick_actors::partitions::{CountQuery, TopQuery};
 use adclick_actors::partitions::{Partitions, QueryError};
 use adclick_actors::store::history_start;
@@ -27,6 +31,7 @@ use body::{
     AdCount, AggregatedCount, ErrorBody, FilterBody, Health, HealthStatus, MinuteCount,
     MinuteSeries, Popular, Readiness,
 };
+use limits::{RequestGate, RequestLimits};
 use metrics_exporter_prometheus::PrometheusHandle;
 use openapi::{
     AdIdPath, AggregatedCountQuery, BadRequest, PopularQuery, SeriesQuery, ServerError, Unavailable,
@@ -57,6 +62,10 @@ pub struct Gateway {
     pub settings: Arc<PipelineSettings>,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Which paths need a bearer token, and which tokens are accepted.
+    pub access: ApiAccess,
+    /// Query length, concurrency and time limits of each request.
+    pub limits: RequestLimits,
     /// In a cluster: this member's id (the status shows it).
     pub member: Option<String>,
     /// Permits of the open `/v1/live` streams ([`live::live_streams`]).
@@ -64,8 +73,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The gateway of `partitions`, with no cluster member id and the
-    /// default limit of live streams.
+    /// The gateway of `partitions`: open (no tokens), default request
+    /// limits, no cluster member id.
     pub fn new(
         partitions: Arc<Partitions>,
         settings: Arc<PipelineSettings>,
@@ -75,6 +84,8 @@ impl Gateway {
             partitions,
             settings,
             metrics,
+            access: ApiAccess::open(),
+            limits: RequestLimits::default(),
             member: None,
             live_streams: live::live_streams(),
         }
@@ -111,10 +122,13 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<Gateway>>)> {
 
 /// The router of every endpoint. The OpenAPI document is generated here,
 /// from the gateway's settings, because the query parameters of declared
-/// extra dimensions depend on the configuration. Fails only if the document
-/// cannot be serialized, which start-up reports.
+/// extra dimensions and which operations need a token depend on the
+/// configuration. Fails only if the document cannot be serialized, which
+/// start-up reports.
 pub fn router(gateway: Arc<Gateway>) -> Result<Router, serde_json::Error> {
-    let document: Arc<str> = openapi::document(&gateway.settings)?.into();
+    let document: Arc<str> = openapi::document(&gateway.settings, &gateway.access)?.into();
+    let gate = Arc::new(RequestGate::new(gateway.limits.clone()));
+    let access = Arc::new(gateway.access.clone());
     let mut router = Router::new();
     for (path, method_router) in routes() {
         router = router.route(path, method_router);
@@ -130,6 +144,13 @@ pub fn router(gateway: Arc<Gateway>) -> Result<Router, serde_json::Error> {
             )
         })
         .layer(axum::Extension(OpenApiDocument(document)))
+        // Outermost last: latency is recorded for every answer, refusals
+        // included; a token is checked before a request takes a permit.
+        .layer(axum::middleware::from_fn_with_state(gate, limits::enforce))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            access::require_token,
+        ))
         .layer(axum::middleware::from_fn(record_latency))
         .with_state(gateway))
 }

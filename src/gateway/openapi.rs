@@ -4,13 +4,23 @@
 //! (`params.rs`), and error bodies from [`ErrorCode`], one schema per HTTP
 //! status listing exactly the codes that status carries.
 //!
+//! Two things depend on the configuration, so [`document`] adds them from
+//! the settings the router is built with, and each deployment serves the
+//! document of its own configuration.
+//!
 //! Declared extra dimensions (`extra_dimensions`) are query parameters of
 //! both count endpoints and members of their `filter`, named by the
-//! configuration: [`document`] adds them from the settings the router is
-//! built with, so each deployment serves the document of its own
-//! configuration, and the drift tests below check it with extra dimensions
+//! configuration; the drift tests below check it with extra dimensions
 //! declared and without.
+//!
+//! With API tokens configured (`api_token_sha256`), every operation that
+//! needs one lists the `bearer_token` security requirement and its 401 and
+//! 403 answers; the probes and this document never do (`access.rs`). The
+//! request limits (`limits.rs`) add a 414 to every operation and a 503 to
+//! every one they can shed or time out.
 
+use super::access::{ApiAccess, SECURITY_SCHEME};
+use super::limits::PROBE_PATHS;
 use super::params::{
     extra_dimension_description, ErrorCode, Param, AGGREGATED_COUNT_PARAMS, LATEST_MS,
     POPULAR_PARAMS, SERIES_PARAMS,
@@ -19,12 +29,13 @@ use super::AD_ID_PATTERN;
 use adclick_actors::dimension::{ExtraDimension, MAX_VALUE_BYTES};
 use adclick_actors::PipelineSettings;
 use axum::http::StatusCode;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{
     AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
 };
-use utoipa::openapi::{ContentBuilder, RefOr, Required};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{IntoParams, OpenApi, ToResponse};
 
 /// The whole document.
@@ -49,7 +60,14 @@ use utoipa::{IntoParams, OpenApi, ToResponse};
         super::openapi_json,
         super::docs,
     ),
-    components(responses(BadRequest, ServerError, Unavailable))
+    components(responses(
+        BadRequest,
+        ServerError,
+        Unavailable,
+        Unauthorized,
+        Forbidden,
+        QueryTooLong
+    ))
 )]
 pub struct ApiDoc;
 
@@ -63,9 +81,14 @@ pub const FILTERED_PATHS: [&str; 3] = [
 /// The document as served for these settings: pretty JSON. The declared
 /// extra dimensions of `settings` become query parameters of the
 /// [`FILTERED_PATHS`] (after the built-in ones, in configuration order) and
-/// properties of the `FilterBody` schema.
-pub fn document(settings: &PipelineSettings) -> Result<String, serde_json::Error> {
+/// properties of the `FilterBody` schema; the operations `access` protects
+/// require a bearer token.
+pub fn document(
+    settings: &PipelineSettings,
+    access: &ApiAccess,
+) -> Result<String, serde_json::Error> {
     let mut doc = ApiDoc::openapi();
+    add_limits_and_access(&mut doc, access);
     let extras = &settings.extra_dimensions;
     if !extras.is_empty() {
         for path in FILTERED_PATHS {
@@ -94,6 +117,59 @@ pub fn document(settings: &PipelineSettings) -> Result<String, serde_json::Error
         }
     }
     doc.to_pretty_json()
+}
+
+/// The methods of a path item that are documented.
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// What the request limits and the token check can answer, on every
+/// operation they apply to, and the bearer scheme.
+fn add_limits_and_access(doc: &mut utoipa::openapi::OpenApi, access: &ApiAccess) {
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "A token whose SHA-256 digest is in the service's `api_token_sha256`. \
+             Needed only where an operation lists it, and only when tokens are configured.",
+        ))
+        .build();
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(SECURITY_SCHEME, SecurityScheme::Http(scheme));
+    }
+    let reference = |name: &str| RefOr::Ref(Ref::from_response_name(name));
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let probe = PROBE_PATHS.contains(&path.as_str());
+        let protected = access.protects(path);
+        for operation in operations_mut(item) {
+            let responses = &mut operation.responses.responses;
+            responses.insert("414".into(), reference("QueryTooLong"));
+            if !probe {
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| reference("Unavailable"));
+            }
+            if protected {
+                responses.insert("401".into(), reference("Unauthorized"));
+                responses.insert("403".into(), reference("Forbidden"));
+                operation.security = Some(vec![SecurityRequirement::new(
+                    SECURITY_SCHEME,
+                    Vec::<String>::new(),
+                )]);
+            }
+        }
+    }
 }
 
 /// A value of an extra dimension: what the parser accepts (1 to
@@ -269,16 +345,58 @@ impl<'r> ToResponse<'r> for ServerError {
     }
 }
 
-/// 503: a partition is recovering, restarting or slow; or no metrics recorder.
+/// 503: a partition is recovering, restarting or slow; the service is at its
+/// request limit; or no metrics recorder.
 pub struct Unavailable;
 
 impl<'r> ToResponse<'r> for Unavailable {
     fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
         let r = error_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Cannot answer now: a partition is recovering or did not answer in time; retry shortly",
+            "Cannot answer now: a partition is recovering or did not answer in time, or the \
+             service answers its most requests at once; retry shortly",
         );
         ("Unavailable", r.into())
+    }
+}
+
+/// 401: no bearer token, or not `Authorization: Bearer <token>`.
+pub struct Unauthorized;
+
+impl<'r> ToResponse<'r> for Unauthorized {
+    fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
+        let r = error_response(
+            StatusCode::UNAUTHORIZED,
+            "A token is needed: send `Authorization: Bearer <token>` (the answer carries \
+             `WWW-Authenticate: Bearer`)",
+        );
+        ("Unauthorized", r.into())
+    }
+}
+
+/// 403: a bearer token the service does not accept.
+pub struct Forbidden;
+
+impl<'r> ToResponse<'r> for Forbidden {
+    fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
+        let r = error_response(
+            StatusCode::FORBIDDEN,
+            "The token is not one this service accepts",
+        );
+        ("Forbidden", r.into())
+    }
+}
+
+/// 414: a query string over `http_max_query_bytes`.
+pub struct QueryTooLong;
+
+impl<'r> ToResponse<'r> for QueryTooLong {
+    fn response() -> (&'r str, utoipa::openapi::RefOr<Response>) {
+        let r = error_response(
+            StatusCode::URI_TOO_LONG,
+            "The query string is longer than the service accepts (http_max_query_bytes)",
+        );
+        ("QueryTooLong", r.into())
     }
 }
 
@@ -308,8 +426,12 @@ mod tests {
     }
 
     fn router_with(settings: PipelineSettings) -> axum::Router {
+        router_with_access(settings, ApiAccess::open())
+    }
+
+    fn router_with_access(settings: PipelineSettings, access: ApiAccess) -> axum::Router {
         let settings = Arc::new(settings);
-        let gateway = Gateway::new(
+        let mut gateway = Gateway::new(
             Arc::new(Partitions::new(
                 settings.clone(),
                 Duration::from_millis(100),
@@ -317,6 +439,7 @@ mod tests {
             settings,
             None,
         );
+        gateway.access = access;
         router(Arc::new(gateway)).unwrap()
     }
 
@@ -341,7 +464,10 @@ mod tests {
     }
 
     fn doc() -> Value {
-        serde_json::from_str(&document(&PipelineSettings::with_defaults(2)).unwrap()).unwrap()
+        serde_json::from_str(
+            &document(&PipelineSettings::with_defaults(2), &ApiAccess::open()).unwrap(),
+        )
+        .unwrap()
     }
 
     /// The document a router serves.
@@ -352,11 +478,20 @@ mod tests {
     }
 
     async fn call(router: &axum::Router, method: Method, uri: &str) -> (u16, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::empty())
-            .unwrap();
+        call_with_token(router, method, uri, None).await
+    }
+
+    async fn call_with_token(
+        router: &axum::Router,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Body::empty()).unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         // An event stream never ends: its status is the answer.
@@ -629,6 +764,80 @@ mod tests {
         }
     }
 
+    /// With tokens configured, exactly the operations the document marks
+    /// with the bearer requirement refuse a request without a token (401) or
+    /// with an unknown one (403), and answer a known one; every answer is
+    /// documented. Without tokens nothing is marked.
+    #[tokio::test]
+    async fn the_security_requirements_are_what_the_gateway_enforces() {
+        let open = doc();
+        for (path, item) in open["paths"].as_object().unwrap() {
+            assert!(item["get"].get("security").is_none(), "{path}");
+            assert!(item["get"]["responses"].get("401").is_none(), "{path}");
+        }
+        assert_eq!(
+            open["components"]["securitySchemes"][SECURITY_SCHEME]["scheme"],
+            "bearer"
+        );
+        for metrics_require_token in [false, true] {
+            let access = ApiAccess::with_tokens(
+                vec![super::super::access::TokenDigest::of(b"right")],
+                metrics_require_token,
+            );
+            let router = router_with_access(PipelineSettings::with_defaults(2), access.clone());
+            let doc = served_doc(&router).await;
+            let mut protected = 0;
+            for (path, item) in doc["paths"].as_object().unwrap() {
+                let operation = &item["get"];
+                let documented =
+                    |status: u16| operation["responses"].get(status.to_string()).is_some();
+                let marked = operation.get("security").is_some();
+                assert_eq!(marked, access.protects(path), "{path}");
+                let uri = concrete(path);
+                let (status, body) = call(&router, Method::GET, &uri).await;
+                if marked {
+                    protected += 1;
+                    assert_eq!(
+                        (status, body["code"].as_str()),
+                        (401, Some("unauthorized")),
+                        "{path}"
+                    );
+                    let (status, body) =
+                        call_with_token(&router, Method::GET, &uri, Some("wrong")).await;
+                    assert_eq!(
+                        (status, body["code"].as_str()),
+                        (403, Some("forbidden")),
+                        "{path}"
+                    );
+                    assert!(documented(401) && documented(403), "{path}");
+                }
+                let (status, body) =
+                    call_with_token(&router, Method::GET, &uri, Some("right")).await;
+                assert!(![401, 403].contains(&status), "{path}: {body}");
+                assert!(documented(status), "{path} answered {status}: {body}");
+                let long = format!("{uri}?x={}", "a".repeat(5000));
+                let (status, body) =
+                    call_with_token(&router, Method::GET, &long, Some("right")).await;
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (414, Some("query_too_long")),
+                    "{path}"
+                );
+                assert!(documented(414), "{path}");
+            }
+            // The counts always need the token; /metrics as configured.
+            for path in FILTERED_PATHS {
+                assert!(
+                    doc["paths"][path]["get"].get("security").is_some(),
+                    "{path}"
+                );
+            }
+            let metrics = doc["paths"]["/metrics"]["get"].get("security").is_some();
+            assert_eq!(metrics, metrics_require_token);
+            assert!(protected >= FILTERED_PATHS.len());
+        }
+    }
+
     #[test]
     fn each_error_status_documents_exactly_its_codes() {
         let doc = doc();
@@ -636,6 +845,9 @@ mod tests {
             ("BadRequest", StatusCode::BAD_REQUEST),
             ("ServerError", StatusCode::INTERNAL_SERVER_ERROR),
             ("Unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ("Unauthorized", StatusCode::UNAUTHORIZED),
+            ("Forbidden", StatusCode::FORBIDDEN),
+            ("QueryTooLong", StatusCode::URI_TOO_LONG),
         ] {
             let codes = &doc["components"]["responses"][name]["content"]["application/json"]
                 ["schema"]["properties"]["code"]["enum"];

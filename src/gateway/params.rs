@@ -57,17 +57,26 @@ pub enum ErrorCode {
     StorageError,
     /// 503: a partition is recovering or restarting.
     NotReady,
-    /// 503: a partition did not answer within the query timeout.
+    /// 503: a partition did not answer within the query timeout, or the
+    /// request was not answered within the request timeout.
     Timeout,
     /// 503: no metrics recorder is installed.
     NoMetrics,
     /// 503: as many `/v1/live` streams are open as are served at once.
     TooManyStreams,
+    /// 401: the endpoint needs a bearer token and none (or a malformed one) was sent.
+    Unauthorized,
+    /// 403: the bearer token is not one the service accepts.
+    Forbidden,
+    /// 414: the query string is longer than the service accepts.
+    QueryTooLong,
+    /// 503: the service answers its most requests at once; retry shortly.
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, in the order the document lists them.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::InvalidAdId,
         ErrorCode::InvalidQuery,
         ErrorCode::UnknownParameter,
@@ -88,6 +97,10 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::NoMetrics,
         ErrorCode::TooManyStreams,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::QueryTooLong,
+        ErrorCode::Overloaded,
     ];
 
     /// The HTTP status an error with this code is answered with.
@@ -99,7 +112,11 @@ impl ErrorCode {
             ErrorCode::NotReady
             | ErrorCode::Timeout
             | ErrorCode::NoMetrics
-            | ErrorCode::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::TooManyStreams
+            | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::QueryTooLong => StatusCode::URI_TOO_LONG,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -127,6 +144,10 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::NoMetrics => "no_metrics",
             ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::QueryTooLong => "query_too_long",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }
