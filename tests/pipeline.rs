@@ -304,6 +304,37 @@ async fn rest_answers_equal_the_oracle_exactly() {
             > 0.0
     );
 
+    // The status an operator reads says the same, partition by partition.
+    let (status, v) = service.get("/v1/status").await;
+    assert_eq!(status, 200, "{v}");
+    let totals = &v["totals"];
+    assert_eq!(totals["counted"], oracle.total() as f64, "{v}");
+    assert_eq!(totals["rejected"]["invalid"], invalid.len() as f64, "{v}");
+    assert_eq!(totals["rejected"]["too_late"], 7.0, "{v}");
+    assert_eq!(totals["rejected"]["future"], 5.0, "{v}");
+    assert_eq!(totals["duplicate"], repeats_reaching_adclick as f64, "{v}");
+    assert_eq!(
+        totals["consumed"],
+        service.metric("adclick_events_consumed_total").await,
+        "{v}"
+    );
+    let rows = v["partitions"].as_array().expect("partitions");
+    assert_eq!(rows.len(), 4, "{v}");
+    for (p, row) in rows.iter().enumerate() {
+        assert_eq!(row["partition"], p as u64, "{row}");
+        assert_eq!(
+            (row["ready"].as_bool(), row["runs_here"].as_bool()),
+            (Some(true), Some(true))
+        );
+        assert_eq!(row["pending"], 0, "{row}");
+        assert_eq!(row["restarts"], 0, "{row}");
+        assert!(
+            row["last_commit"].is_string() && row["watermark"].is_string(),
+            "{row}"
+        );
+    }
+    assert_eq!(v["ready"], true);
+
     // adclick's partition function is the broker's.
     let stream = js.get_stream("CLICKS").await.unwrap();
     for ad in &ads {
