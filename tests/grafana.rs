@@ -290,6 +290,26 @@ fn the_dashboard_uses_exactly_the_metrics_of_telemetry_rs() {
     assert!(not_shown.is_empty(), "no panel shows {not_shown:?}");
 }
 
+/// The alert rules grafana/README.md suggests name metrics that exist too.
+#[test]
+fn the_suggested_alert_rules_use_metrics_of_telemetry_rs() {
+    let readme = include_str!("../grafana/README.md");
+    let rules = readme
+        .split("```yaml")
+        .nth(1)
+        .and_then(|r| r.split("```").next())
+        .expect("grafana/README.md has a yaml block of alert rules");
+    let names = telemetry_names();
+    let used = metric_refs(rules);
+    assert!(used.len() >= 10, "{used:?}");
+    for (name, _) in used {
+        assert!(
+            telemetry_family(&name, &names).is_some(),
+            "grafana/README.md alerts on {name}, not a series of telemetry.rs"
+        );
+    }
+}
+
 /// The checker itself: a histogram by its bare name, a gauge with a
 /// histogram's suffix and a misspelt name all fail; the right forms pass.
 #[test]
