@@ -413,3 +413,27 @@ async fn a_broker_node_down_loses_nothing() {
         eventually(within, || exact(via, &oracle, t0)).await;
     }
 }
+
+/// SIGTERM while the broker is gone: the handover cannot happen, and the
+/// member still exits within `shutdown_timeout + lease_ttl` (the leases then
+/// expire by themselves) rather than retrying NATS for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stops_in_bounded_time_without_its_broker() {
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = nats.jetstream().await;
+    let mut env = SETTINGS.to_vec();
+    env.extend([
+        ("ADCLICK_MEMBER_ID", "m0"),
+        ("ADCLICK_SHUTDOWN_TIMEOUT", "2s"),
+    ]);
+    let mut m0 = Adclick::start(&nats, &dir.path().join("m0"), &env);
+    let alone = [("m0", &m0)];
+    eventually(Duration::from_secs(60), || all_held(&js, &alone)).await;
+    nats.stop();
+    let started = std::time::Instant::now();
+    // shutdown_timeout 2 s + lease_ttl 2 s, and room for a loaded machine.
+    let status = m0.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status}; log:\n{}", m0.log());
+    eprintln!("stopped in {:?} without a broker", started.elapsed());
+}

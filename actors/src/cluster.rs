@@ -109,20 +109,44 @@ pub enum ClusterError {
 pub struct Membership {
     leave: mpsc::Sender<oneshot::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
+    /// The longest a leave may take: the drain's bound plus one lease, past
+    /// which the leases expire by themselves and waiting gains nothing.
+    leave_within: Duration,
 }
 
 impl Membership {
     /// Hands over every partition held (commit, ship, release) and leaves, so
     /// the others take them at once instead of after `lease_ttl`. Returns
-    /// whether every partition committed and shipped in time.
+    /// whether every partition committed and shipped in time. Bounded by
+    /// `drain_timeout + lease_ttl` even when NATS does not answer (the member
+    /// loop may be stuck retrying it): then it stops the loop and returns
+    /// false, and what was not committed replays on the next owner.
     pub async fn leave(self) -> bool {
-        let (done, answer) = oneshot::channel();
-        if self.leave.send(done).await.is_err() {
-            return false;
+        let Membership {
+            leave,
+            mut task,
+            leave_within,
+        } = self;
+        let handover = async {
+            let (done, answer) = oneshot::channel();
+            if leave.send(done).await.is_err() {
+                return false;
+            }
+            let in_time = answer.await.unwrap_or(false);
+            let _ = (&mut task).await;
+            in_time
+        };
+        match tokio::time::timeout(leave_within, handover).await {
+            Ok(in_time) => in_time,
+            Err(_) => {
+                tracing::warn!(
+                    ?leave_within,
+                    "the handover did not finish in time (is NATS answering?); leaving without it"
+                );
+                task.abort();
+                false
+            }
         }
-        let in_time = answer.await.unwrap_or(false);
-        let _ = self.task.await;
-        in_time
     }
 }
 
@@ -161,6 +185,7 @@ pub async fn join(
         lease_ttl: settings.lease_ttl,
         lost: Mutex::default(),
     });
+    let leave_within = settings.drain_timeout + settings.lease_ttl;
     let every = (settings.lease_ttl / 4).max(Duration::from_millis(100));
     let renewing = tokio::spawn(shared.clone().renew_forever(every));
     let mut member = Member {
@@ -180,13 +205,16 @@ pub async fn join(
     // for no timer. Expired keys raise no event; the ticks find them.
     let mut changes = member.shared.members.watch_all().await.ok();
     let task = tokio::spawn(async move {
+        // Renewing ends with this loop, also when a leave that took too long
+        // aborts it: a member that left must not keep its leases alive.
+        let renewing = AbortOnDrop(renewing);
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 done = leaving.recv() => {
                     let in_time = member.leave().await;
-                    renewing.abort();
+                    drop(renewing);
                     if let Some(done) = done {
                         let _ = done.send(in_time);
                     }
@@ -206,7 +234,20 @@ pub async fn join(
             }
         }
     });
-    Ok(Membership { leave, task })
+    Ok(Membership {
+        leave,
+        task,
+        leave_within,
+    })
+}
+
+/// Aborts its task when dropped (a `JoinHandle` alone lets it run on).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The next entry of the members watch; pending for ever without one.
