@@ -18,7 +18,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -41,8 +41,9 @@ def eventually(what, check, within=60.0):
             got = check()
             if got:
                 return got
-        except (CheckFailed, StaleElementReferenceException) as e:
-            # A node redrawn between finding and reading it: read again.
+        except (CheckFailed, WebDriverException) as e:
+            # Not drawn yet, or redrawn between finding and reading it
+            # (no such element, stale element): read again.
             last = e
         time.sleep(0.25)
     raise CheckFailed(f"{what} (within {within:.0f} s){': ' + str(last) if last else ''}")
