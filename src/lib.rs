@@ -10,6 +10,7 @@ pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod loadgen;
+pub mod logging;
 pub mod nats;
 pub mod rebuild;
 pub mod serve;

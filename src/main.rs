@@ -4,6 +4,7 @@ use adclick::config::Config;
 use adclick::demo::DemoArgs;
 use adclick::gateway::access::TokenDigest;
 use adclick::loadgen::LoadgenArgs;
+use adclick::logging::LogFormat;
 use adclick::status::{Readiness, StatusArgs, EXIT_NOT_READY};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -95,14 +96,15 @@ fn main() -> ExitCode {
         // No runtime, no logging: a pipe in, one line out.
         return token_hash();
     }
+    let log_format = match LogFormat::from_env() {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("adclick: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let allocator_tuned = adclick::allocator::keep_batch_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    adclick::logging::init(log_format);
     if !allocator_tuned {
         tracing::debug!("malloc thresholds left at their defaults (not glibc)");
     }
@@ -160,7 +162,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("adclick: {e:#}");
+            // A collector reading JSON logs gets the reason as one of them.
+            if log_format == LogFormat::Json {
+                tracing::error!(error = format!("{e:#}"), "adclick stopped");
+            } else {
+                eprintln!("adclick: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

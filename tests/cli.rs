@@ -1,5 +1,6 @@
 //! The command line an operator uses beside the service: `adclick status`
-//! against a real service (table, `--json`, tokens, exit codes).
+//! against a real service (table, `--json`, tokens, exit codes), and
+//! `ADCLICK_LOG_FORMAT=json`.
 
 mod common;
 
@@ -7,6 +8,7 @@ use common::*;
 use serde_json::Value;
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const TOKEN: &str = "status-token-7f3a9c2e5b1d8064";
 
@@ -147,4 +149,72 @@ fn status_of_something_else_on_the_port_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("is it adclick?"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_level_fields_and_target() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut service = Adclick::start(
+        &nats,
+        data.path(),
+        &[("ADCLICK_PARTITIONS", "2"), ("ADCLICK_LOG_FORMAT", "json")],
+    );
+    service.wait_ready().await;
+    assert!(service.terminate(Duration::from_secs(20)).success());
+    let log = service.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "start-up and drain log something:\n{log}");
+    for line in &lines {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\nlog:\n{log}"));
+        assert!(event["level"].is_string(), "{line}");
+        assert!(event["target"].is_string(), "{line}");
+        assert!(event["fields"]["message"].is_string(), "{line}");
+        assert!(event["timestamp"].is_string(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains(r#""level":"INFO""#)),
+        "{log}"
+    );
+}
+
+#[test]
+fn with_json_logs_the_reason_start_up_failed_is_a_json_line_too() {
+    let data = tempfile::tempdir().unwrap();
+    let (status, log) = Adclick::run_to_exit(
+        "nats://127.0.0.1:1",
+        data.path(),
+        &[
+            ("ADCLICK_LOG_FORMAT", "json"),
+            ("ADCLICK_WATERMARK_DELAY", "5"),
+        ],
+    );
+    assert!(!status.success());
+    let events: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["level"] == "ERROR"
+            && e["fields"]["error"]
+                .as_str()
+                .is_some_and(|error| error.contains("ADCLICK_WATERMARK_DELAY"))),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unknown_log_format_stops_start_up_naming_the_variable() {
+    let data = tempfile::tempdir().unwrap();
+    let (status, log) = Adclick::run_to_exit(
+        "nats://127.0.0.1:1",
+        data.path(),
+        &[("ADCLICK_LOG_FORMAT", "yaml")],
+    );
+    assert!(!status.success());
+    assert!(
+        log.contains("ADCLICK_LOG_FORMAT") && log.contains("`yaml`"),
+        "{log}"
+    );
 }
