@@ -1,6 +1,6 @@
 //! The command line an operator uses beside the service: `adclick status`
-//! against a real service (table, `--json`, tokens, exit codes), and
-//! `ADCLICK_LOG_FORMAT=json`.
+//! against a real service (table, `--json`, tokens, exit codes), the
+//! progress `adclick loadgen` draws, and `ADCLICK_LOG_FORMAT=json`.
 
 mod common;
 
@@ -217,4 +217,62 @@ fn an_unknown_log_format_stops_start_up_naming_the_variable() {
         log.contains("ADCLICK_LOG_FORMAT") && log.contains("`yaml`"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_draws_its_progress_and_keeps_the_final_report_line() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    // The service makes the CLICKS stream loadgen publishes into.
+    let service = Adclick::start(&nats, data.path(), &[("ADCLICK_PARTITIONS", "2")]);
+    service.wait_ready().await;
+    let out = adclick(
+        &[
+            "loadgen",
+            "--nats-url",
+            &nats.url(),
+            "--count",
+            "3000",
+            "--rate",
+            "2000",
+            "--progress",
+            "bar",
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Redrawn lines: carriage return, bar, counts; the last one erased.
+    let draws: Vec<&str> = err
+        .split('\r')
+        .filter(|d| d.starts_with('[') && d.contains("acked"))
+        .collect();
+    assert!(draws.len() >= 3, "1.5 s at 4 redraws a second:\n{err:?}");
+    assert!(
+        draws
+            .iter()
+            .all(|d| d.contains("% ") && d.contains(" sent ") && d.contains("/s")),
+        "{err:?}"
+    );
+    // A paced run shows acks as they come, not only at the end.
+    assert!(draws.iter().any(|d| !d.contains("acked 0 ")), "{err:?}");
+    assert!(err.contains("\r\x1b[Ksent 3000 ("), "{err:?}");
+    assert!(err.contains("acked 3000,"), "{err:?}");
+
+    // Not a terminal and `auto`: no redrawn line, the same report.
+    let out = adclick(
+        &[
+            "loadgen",
+            "--nats-url",
+            &nats.url(),
+            "--count",
+            "300",
+            "--rate",
+            "0",
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\r') && err.contains("acked 300,"), "{err:?}");
 }
