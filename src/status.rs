@@ -26,7 +26,8 @@ pub struct StatusArgs {
     #[arg(long)]
     pub url: Option<String>,
     /// API token, sent as `Authorization: Bearer <token>` (for a service
-    /// with `api_token_sha256` set).
+    /// with `api_token_sha256` set). Prefer the variable: other users of
+    /// the machine can read a command line.
     #[arg(long, env = "ADCLICK_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print the body of GET /v1/status as is (JSON) instead of the table.
