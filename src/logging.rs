@@ -56,7 +56,10 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        // Colours only for a person at a terminal, not in a file or a pipe.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
         // No colour codes inside JSON strings.
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }

@@ -184,10 +184,11 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-/// The thread that shows progress; [`ProgressReporter::finish`] stops it.
+/// The thread that shows progress; [`ProgressReporter::finish`] (or a
+/// drop, on an error) stops it.
 pub struct ProgressReporter {
     stop: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ProgressReporter {
@@ -238,13 +239,26 @@ impl ProgressReporter {
                 }
             })
             .ok()?;
-        Some(ProgressReporter { stop, thread })
+        Some(ProgressReporter {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the display (clearing the terminal line) before the report.
     pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ProgressReporter {
+    /// Waits for the line to be cleared, so what is printed next (the
+    /// report, an error) starts on a clean line.
+    fn drop(&mut self) {
         let _ = self.stop.send(());
-        let _ = self.thread.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
