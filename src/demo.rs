@@ -137,6 +137,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         out: None,
         report: None,
         max_inflight: 4096,
+        // The service logs on the same standard error: no redrawn line.
+        progress: loadgen::ProgressMode::Plain,
     };
     let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
     let load_task = tokio::spawn(loadgen::run(load, async {

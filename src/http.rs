@@ -1,6 +1,8 @@
-//! A minimal HTTP/1.1 GET client for localhost: enough for the demo to read
-//! its own API and for tests (request headers, any stream: TLS in the
-//! tests), without a full HTTP client in the build.
+//! A minimal HTTP/1.1 GET client: enough for the demo to read its own API,
+//! for `adclick status` (an `http://` URL and a bearer token) and for tests
+//! (request headers, any stream: TLS in the tests), without a full HTTP
+//! client in the build. No `https://`: the service's TLS listener is for
+//! clients that have a TLS stack (curl, the tests' rustls).
 
 use anyhow::{bail, Context as _};
 use std::net::SocketAddr;
@@ -43,6 +45,48 @@ pub async fn get_with(
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     exchange(stream, &addr.to_string(), path, headers).await
+}
+
+/// GETs an `http://host[:port][/base]` URL joined with `path` (port 80 when
+/// absent), with extra request headers.
+pub async fn get_url(
+    url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse> {
+    let (host, port, base) = split_http_url(url)?;
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let full_path = format!("{}{path}", base.trim_end_matches('/'));
+    let host_header = format!("{host}:{port}");
+    exchange(stream, &host_header, &full_path, headers).await
+}
+
+/// `http://host[:port][/base]` → (host, port, base path). A bracketed IPv6
+/// host keeps no brackets (as connect wants it).
+fn split_http_url(url: &str) -> anyhow::Result<(&str, u16, &str)> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("`{url}` is not an http:// URL (https is not supported here)");
+    };
+    let (authority, base) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            let port = port
+                .parse()
+                .with_context(|| format!("`{url}`: `{port}` is not a port"))?;
+            (host, port)
+        }
+        _ => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("`{url}` names no host");
+    }
+    Ok((host, port, base))
 }
 
 /// One GET over an open connection of any kind (plain TCP, or a TLS stream
@@ -121,5 +165,30 @@ fn dechunk(mut rest: &[u8]) -> anyhow::Result<Vec<u8>> {
         }
         out.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_split_into_host_port_and_base() {
+        let split = |url| split_http_url(url).map_err(|e| e.to_string());
+        assert_eq!(split("http://127.0.0.1:8080"), Ok(("127.0.0.1", 8080, "")));
+        assert_eq!(split("http://localhost/"), Ok(("localhost", 80, "/")));
+        assert_eq!(
+            split("http://[::1]:9000/adclick"),
+            Ok(("::1", 9000, "/adclick"))
+        );
+        assert!(split("https://h:1").unwrap_err().contains("https"));
+        assert!(split("http://h:x").unwrap_err().contains("not a port"));
+        assert!(split("http://:80").unwrap_err().contains("no host"));
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        let joined = dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(joined, b"abcde");
     }
 }

@@ -1,8 +1,8 @@
 //! # adclick
 //!
 //! The service around the per-partition pipeline of [`adclick_actors`]:
-//! configuration, NATS wiring, the REST gateway, and the `serve`, `loadgen`
-//! and `demo` commands. Start with `ARCHITECTURE.md` at the repository root.
+//! configuration, NATS wiring, the REST gateway, and the `serve`, `loadgen`,
+//! `demo` and `status` commands. Start with `ARCHITECTURE.md` at the repository root.
 
 pub mod allocator;
 pub mod config;
@@ -10,6 +10,8 @@ pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod loadgen;
+pub mod logging;
 pub mod nats;
 pub mod rebuild;
 pub mod serve;
+pub mod status;

@@ -1,9 +1,11 @@
-//! The `adclick` command line: `serve`, `loadgen`, `demo`, `rebuild`, `token-hash`.
+//! The `adclick` command line: `serve`, `loadgen`, `demo`, `rebuild`, `status`, `token-hash`.
 
 use adclick::config::Config;
 use adclick::demo::DemoArgs;
 use adclick::gateway::access::TokenDigest;
 use adclick::loadgen::LoadgenArgs;
+use adclick::logging::LogFormat;
+use adclick::status::{Readiness, StatusArgs, EXIT_NOT_READY};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,13 @@ enum Command {
         #[arg(long, env = "ADCLICK_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the partitions of a running service: owner, state, watermark,
+    /// lag, pending, last commit, restarts; and whether it is ready.
+    ///
+    /// Reads GET /v1/status. Exit codes: 0 ready; 3 answering but not ready
+    /// (some partition recovering); 1 no answer or not a status (refused,
+    /// timed out after 10 s, 401/403, another program on that port).
+    Status(StatusArgs),
     /// Print the SHA-256 digest of an API token read from standard input,
     /// for `api_token_sha256` (the service stores digests, never tokens).
     ///
@@ -87,14 +96,15 @@ fn main() -> ExitCode {
         // No runtime, no logging: a pipe in, one line out.
         return token_hash();
     }
+    let log_format = match LogFormat::from_env() {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("adclick: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let allocator_tuned = adclick::allocator::keep_batch_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    adclick::logging::init(log_format);
     if !allocator_tuned {
         tracing::debug!("malloc thresholds left at their defaults (not glibc)");
     }
@@ -105,11 +115,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => {
                 let config = Config::load(config.as_deref())?;
-                adclick::serve::run(config).await
+                adclick::serve::run(config).await?;
+                Ok(ExitCode::SUCCESS)
             }
             Command::Loadgen(args) => {
                 let report = adclick::loadgen::run(args, adclick::serve::stop_signal()).await?;
@@ -125,25 +136,38 @@ fn main() -> ExitCode {
                     report.ack_wait_seconds,
                     report.generator_wait_seconds
                 );
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
-            Command::Demo(args) => adclick::demo::run(args).await,
+            Command::Demo(args) => {
+                adclick::demo::run(args).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Rebuild {
                 partition,
                 force,
                 config,
             } => {
                 let config = Config::load(config.as_deref())?;
-                adclick::rebuild::run(config, partition, force).await
+                adclick::rebuild::run(config, partition, force).await?;
+                Ok(ExitCode::SUCCESS)
             }
+            Command::Status(args) => match adclick::status::run(&args).await? {
+                Readiness::Ready => Ok(ExitCode::SUCCESS),
+                Readiness::NotReady => Ok(ExitCode::from(EXIT_NOT_READY)),
+            },
             // Answered before the runtime started (above).
-            Command::TokenHash => Ok(()),
+            Command::TokenHash => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("adclick: {e:#}");
+            // A collector reading JSON logs gets the reason as one of them.
+            if log_format == LogFormat::Json {
+                tracing::error!(error = format!("{e:#}"), "adclick stopped");
+            } else {
+                eprintln!("adclick: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

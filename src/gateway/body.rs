@@ -7,7 +7,7 @@
 
 use adclick_actors::{FilterQuery, IpType};
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 /// The dimension values an answer is restricted to (`{}`: all clicks).
@@ -208,7 +208,7 @@ pub struct MinuteSeries {
 }
 
 /// One partition as `GET /v1/status` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PartitionRow {
     /// The partition number.
     pub partition: u32,
@@ -246,7 +246,7 @@ pub struct PartitionRow {
 }
 
 /// Clicks rejected, by reason (the `CLICKS_REJECTED` stream holds each).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RejectedTotals {
     /// Too far in the future (`max_future_skew`).
     pub future: f64,
@@ -258,7 +258,7 @@ pub struct RejectedTotals {
 
 /// Event counts of the partitions this process runs, since it started: as
 /// totals in `/v1/status`, as per-second rates in `/v1/live`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventTotals {
     /// Messages consumed from the stream.
     pub consumed: f64,
@@ -273,7 +273,7 @@ pub struct EventTotals {
 }
 
 /// `GET /v1/status`: what an operator checks first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceStatus {
     /// Every minute before this has closed on every partition (absent
     /// before the first click).
