@@ -12,4 +12,5 @@ pub mod http;
 pub mod loadgen;
 pub mod nats;
 pub mod rebuild;
+pub mod reconcile;
 pub mod serve;

@@ -95,6 +95,18 @@ impl Recount {
         }
     }
 
+    /// Counts a payload of `length` bytes that was too long to be read
+    /// whole (a line longer than the reader's buffer) as invalid, and
+    /// returns the reason the decoder gives such a payload.
+    pub fn refuse_oversize(&mut self, length: usize) -> String {
+        self.tally.payloads += 1;
+        self.tally.invalid += 1;
+        format!(
+            "payload is {length} bytes, more than the {}-byte limit",
+            decode::MAX_PAYLOAD
+        )
+    }
+
     /// What has been read so far (repeats only once their run is counted:
     /// exact after [`Recount::finish`]).
     pub fn tally(&self) -> RecountTally {
