@@ -113,21 +113,42 @@ impl Recount {
         self.tally
     }
 
-    /// Dedups and counts the pending clicks.
+    /// Dedups and counts the pending clicks, in passes over the run so
+    /// that each table's cache misses overlap: first every dedup bucket and
+    /// ad index bucket is asked for, then the ad ids those buckets name,
+    /// then the lookups run, then the counters (asked for as their slots
+    /// became known) are added to. The outcome is that of one click after
+    /// the other.
     fn count_pending(&mut self) {
-        for click in &self.pending {
+        let mut hashes = [0u64; RUN];
+        for (click, hash) in self.pending.iter().zip(&mut hashes) {
             self.seen.prefetch(click.id);
+            *hash = self.ads.hash(&click.ad);
+            self.ads.prefetch_bucket(*hash);
         }
+        for hash in &hashes[..self.pending.len()] {
+            self.ads.prefetch_id(*hash);
+        }
+        // (minute's place, ad slot) of each new click.
+        let mut counted = [(0usize, 0u32); RUN];
+        let mut new = 0;
         for i in 0..self.pending.len() {
-            let click = &self.pending[i];
-            let minute = minute_floor(click.ts);
-            if !self.seen.insert(click.id, minute) {
+            let (id, ad, minute) = {
+                let click = &self.pending[i];
+                (click.id, click.ad, minute_floor(click.ts))
+            };
+            if !self.seen.insert(id, minute) {
                 self.tally.repeats += 1;
                 continue;
             }
-            let slot = self.ads.slot(&click.ad);
+            let slot = self.ads.slot_hashed(&ad, hashes[i]);
             let at = self.minute_at(minute);
-            self.minutes[at].1.add(slot, 1);
+            self.minutes[at].1.prefetch(slot);
+            counted[new] = (at, slot);
+            new += 1;
+        }
+        for (at, slot) in &counted[..new] {
+            self.minutes[*at].1.add(*slot, 1);
         }
         self.pending.clear();
     }
