@@ -132,7 +132,7 @@ impl Recount {
         // (minute's place, ad slot) of each new click.
         let mut counted = [(0usize, 0u32); RUN];
         let mut new = 0;
-        for i in 0..self.pending.len() {
+        for (i, hash) in hashes.iter().enumerate().take(self.pending.len()) {
             let (id, ad, minute) = {
                 let click = &self.pending[i];
                 (click.id, click.ad, minute_floor(click.ts))
@@ -141,7 +141,7 @@ impl Recount {
                 self.tally.repeats += 1;
                 continue;
             }
-            let slot = self.ads.slot_hashed(&ad, hashes[i]);
+            let slot = self.ads.slot_hashed(&ad, *hash);
             let at = self.minute_at(minute);
             self.minutes[at].1.prefetch(slot);
             counted[new] = (at, slot);
