@@ -153,6 +153,9 @@ impl std::fmt::Display for Summary {
 /// Bytes read at a time.
 const BLOCK: usize = 8 << 20;
 
+/// Most clicks the dedup set is sized for before reading.
+const PRESIZE_CAP: u64 = 1 << 26;
+
 /// Runs `adclick reconcile` and returns its summary (the caller prints it).
 pub fn run(args: &ReconcileArgs) -> Result<Summary, ReconcileError> {
     let input = match (&args.input, args.from.is_some() || args.to.is_some()) {
@@ -224,7 +227,9 @@ pub fn count_file(
             // Size the dedup set from the first block's line length.
             let lines = memchr::memchr_iter(b'\n', &buffer[..filled]).count().max(1);
             let per_line = (filled / lines).max(16) as u64;
-            Recount::with_capacity((size / per_line + 1).min(1 << 31) as usize)
+            // Capped: past ~64 M ids (about 1.1 GiB) the set grows as
+            // needed rather than taking memory a file of repeats never uses.
+            Recount::with_capacity((size / per_line + 1).min(PRESIZE_CAP) as usize)
         });
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', &buffer[..filled]) {
