@@ -13,5 +13,6 @@ pub mod loadgen;
 pub mod logging;
 pub mod nats;
 pub mod rebuild;
+pub mod reconcile;
 pub mod serve;
 pub mod status;

@@ -32,9 +32,10 @@
 //! Layers (ARCHITECTURE.md; `tests/layering.rs` holds them): a stage never
 //! names another stage; shared leaves ([`batch`], [`click`], [`time`],
 //! [`feed`], [`store`], …) name only leaves; the wiring ([`core`],
-//! [`partition`], [`partitions`], [`testing`]) puts stages together. From
-//! outside the crate, the service sees [`partitions::Partitions`], tests and
-//! benchmarks [`testing`].
+//! [`partition`], [`partitions`], [`recount`], [`testing`]) puts stages
+//! together. From outside the crate, the service sees
+//! [`partitions::Partitions`] (and, for `adclick reconcile --input`, the
+//! batch [`recount::Recount`]), tests and benchmarks [`testing`].
 
 // The stages and the wiring: reached from outside only through `partitions`
 // (the service) and `testing` (tests and benchmarks).
@@ -59,6 +60,7 @@ pub mod click;
 pub mod cluster;
 pub mod dimension;
 pub mod partitions;
+pub mod recount;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

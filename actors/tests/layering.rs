@@ -5,7 +5,7 @@
 //!   it never names another stage (it hands batches on through
 //!   `batch::NextStage`, wired by the partition supervisor);
 //! - a **shared leaf** (every other module but the wiring) uses only leaves;
-//! - the **wiring** (`lib`, `core`, `partition`, `partitions`, `testing`)
+//! - the **wiring** (`lib`, `core`, `partition`, `partitions`, `recount`, `testing`)
 //!   may use anything: it is where stages are put together.
 //!
 //! Paths are read from the code with comments stripped: `crate::x`,
@@ -15,12 +15,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const STAGES: [&str; 5] = ["ingest", "dedup", "window", "reducer", "writer"];
-const WIRING: [&str; 6] = [
+const WIRING: [&str; 7] = [
     "lib",
     "core",
     "cluster",
     "partition",
     "partitions",
+    "recount",
     "testing",
 ];
 

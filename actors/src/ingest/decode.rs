@@ -178,6 +178,27 @@ pub fn decode_with<'p>(
     fields: &[String],
     extras: &mut RawExtras<'p>,
 ) -> Result<Click, String> {
+    decode_any(Some(subject_ad), seq, payload, fields, extras)
+}
+
+/// Decodes and validates a payload read without its subject, as a file of
+/// SPEC §1 payloads holds them (`adclick reconcile --input`): every rule of
+/// [`decode`] but the one that compares `ad_id` with the subject, which
+/// there is none of. The same two readers, so a file line and a message
+/// with the same bytes read alike.
+pub fn decode_payload(seq: u64, payload: &[u8]) -> Result<Click, String> {
+    decode_any(None, seq, payload, &[], &mut RawExtras::default())
+}
+
+/// [`decode_with`] and [`decode_payload`]: `subject_ad` is `None` when the
+/// payload came without a subject.
+fn decode_any<'p>(
+    subject_ad: Option<&str>,
+    seq: u64,
+    payload: &'p [u8],
+    fields: &[String],
+    extras: &mut RawExtras<'p>,
+) -> Result<Click, String> {
     if payload.len() > MAX_PAYLOAD {
         return Err(format!(
             "payload is {} bytes, more than the {MAX_PAYLOAD}-byte limit",
@@ -195,9 +216,9 @@ pub fn decode_with<'p>(
 /// The serde_json reading and the rules one by one: for every payload the
 /// fast reader declines, and the oracle it is tested against.
 fn decode_slow<'p>(
-    subject_ad: &str,
+    subject_ad: Option<&str>,
     seq: u64,
-    payload: &'p Bytes,
+    payload: &'p [u8],
     fields: &[String],
 ) -> Result<(Click, RawExtras<'p>), String> {
     // serde_json checks UTF-8 only in the strings it reads; SPEC §1 wants
@@ -218,7 +239,7 @@ fn decode_slow<'p>(
 /// Applies SPEC §1's rules to the fields read, in a fixed order: the first
 /// rule broken is the reject reason.
 fn validate<'p>(
-    subject_ad: &str,
+    subject_ad: Option<&str>,
     seq: u64,
     wire: Wire<'p>,
 ) -> Result<(Click, RawExtras<'p>), String> {
@@ -231,7 +252,7 @@ fn validate<'p>(
     }
     let ad_text = wire.ad_id.ok_or("missing required field ad_id")?;
     let ad = AdId::parse(&ad_text).ok_or("ad_id must match [A-Za-z0-9_-]{1,64}")?;
-    if ad.as_str() != subject_ad {
+    if let Some(subject_ad) = subject_ad.filter(|s| *s != ad.as_str()) {
         return Err(format!(
             "ad_id `{}` does not match the subject's ad id `{subject_ad}`",
             ad.as_str()
@@ -310,6 +331,19 @@ mod tests {
 
     fn run(ad: &str, json: &str) -> Result<Click, String> {
         decode(ad, 1, &Bytes::copy_from_slice(json.as_bytes()))
+    }
+
+    #[test]
+    fn a_payload_without_subject_keeps_the_ad_it_names() {
+        let c = decode_payload(9, br#"{"click_id":"c1","ad_id":"other","ts":61000}"#).unwrap();
+        assert_eq!((c.ad.as_str(), c.ts, c.seq), ("other", 61000, 9));
+        assert_eq!(c.id, click_key(b"other", b"c1"));
+        let slow = decode_payload(9, br#"{"ts":61000,"ad_id":"ot\u0068er","click_id":"c1"}"#);
+        assert_eq!(slow.unwrap().id, c.id);
+        assert_eq!(
+            decode_payload(1, br#"{"click_id":"c1","ad_id":"a.b","ts":1}"#).unwrap_err(),
+            "ad_id must match [A-Za-z0-9_-]{1,64}"
+        );
     }
 
     #[test]
@@ -688,11 +722,34 @@ mod tests {
             let declared: Vec<String> = ["device", "placement"][..declared]
                 .iter().map(|f| f.to_string()).collect();
             let bytes = payload(&fields, base, junk, cut);
-            let slow = outcome(decode_slow("a", 3, &bytes, &declared));
+            let slow = outcome(decode_slow(Some("a"), 3, &bytes, &declared));
             if let Some(fast) = scan::click("a", 3, &bytes, &declared) {
                 prop_assert_eq!(outcome(Ok(fast)), slow.clone());
             }
             prop_assert_eq!(outcome(decode_pair("a", 3, &bytes, &declared)), slow);
+        }
+
+        /// Without a subject, a payload reads as it does with the subject of
+        /// the ad it names: the same click; what it refuses, a subject never
+        /// makes valid.
+        #[test]
+        fn a_payload_without_subject_reads_as_with_its_own(
+            fields in prop::collection::vec((0..KEYS.len(), 0..VALUES.len(), 0..SPACES.len()), 0..8),
+            base in any::<bool>(),
+            cut in prop::option::of(0usize..300),
+            junk in prop::option::of((0usize..300, any::<u8>())),
+        ) {
+            let bytes = payload(&fields, base, junk, cut);
+            let alone = decode_payload(3, &bytes);
+            let ad = match &alone {
+                Ok(click) => click.ad.as_str().to_string(),
+                Err(_) => "a".to_string(),
+            };
+            let with_subject = decode(&ad, 3, &bytes);
+            match (&alone, &with_subject) {
+                (Ok(_), _) => prop_assert_eq!(outcome(alone.map(|c| (c, RawExtras::default()))), outcome(with_subject.map(|c| (c, RawExtras::default())))),
+                (Err(why), _) => prop_assert!(with_subject.is_err(), "accepted with a subject only: {}", why),
+            }
         }
 
         /// The fast reader is not merely safe but complete on plain
@@ -722,7 +779,7 @@ mod tests {
             let declared: Vec<String> = ["device", "placement"][..declared]
                 .iter().map(|f| f.to_string()).collect();
             let bytes = payload(&fields, base, None, None);
-            let slow = outcome(decode_slow("a", 3, &bytes, &declared));
+            let slow = outcome(decode_slow(Some("a"), 3, &bytes, &declared));
             let fast = scan::click("a", 3, &bytes, &declared).map(|read| outcome(Ok(read)));
             prop_assert_eq!(fast.is_some(), slow.is_ok(), "{:?}", std::str::from_utf8(&bytes));
             if let Some(fast) = fast {

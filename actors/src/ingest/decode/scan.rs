@@ -25,7 +25,6 @@
 use super::{click_key, RawExtras, MAX_ID_CHARS};
 use crate::click::{AdId, Click, Country, IpType};
 use crate::dimension::MAX_EXTRA_DIMENSIONS;
-use bytes::Bytes;
 use std::borrow::Cow;
 
 /// The valid click a usual payload holds, with the raw values of the
@@ -34,21 +33,23 @@ use std::borrow::Cow;
 pub(super) fn click<'p>(
     subject_ad: &str,
     seq: u64,
-    payload: &'p Bytes,
+    payload: &'p [u8],
     fields: &[String],
 ) -> Option<(Click, RawExtras<'p>)> {
     let mut extras = RawExtras::default();
-    click_into(subject_ad, seq, payload, fields, &mut extras).map(|c| (c, extras))
+    click_into(Some(subject_ad), seq, payload, fields, &mut extras).map(|c| (c, extras))
 }
 
 /// The valid click a usual payload holds, the raw values of the declared
 /// extra `fields` written to `extras` (which mean nothing if it declines);
 /// `None` to let the serde path decide. The click is returned, not a
 /// (click, extras) pair: a pair of 224 bytes was copied at every return.
+/// `subject_ad` is `None` for a payload read without its subject (a file):
+/// then any valid ad id is accepted.
 pub(super) fn click_into<'p>(
-    subject_ad: &str,
+    subject_ad: Option<&str>,
     seq: u64,
-    payload: &'p Bytes,
+    payload: &'p [u8],
     fields: &[String],
     extras: &mut RawExtras<'p>,
 ) -> Option<Click> {
@@ -186,7 +187,7 @@ impl<'a> Fields<'a> {
     fn key_and_value(
         &mut self,
         r: &mut Scanner<'a>,
-        subject_ad: &str,
+        subject_ad: Option<&str>,
         declared: &[String],
         extras: &mut RawExtras<'a>,
     ) -> Option<()> {
@@ -243,7 +244,7 @@ impl<'a> Fields<'a> {
         &mut self,
         r: &mut Scanner<'a>,
         key: Key<'a>,
-        subject_ad: &str,
+        subject_ad: Option<&str>,
         declared: &[String],
         extras: &mut RawExtras<'a>,
     ) -> Option<()> {
@@ -268,10 +269,13 @@ impl<'a> Fields<'a> {
     }
 
     #[inline(always)]
-    fn ad_id(&mut self, r: &mut Scanner<'a>, subject_ad: &str) -> Option<()> {
+    fn ad_id(&mut self, r: &mut Scanner<'a>, subject_ad: Option<&str>) -> Option<()> {
         // Almost always the subject's ad id: compared in place.
         // `into_click` checks its bytes, so a subject holding a quote
         // can never make this accept.
+        let Some(subject_ad) = subject_ad else {
+            return once(&mut self.ad_id, r.string()?);
+        };
         let text = match r.exact_string(subject_ad.as_bytes()) {
             Some(text) => {
                 self.ad_is_subject = true;
@@ -346,10 +350,12 @@ impl<'a> Fields<'a> {
 
     /// The click, if every required field is there and the ad id is the
     /// subject's; `None` otherwise (serde then words the error).
-    fn into_click(self, subject_ad: &str, seq: u64) -> Option<Click> {
+    fn into_click(self, subject_ad: Option<&str>, seq: u64) -> Option<Click> {
         let (click_id, ad_text) = (self.click_id?, self.ad_id?);
-        if !self.ad_is_subject && ad_text.raw != subject_ad.as_bytes() {
-            return None;
+        if let Some(subject_ad) = subject_ad {
+            if !self.ad_is_subject && ad_text.raw != subject_ad.as_bytes() {
+                return None;
+            }
         }
         let ad = AdId::from_bytes(ad_text.raw)?;
         Some(Click {
