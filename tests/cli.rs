@@ -247,7 +247,8 @@ async fn loadgen_draws_its_progress_and_keeps_the_final_report_line() {
         .split('\r')
         .filter(|d| d.starts_with('[') && d.contains("acked"))
         .collect();
-    assert!(draws.len() >= 3, "1.5 s at 4 redraws a second:\n{err:?}");
+    // About 6 redraws in 1.5 s; 2 leave room for a loaded machine.
+    assert!(draws.len() >= 2, "1.5 s at 4 redraws a second:\n{err:?}");
     assert!(
         draws
             .iter()
@@ -256,7 +257,14 @@ async fn loadgen_draws_its_progress_and_keeps_the_final_report_line() {
     );
     // A paced run shows acks as they come, not only at the end.
     assert!(draws.iter().any(|d| !d.contains("acked 0 ")), "{err:?}");
-    assert!(err.contains("\r\x1b[Ksent 3000 ("), "{err:?}");
+    // The bar is erased before the report (a log line may come between).
+    let erased = err.rfind("\r\x1b[K").expect("the bar is erased");
+    let report = err.rfind("sent 3000 (").expect("the final report");
+    assert!(erased < report, "{err:?}");
+    assert!(
+        !err[erased..].contains("\r["),
+        "a redraw after the erase: {err:?}"
+    );
     assert!(err.contains("acked 3000,"), "{err:?}");
 
     // Not a terminal and `auto`: no redrawn line, the same report.
