@@ -208,16 +208,17 @@ pub(super) async fn live(State(gw): State<Arc<Gateway>>) -> Response {
         )
         .into_response();
     };
+    // The first tick is at once: the page has something to show on load.
+    let mut ticks = tokio::time::interval(LIVE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watcher = Watcher {
         gateway: gw,
         previous: None,
-        first: true,
+        ticks,
         _permit: permit,
     };
     let snapshots = futures::stream::unfold(watcher, |mut watcher| async move {
-        if !std::mem::take(&mut watcher.first) {
-            tokio::time::sleep(LIVE_INTERVAL).await;
-        }
+        watcher.ticks.tick().await;
         let snapshot = watcher.snapshot().await;
         let event = Event::default()
             .event("snapshot")
@@ -235,7 +236,8 @@ struct Watcher {
     gateway: Arc<Gateway>,
     /// The totals of the previous snapshot, and when they were read.
     previous: Option<(EventTotals, Instant)>,
-    first: bool,
+    /// When the next snapshot is due.
+    ticks: tokio::time::Interval,
     /// Held while the stream is open (see [`MAX_LIVE_STREAMS`]).
     _permit: OwnedSemaphorePermit,
 }
