@@ -62,6 +62,9 @@ pub enum Publication {
     Correction,
     /// The minute is past allowed lateness: these numbers are final.
     Final,
+    /// `adclick reconcile --repair` recounted the minute from the raw clicks:
+    /// every counter's total (0 for counters the recount did not find), final.
+    Reconciled,
 }
 
 impl Publication {
@@ -70,6 +73,7 @@ impl Publication {
             Publication::Close => "close",
             Publication::Correction => "correction",
             Publication::Final => "final",
+            Publication::Reconciled => "reconciled",
         }
     }
 
@@ -79,6 +83,7 @@ impl Publication {
             Publication::Close => 1,
             Publication::Correction => 2,
             Publication::Final => 3,
+            Publication::Reconciled => 4,
         }
     }
 
@@ -88,6 +93,7 @@ impl Publication {
             1 => Some(Publication::Close),
             2 => Some(Publication::Correction),
             3 => Some(Publication::Final),
+            4 => Some(Publication::Reconciled),
             _ => None,
         }
     }
@@ -136,7 +142,7 @@ pub struct UnreadableCounts {
 pub struct CountsPublication {
     /// The minute (epoch ms).
     pub minute: i64,
-    /// `close` or `correction`.
+    /// `close`, `correction` or `reconciled`.
     pub publication: Publication,
     /// The version of chunk 0; chunk `i` has `first_version + i`.
     pub first_version: u64,
@@ -188,7 +194,10 @@ impl CountsPublication {
         let subject = format!("agg.counts.{partition}");
         let minute = format_rfc3339(self.minute);
         let kind = self.publication.as_str();
-        let is_final = self.publication == Publication::Final;
+        let is_final = matches!(
+            self.publication,
+            Publication::Final | Publication::Reconciled
+        );
         let mut messages = Vec::with_capacity(n);
         let mut first = 0;
         for chunk in 0..n {

@@ -474,13 +474,16 @@ impl Partitions {
         let asks = (0..self.settings.partitions).map(|p| self.top_of(p, query.clone()));
         let mut merged = Vec::new();
         let mut watermark = i64::MAX;
+        let mut reconciled = false;
         for answer in futures::future::join_all(asks).await {
             let answer = answer?;
             watermark = watermark.min(answer.watermark);
+            reconciled |= answer.reconciled;
             merged.extend(answer.value);
         }
         Ok(Answer {
             value: top_n(merged, query.n),
+            reconciled,
             watermark: if watermark == i64::MAX {
                 NO_WATERMARK
             } else {

@@ -36,6 +36,8 @@
 //!   [`crate::feed::CountsPublication`]).
 //! - `tops`: `(last minute, window minutes)` → the partition's final top-N of
 //!   that window (`ad:count,…`), so `popular` over a past window is one read.
+//! - `reconciled`: minute → when `adclick reconcile --repair` rewrote it
+//!   (see [`repair`]).
 //!
 //! One [`PartitionStore::commit`] writes all of them in one transaction, so the
 //! file always holds a state that some prefix of the stream produced.
@@ -51,10 +53,12 @@ mod legacy;
 pub mod packed_counts;
 pub mod packed_minute;
 mod recovery;
+mod repair;
 pub mod schema;
 
 pub use commit::{CommitStats, PRUNE_ROWS_PER_COMMIT};
 pub use recovery::Recovered;
+pub use repair::{MinuteRepair, Repaired};
 pub use schema::FORMAT_VERSION;
 
 use crate::click::{AdId, Filter};
@@ -217,6 +221,8 @@ impl PartitionStore {
             txn.open_table(FEED_COUNTS_OUTBOX)
                 .map_err(|e| store.io("open feed counts outbox", e))?;
             txn.open_table(TOPS).map_err(|e| store.io("open tops", e))?;
+            txn.open_table(RECONCILED)
+                .map_err(|e| store.io("open reconciled", e))?;
             store.create_legacy_tables(&txn)?;
         }
         txn.commit().map_err(|e| store.io("commit", e))?;

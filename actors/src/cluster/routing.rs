@@ -205,11 +205,11 @@ async fn answer_one(
         return error_json("not_ready", "the partition is still recovering");
     };
     let result = match question {
-        Question::Count(q) => {
-            ask_reducer(&reducer, partition, timeout, |r| ReducerMsg::Count(q, r))
-                .await
-                .map(|a| json!({"value": a.value, "watermark": a.watermark}))
-        }
+        Question::Count(q) => ask_reducer(&reducer, partition, timeout, |r| {
+            ReducerMsg::Count(q, r)
+        })
+        .await
+        .map(|a| json!({"value": a.value, "watermark": a.watermark, "reconciled": a.reconciled})),
         Question::Top(q) => ask_reducer(&reducer, partition, timeout, |r| ReducerMsg::Top(q, r))
             .await
             .map(|a| {
@@ -218,7 +218,7 @@ async fn answer_one(
                     .iter()
                     .map(|(ad, n)| json!([ad.as_str(), n]))
                     .collect();
-                json!({"value": ads, "watermark": a.watermark})
+                json!({"value": ads, "watermark": a.watermark, "reconciled": a.reconciled})
             }),
     };
     match result {
@@ -349,10 +349,16 @@ pub fn decode_reply(
         .and_then(Value::as_i64)
         .ok_or_else(unreadable)?;
     let value = ok.get("value").ok_or_else(unreadable)?;
+    // Absent from members that predate repairs: nothing reconciled.
+    let reconciled = ok
+        .get("reconciled")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     match question {
         Question::Count(_) => Ok(Reply::Count(Answer {
             value: value.as_u64().ok_or_else(unreadable)?,
             watermark,
+            reconciled,
         })),
         Question::Top(_) => {
             let ads = value
@@ -371,6 +377,7 @@ pub fn decode_reply(
             Ok(Reply::Top(Answer {
                 value: ads,
                 watermark,
+                reconciled,
             }))
         }
     }
@@ -423,7 +430,8 @@ mod tests {
                     (AdId::parse("a").unwrap(), 3),
                     (AdId::parse("b").unwrap(), 2)
                 ],
-                watermark: 59_000
+                watermark: 59_000,
+                reconciled: false,
             })
         );
         let storage = br#"{"error":{"kind":"storage","message":"disk"}}"#;

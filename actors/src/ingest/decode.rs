@@ -190,6 +190,13 @@ pub fn decode_payload(seq: u64, payload: &[u8]) -> Result<Click, String> {
     decode_any(None, seq, payload, &[], &mut RawExtras::default())
 }
 
+/// [`decode`] of a payload held as a slice (a recount of archived messages):
+/// with `subject_ad`, every rule of [`decode`]; without, those of
+/// [`decode_payload`].
+pub fn decode_message(subject_ad: Option<&str>, seq: u64, payload: &[u8]) -> Result<Click, String> {
+    decode_any(subject_ad, seq, payload, &[], &mut RawExtras::default())
+}
+
 /// [`decode_with`] and [`decode_payload`]: `subject_ad` is `None` when the
 /// payload came without a subject.
 fn decode_any<'p>(

@@ -67,6 +67,9 @@ pub struct Answer<T> {
     pub value: T,
     /// The partition's watermark when answering.
     pub watermark: i64,
+    /// Whether a minute of the range was rewritten by `adclick reconcile
+    /// --repair` (its counts are a recount of the raw clicks).
+    pub reconciled: bool,
 }
 
 /// What a reducer resumes from: the checkpoint's counts and what the count
@@ -84,6 +87,8 @@ pub struct ReducerStart {
     pub watermark: i64,
     /// The last committed output-feed version.
     pub feed_version: u64,
+    /// Minutes `adclick reconcile --repair` rewrote.
+    pub reconciled: Vec<i64>,
 }
 
 impl ReducerStart {
@@ -103,6 +108,7 @@ impl ReducerStart {
             logged_totals: recovered.logged_totals,
             watermark: recovered.watermark,
             feed_version: recovered.feed_version.max(epoch << 32),
+            reconciled: std::mem::take(&mut recovered.reconciled),
         }
     }
 
@@ -115,6 +121,7 @@ impl ReducerStart {
             logged_totals: 0,
             watermark: NO_WATERMARK,
             feed_version: 0,
+            reconciled: Vec::new(),
         }
     }
 }
@@ -134,6 +141,8 @@ pub struct ReducerCore {
     finals: Vec<WindowSums>,
     /// Which minutes the count log holds, and when to snapshot them.
     snapshots: MinuteSnapshots,
+    /// Minutes a repair rewrote (sorted): answers over them say so.
+    reconciled: Vec<i64>,
 }
 
 impl ReducerCore {
@@ -174,6 +183,11 @@ impl ReducerCore {
             finals,
             latest,
             previous: Vec::new(),
+            reconciled: {
+                let mut minutes = start.reconciled;
+                minutes.sort_unstable();
+                minutes
+            },
             settings,
         }
     }
@@ -233,7 +247,7 @@ impl ReducerCore {
                     + self.counts.count(&q.ad, &filter, in_memory.0, in_memory.1)
             }
         };
-        Ok(self.answer(value))
+        Ok(self.answer(value, q.from, q.to))
     }
 
     /// The most clicked ads of a range, with the watermark it was computed at.
@@ -249,13 +263,15 @@ impl ReducerCore {
             None => Vec::new(),
             Some(filter) => self.top_of(filter, q.from, q.to, q.n, history)?,
         };
-        Ok(self.answer(value))
+        Ok(self.answer(value, q.from, q.to))
     }
 
-    fn answer<T>(&self, value: T) -> Answer<T> {
+    fn answer<T>(&self, value: T, from: i64, to: i64) -> Answer<T> {
+        let at = self.reconciled.partition_point(|m| *m < from);
         Answer {
             value,
             watermark: self.watermark,
+            reconciled: self.reconciled.get(at).is_some_and(|m| *m < to),
         }
     }
 

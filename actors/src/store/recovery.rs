@@ -38,6 +38,8 @@ pub struct Recovered {
     pub feed_outbox: Vec<FeedItem>,
     /// The last feed version handed out.
     pub feed_version: u64,
+    /// Minutes `adclick reconcile --repair` rewrote, oldest first.
+    pub reconciled: Vec<i64>,
 }
 
 impl PartitionStore {
@@ -191,7 +193,18 @@ impl PartitionStore {
         }
         // Published in version order, as they were decided.
         feed_outbox.sort_by_key(FeedItem::first_version);
+        let mut reconciled = Vec::new();
+        for row in txn
+            .open_table(RECONCILED)
+            .map_err(|e| self.io("open reconciled", e))?
+            .iter()
+            .map_err(|e| self.io("read reconciled", e))?
+        {
+            let (minute, _) = row.map_err(|e| self.io("read reconciled", e))?;
+            reconciled.push(minute.value());
+        }
         Ok(Recovered {
+            reconciled,
             feed_outbox,
             feed_version: get("feed_version")?.unwrap_or(0).max(0) as u64,
             outbox,
@@ -210,7 +223,7 @@ impl PartitionStore {
     /// Calls `each(minute, writing commit's sequence, counters)` for every
     /// minute snapshot in `minutes`: `minute_snapshots`, then older layouts'
     /// snapshots of minutes the first lacks.
-    fn for_each_snapshot(
+    pub(super) fn for_each_snapshot(
         &self,
         txn: &redb::ReadTransaction,
         minutes: std::ops::Range<i64>,

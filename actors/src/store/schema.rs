@@ -17,7 +17,7 @@
 //!    first version recorded in `meta`.
 //!
 //! Tables added without changing how anything older is read (the outboxes,
-//! `dimension_values`, `tops`) need no version: they are created empty.
+//! `dimension_values`, `tops`, `reconciled`) need no version: they are created empty.
 //!
 //! An upgrade does not rewrite what older versions wrote: those records
 //! stay, read where nothing newer covers them, until pruning drops them. So
@@ -131,6 +131,9 @@ pub(super) const FEED_COUNTS_OUTBOX: TableDefinition<u64, (u8, i64, u32, &[u8])>
     TableDefinition::new("feed_counts_outbox");
 /// (last minute, window minutes) → `ad:count,…`; ordered by minute for pruning.
 pub(super) const TOPS: TableDefinition<(i64, i64), &str> = TableDefinition::new("tops");
+
+/// Minute → when `adclick reconcile --repair` rewrote it (epoch ms).
+pub(super) const RECONCILED: TableDefinition<i64, i64> = TableDefinition::new("reconciled");
 
 /// Tables of older layouts: read and pruned, never written.
 pub(super) mod legacy {
