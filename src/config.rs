@@ -181,6 +181,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// Where the raw archive is, when the configuration has one (STUB until the archive merges).
+    pub fn archive_location(&self) -> Option<String> {
+        None
+    }
+
     /// Loads defaults, then `file` (if any), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         Config::load_from(file, std::env::vars())

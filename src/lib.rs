@@ -5,6 +5,7 @@
 //! `demo` and `status` commands. Start with `ARCHITECTURE.md` at the repository root.
 
 pub mod allocator;
+pub mod archive;
 pub mod config;
 pub mod demo;
 pub mod gateway;

@@ -121,7 +121,9 @@ fn main() -> ExitCode {
     match &cli.command {
         // No runtime, no logging: a pipe in, one line out.
         Command::TokenHash => return token_hash(),
-        Command::Reconcile(args) => return reconcile(args),
+        Command::Reconcile(args) if args.from.is_none() && args.to.is_none() => {
+            return reconcile(args)
+        }
         _ => {}
     }
     let log_format = match LogFormat::from_env() {
@@ -183,8 +185,16 @@ fn main() -> ExitCode {
                 Readiness::Ready => Ok(ExitCode::SUCCESS),
                 Readiness::NotReady => Ok(ExitCode::from(EXIT_NOT_READY)),
             },
+            Command::Reconcile(args) => match adclick::reconcile::run_range(&args).await {
+                Ok(true) => Ok(ExitCode::SUCCESS),
+                Ok(false) => Ok(ExitCode::from(adclick::reconcile::EXIT_DIFFER)),
+                Err(e) => {
+                    eprintln!("adclick reconcile: {e}");
+                    Ok(ExitCode::from(if e.is_usage() { 2 } else { 1 }))
+                }
+            },
             // Answered before the runtime started (above).
-            Command::TokenHash | Command::Reconcile(_) => Ok(ExitCode::SUCCESS),
+            Command::TokenHash => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

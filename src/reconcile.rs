@@ -9,7 +9,11 @@
 //!
 //! The file is read in 8 MiB blocks and cut into lines in place: no
 //! allocation per line. `--from/--to` (a range of the raw archive and the
-//! stream) and `--repair` are the rest of issue 16, not built yet.
+//! stream, compared with the partitions' files, `--repair`) is [`range`];
+//! [`diff`] compares and reports.
+
+pub mod diff;
+pub mod range;
 
 use adclick_actors::recount::{Recount, RecountTally, Recounted};
 use adclick_actors::time::format_rfc3339;
@@ -26,12 +30,35 @@ pub struct ReconcileArgs {
     /// `adclick loadgen --out`). Parquet is not read yet.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Start of a range to recount from the raw archive (not built yet).
-    #[arg(long)]
+    /// Start of the range to recount and compare (RFC 3339 or epoch ms,
+    /// floored to the minute): from the raw archive and the stream.
+    #[arg(long, requires = "to")]
     pub from: Option<String>,
-    /// End of a range to recount from the raw archive (not built yet).
-    #[arg(long)]
+    /// End of the range (exclusive).
+    #[arg(long, requires = "from")]
     pub to: Option<String>,
+    /// With --from/--to: the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// With --from/--to: write the recount over the final minutes that
+    /// differ (the service stopped), publish them as `reconciled` on the
+    /// feed at its next start, and check again.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --from/--to: where the clicks are read from.
+    #[arg(long, value_enum, default_value_t = range::Source::Auto)]
+    pub source: range::Source,
+    /// With --from/--to: the raw archive (a path or file:// URL); default
+    /// the configuration's `archive_url` when `archive = true`.
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// With --from/--to: the partitions' files to compare (default the
+    /// configuration's `data_dir`); a copy works too.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The configuration file (as for `serve`).
+    #[arg(long, env = "ADCLICK_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Where the per-minute counts go, CSV `minute,ad_id,count` (minute as
     /// RFC 3339 UTC; sorted by minute, then ad id); `-` for stdout.
     #[arg(long, default_value = "-")]
@@ -53,15 +80,18 @@ pub struct ReconcileArgs {
 /// Why a reconcile run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// `--from/--to` without `--input`: the raw archive is not built yet.
-    #[error(
-        "--from/--to recount the raw archive, which is not built yet (issue 16); \
-         only `adclick reconcile --input FILE` (a JSON-lines file) works today"
-    )]
-    ArchiveNotBuilt,
     /// Neither an input file nor a range.
-    #[error("nothing to recount: give --input FILE (a JSON-lines file of clicks)")]
+    #[error(
+        "nothing to recount: give --input FILE (JSON lines or Parquet), or --from T --to T \
+         (a range of the archive and the stream)"
+    )]
     NoInput,
+    /// A command line that cannot work, said why.
+    #[error("{0}")]
+    Usage(String),
+    /// A range run that could not finish, said why.
+    #[error("{0}")]
+    Range(String),
     /// `--input` with `--from/--to`.
     #[error("--input counts a whole file: --from/--to do not apply to it")]
     RangeWithInput,
@@ -89,9 +119,7 @@ impl ReconcileError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ReconcileError::ArchiveNotBuilt
-                | ReconcileError::NoInput
-                | ReconcileError::RangeWithInput
+            ReconcileError::NoInput | ReconcileError::RangeWithInput | ReconcileError::Usage(_)
         )
     }
 }
@@ -150,6 +178,55 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Exit code of a range run whose stored counts differ from the recount
+/// (0: they agree; 1: it could not run; 2: a command line that cannot work).
+pub const EXIT_DIFFER: u8 = 3;
+
+/// Runs `adclick reconcile --from T --to T`: prints the report (a table, or
+/// JSON with `--json`) on stdout and returns whether the stored counts
+/// agree with the recount (after the repair, with `--repair`).
+pub async fn run_range(args: &ReconcileArgs) -> Result<bool, ReconcileError> {
+    if args.input.is_some() {
+        return Err(ReconcileError::RangeWithInput);
+    }
+    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+        return Err(ReconcileError::NoInput);
+    };
+    let (from, to) = range::parse_range(from, to)?;
+    let config = crate::config::Config::load(args.config.as_deref())
+        .map_err(|e| ReconcileError::Usage(e.to_string()))?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.clone());
+    let archive_url = args.archive.clone().or_else(|| config.archive_location());
+    let outcome = range::run(
+        range::RangeJob {
+            config: &config,
+            archive_url,
+            source: args.source,
+            data_dir: &data_dir,
+            repair: args.repair,
+        },
+        from,
+        to,
+    )
+    .await?;
+    let report = if args.json {
+        diff::report_json(&outcome.comparison, &outcome.context).to_string()
+    } else {
+        diff::report_table(&outcome.comparison, &outcome.context)
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{report}")
+        .and_then(|_| stdout.flush())
+        .map_err(|source| ReconcileError::Write {
+            path: PathBuf::from("-"),
+            source,
+        })?;
+    Ok(outcome.agree)
+}
+
 /// Bytes read at a time.
 const BLOCK: usize = 8 << 20;
 
@@ -161,7 +238,11 @@ pub fn run(args: &ReconcileArgs) -> Result<Summary, ReconcileError> {
     let input = match (&args.input, args.from.is_some() || args.to.is_some()) {
         (Some(_), true) => return Err(ReconcileError::RangeWithInput),
         (Some(input), false) => input,
-        (None, true) => return Err(ReconcileError::ArchiveNotBuilt),
+        (None, true) => {
+            return Err(ReconcileError::Usage(
+                "--from/--to is a range run: call `reconcile::run_range`".into(),
+            ))
+        }
         (None, false) => return Err(ReconcileError::NoInput),
     };
     let started = Instant::now();

@@ -254,23 +254,39 @@ fn reconcile_equals_an_independent_oracle() {
 }
 
 #[test]
-fn a_range_without_input_names_the_missing_archive() {
-    let out = Command::new(ADCLICK)
-        .args([
-            "reconcile",
-            "--from",
-            "2026-11-29T10:00:00Z",
-            "--to",
-            "2026-11-29T11:00:00Z",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("raw archive, which is not built yet"),
-        "{stderr}"
-    );
+fn a_range_that_cannot_work_is_a_usage_error_naming_why() {
+    let run = |args: &[&str]| {
+        let out = Command::new(ADCLICK)
+            .arg("reconcile")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stderr) = run(&[
+        "--from",
+        "2026-11-29T11:00:00Z",
+        "--to",
+        "2026-11-29T10:00:00Z",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--from must be before --to"), "{stderr}");
+    let (code, stderr) = run(&["--from", "yesterday", "--to", "2026-11-29T10:00:00Z"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("neither RFC 3339"), "{stderr}");
+    let (code, stderr) = run(&[
+        "--input",
+        "clicks.jsonl",
+        "--from",
+        "2026-11-29T10:00:00Z",
+        "--to",
+        "2026-11-29T11:00:00Z",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--input counts a whole file"), "{stderr}");
 }
 
 #[test]

@@ -114,6 +114,12 @@ pub struct AggregatedCount {
     /// Range end (exclusive), RFC 3339 UTC, on a minute.
     #[schema(format = DateTime)]
     pub to: String,
+    /// Present (true) when a minute of the range was rewritten by
+    /// `adclick reconcile --repair`: its counts are a recount of the raw
+    /// clicks (docs/RECONCILIATION.md). Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub reconciled: bool,
 }
 
 /// One ad of a `popular` answer.
@@ -148,6 +154,12 @@ pub struct Popular {
     /// The window's length in minutes.
     #[schema(minimum = 1, maximum = 1440)]
     pub window_minutes: i64,
+    /// Present (true) when a minute of the window was rewritten by
+    /// `adclick reconcile --repair` on some partition (docs/RECONCILIATION.md).
+    /// Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub reconciled: bool,
 }
 
 /// `GET /healthz`: the process is alive.
@@ -355,6 +367,7 @@ mod tests {
             is_final: false,
             from: "2026-11-29T10:00:00Z".into(),
             to: "2026-11-29T10:05:00Z".into(),
+            reconciled: false,
         };
         let before = json!({
             "ad_id": "ad-1",
@@ -381,6 +394,7 @@ mod tests {
             from: "2026-11-29T10:00:00Z".into(),
             to: "2026-11-29T10:05:00Z".into(),
             window_minutes: 5,
+            reconciled: false,
         };
         let before = json!({
             "window_minutes": 5,

@@ -304,6 +304,7 @@ async fn aggregated_count(
         is_final: known && to <= final_until(answer.watermark, gw.settings.allowed_lateness_ms),
         from: format_rfc3339(from),
         to: format_rfc3339(to),
+        reconciled: answer.reconciled,
     }))
 }
 
@@ -387,6 +388,7 @@ impl Gateway {
             from: format_rfc3339(from),
             to: format_rfc3339(at),
             window_minutes: window,
+            reconciled: answer.reconciled,
         })
     }
 }
