@@ -56,6 +56,12 @@ pub struct ReconcileArgs {
     /// configuration's `data_dir`); a copy works too.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// With --from/--to: which partition files to compare. `files`: those
+    /// in the data directory (the service stopped, or a copy); `shipped`:
+    /// the latest state each cluster member shipped to NATS (cluster =
+    /// true; at most `state_ship_interval` old; report only, no --repair).
+    #[arg(long, value_enum, default_value_t = range::Stored::Files)]
+    pub stored: range::Stored,
     /// The configuration file (as for `serve`).
     #[arg(long, env = "ADCLICK_CONFIG")]
     pub config: Option<PathBuf>,
@@ -195,10 +201,28 @@ pub async fn run_range(args: &ReconcileArgs) -> Result<bool, ReconcileError> {
     let (from, to) = range::parse_range(from, to)?;
     let config = crate::config::Config::load(args.config.as_deref())
         .map_err(|e| ReconcileError::Usage(e.to_string()))?;
-    let data_dir = args
+    let mut data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| config.data_dir.clone());
+    // Lives until the run ends: the shipped files are read from it.
+    let mut _shipped_dir = None;
+    if args.stored == range::Stored::Shipped {
+        if args.repair {
+            return Err(ReconcileError::Usage(
+                "--repair writes the partitions' own files: stop the members and run it on \
+                 their data directories (--stored files), not on shipped copies"
+                    .into(),
+            ));
+        }
+        let dir = tempfile::tempdir().map_err(|source| ReconcileError::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        range::fetch_shipped(&config, dir.path()).await?;
+        data_dir = dir.path().to_path_buf();
+        _shipped_dir = Some(dir);
+    }
     let archive_url = args.archive.clone().or_else(|| config.archive_location());
     let outcome = range::run(
         range::RangeJob {

@@ -427,3 +427,77 @@ async fn reconciled_feed(js: &async_nats::jetstream::Context) -> BTreeMap<(u32, 
     }
     out
 }
+
+/// In a running cluster the members hold their files open: the daily
+/// report compares with the states they ship to NATS instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_cluster_is_compared_through_its_shipped_states() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("member");
+    let service = Adclick::start_settled(
+        &nats,
+        &data,
+        &[
+            ("ADCLICK_PARTITIONS", "4"),
+            ("ADCLICK_CLUSTER", "true"),
+            ("ADCLICK_MEMBER_ID", "m0"),
+            ("ADCLICK_LEASE_TTL", "2s"),
+            ("ADCLICK_STATE_SHIP_INTERVAL", "1s"),
+            ("ADCLICK_IDLE_TIMEOUT", "200ms"),
+            ("ADCLICK_WATERMARK_DELAY", "1s"),
+            ("ADCLICK_ALLOWED_LATENESS", "1h"),
+        ],
+    )
+    .await;
+    let now = adclick_actors::time::now_ms();
+    let t0 = now.div_euclid(MINUTE) * MINUTE - 20 * MINUTE;
+    let mut oracle = Oracle::default();
+    let clicks: Vec<TestClick> = (0..200)
+        .map(|i| TestClick {
+            click_id: format!("s-{i}"),
+            ad: format!("ad-{}", i % 9),
+            ts: t0 + (i as i64 * 1_499) % (3 * MINUTE),
+            country: Some("FR"),
+            ip: Some("10.1.1.1"),
+        })
+        .collect();
+    count_and_publish(&js, &mut oracle, &clicks).await;
+    let from = t0.to_string();
+    let to = (t0 + 3 * MINUTE).to_string();
+    let args = [
+        "--from",
+        from.as_str(),
+        "--to",
+        to.as_str(),
+        "--json",
+        "--source",
+        "stream",
+        "--stored",
+        "shipped",
+    ];
+    // The shipped states catch up within a few ship intervals.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let empty = dir.path().join("unused");
+    let report = loop {
+        let (code, report, stderr) = reconcile(&nats, &empty, &args);
+        if code == 0 {
+            break report;
+        }
+        assert_eq!(code, 3, "{report}\n{stderr}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shipped states never agreed: {}\n{stderr}\n{}",
+            &report.to_string()[..600.min(report.to_string().len())],
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(report["totals"]["stored"], oracle.total(), "{report}");
+    assert_eq!(report["totals"]["recounted"], oracle.total());
+    assert_eq!(report["missing_partitions"], serde_json::json!([]));
+    // The member kept running, its files open, throughout.
+    let (status, _) = service.get("/readyz").await;
+    assert_eq!(status, 200);
+}

@@ -362,6 +362,61 @@ impl Pointer {
     }
 }
 
+/// Copies the latest shipped state of each of `partitions` into `dir` as
+/// its partition file, for a job that reads the cluster's partitions
+/// without owning them (`adclick reconcile --stored shipped`). Returns,
+/// per partition, the stream sequence the copy holds, or `None` when the
+/// partition has shipped nothing yet (no file is written for it). The
+/// copies are at most `state_ship_interval` behind their owners.
+pub async fn fetch_shipped_states(
+    js: &Context,
+    dir: &std::path::Path,
+    partitions: u32,
+) -> Result<Vec<(u32, Option<u64>)>, ClusterError> {
+    let open = |bucket: &'static str| {
+        move |e: &dyn std::fmt::Display| ClusterError::Bucket {
+            bucket,
+            message: e.to_string(),
+        }
+    };
+    let pointers = js
+        .get_key_value(POINTERS_BUCKET)
+        .await
+        .map_err(|e| open(POINTERS_BUCKET)(&e))?;
+    let objects = js
+        .get_object_store(STATE_BUCKET)
+        .await
+        .map_err(|e| open(STATE_BUCKET)(&e))?;
+    let mut out = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        let pointer = pointers
+            .entry(partition_key(partition))
+            .await
+            .map_err(|e| nats("reading the state pointer", partition)(&e))?
+            .filter(|e| e.operation == Operation::Put)
+            .and_then(|e| Pointer::decode(&e.value));
+        let Some((object, last_seq)) = pointer.and_then(|p| Some((p.object?, p.last_seq))) else {
+            out.push((partition, None));
+            continue;
+        };
+        let mut reader = (objects.get(&object).await)
+            .map_err(|e| nats("fetching the shipped state", partition)(&e))?;
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| nats("reading the shipped state", partition)(&e))?;
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            PartitionStore::import(&dir, partition, &bytes, last_seq)
+        })
+        .await
+        .map_err(|e| nats("writing the partition file", partition)(&e))??;
+        out.push((partition, Some(last_seq)));
+    }
+    Ok(out)
+}
+
 /// The key of a partition's lease and of its state pointer.
 fn partition_key(partition: u32) -> String {
     format!("p{partition}")

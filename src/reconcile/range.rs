@@ -55,6 +55,36 @@ pub enum Source {
     Stream,
 }
 
+/// Which partition files a range run compares with.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stored {
+    /// The files in the data directory.
+    #[default]
+    Files,
+    /// The states the cluster's members shipped to NATS.
+    Shipped,
+}
+
+/// Copies each partition's latest shipped state into `dir` (a partition
+/// that shipped nothing has no file there, and reads as missing).
+pub async fn fetch_shipped(config: &Config, dir: &Path) -> Result<(), ReconcileError> {
+    let client = crate::nats::connect(&config.nats_url, &config.nats_security)
+        .await
+        .map_err(|e| ReconcileError::Range(format!("{e:#}")))?;
+    let js = jetstream::new(client);
+    let shipped =
+        adclick_actors::cluster::fetch_shipped_states(&js, dir, config.pipeline.partitions)
+            .await
+            .map_err(|e| ReconcileError::Range(format!("the shipped states: {e}")))?;
+    for (partition, seq) in shipped {
+        match seq {
+            Some(seq) => eprintln!("partition {partition}: shipped state through sequence {seq}"),
+            None => eprintln!("partition {partition}: nothing shipped yet (read as missing)"),
+        }
+    }
+    Ok(())
+}
+
 /// One counter of a minute: (ad, filter, clicks).
 type MinuteCounter = (AdId, adclick_actors::Filter, u64);
 
