@@ -121,7 +121,9 @@ fn main() -> ExitCode {
     match &cli.command {
         // No runtime, no logging: a pipe in, one line out.
         Command::TokenHash => return token_hash(),
-        Command::Reconcile(args) if args.from.is_none() && args.to.is_none() => {
+        Command::Reconcile(args)
+            if args.from.is_none() && args.to.is_none() && args.day.is_none() =>
+        {
             return reconcile(args)
         }
         _ => {}

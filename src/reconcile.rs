@@ -37,6 +37,10 @@ pub struct ReconcileArgs {
     /// End of the range (exclusive).
     #[arg(long, requires = "from")]
     pub to: Option<String>,
+    /// A whole UTC day instead of --from/--to: `YYYY-MM-DD`, `yesterday` or
+    /// `today` (what a daily job passes).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub day: Option<String>,
     /// With --from/--to: the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -195,10 +199,11 @@ pub async fn run_range(args: &ReconcileArgs) -> Result<bool, ReconcileError> {
     if args.input.is_some() {
         return Err(ReconcileError::RangeWithInput);
     }
-    let (Some(from), Some(to)) = (&args.from, &args.to) else {
-        return Err(ReconcileError::NoInput);
+    let (from, to) = match (&args.day, &args.from, &args.to) {
+        (Some(day), _, _) => range::parse_day(day, adclick_actors::time::now_ms())?,
+        (None, Some(from), Some(to)) => range::parse_range(from, to)?,
+        _ => return Err(ReconcileError::NoInput),
     };
-    let (from, to) = range::parse_range(from, to)?;
     let config = crate::config::Config::load(args.config.as_deref())
         .map_err(|e| ReconcileError::Usage(e.to_string()))?;
     let mut data_dir = args

@@ -549,6 +549,24 @@ impl Progress {
     }
 }
 
+/// The UTC day `day` names (`YYYY-MM-DD`, `today` or `yesterday`, as of
+/// `now_ms`) as the range `[midnight, next midnight)`.
+pub fn parse_day(day: &str, now_ms: i64) -> Result<(i64, i64), ReconcileError> {
+    const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
+    let today = now_ms.div_euclid(DAY_MS) * DAY_MS;
+    let start = match day {
+        "today" => Some(today),
+        "yesterday" => Some(today - DAY_MS),
+        text => adclick_actors::time::parse_rfc3339(&format!("{text}T00:00:00Z")),
+    }
+    .ok_or_else(|| {
+        ReconcileError::Usage(format!(
+            "--day {day:?} is none of YYYY-MM-DD, today, yesterday"
+        ))
+    })?;
+    Ok((start, start + DAY_MS))
+}
+
 /// The minute range `[from, to)` of the command line: RFC 3339 or epoch
 /// milliseconds, floored to minutes, `from` before `to`.
 pub fn parse_range(from: &str, to: &str) -> Result<(i64, i64), ReconcileError> {
@@ -577,4 +595,30 @@ pub fn parse_range(from: &str, to: &str) -> Result<(i64, i64), ReconcileError> {
         ));
     }
     Ok((f, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_is_its_utc_midnights() {
+        // 2026-11-29T10:00:00Z.
+        let now = 1_795_946_400_000;
+        let midnight = 1_795_910_400_000;
+        let day = 24 * 60 * MINUTE_MS;
+        assert_eq!(parse_day("today", now).unwrap(), (midnight, midnight + day));
+        assert_eq!(
+            parse_day("yesterday", now).unwrap(),
+            (midnight - day, midnight)
+        );
+        assert_eq!(
+            parse_day("2026-11-29", 0).unwrap(),
+            (midnight, midnight + day)
+        );
+        assert!(parse_day("2026-02-30", 0).is_err());
+        assert!(parse_day("monday", 0).is_err());
+        assert!(parse_range("10", "5").is_err());
+        assert_eq!(parse_range("60000", "180001").unwrap(), (60_000, 180_000));
+    }
 }
