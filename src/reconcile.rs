@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Clone, Debug)]
 pub struct ReconcileArgs {
     /// JSON-lines file of SPEC §1 payloads, one a line (e.g. from
-    /// `adclick loadgen --out`). Parquet is not read yet.
+    /// `adclick loadgen --out`), or a Parquet file (name ending `.parquet`:
+    /// the raw archive's, or one with columns click_id, ad_id, ts, …).
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Start of the range to recount and compare (RFC 3339 or epoch ms,
@@ -70,7 +71,8 @@ pub struct ReconcileArgs {
     #[arg(long, env = "ADCLICK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where the per-minute counts go, CSV `minute,ad_id,count` (minute as
-    /// RFC 3339 UTC; sorted by minute, then ad id); `-` for stdout.
+    /// RFC 3339 UTC; sorted by minute, then ad id); `-` for stdout; Parquet
+    /// when the name ends in `.parquet`.
     #[arg(long, default_value = "-")]
     pub counts_out: PathBuf,
     /// Where the top ads of each minute go, CSV `minute,rank,ad_id,count`
@@ -280,7 +282,7 @@ pub fn run(args: &ReconcileArgs) -> Result<Summary, ReconcileError> {
         None => None,
     };
     let mut invalid_by_reason = BTreeMap::new();
-    let (recounted, tally) = count_file(input, |line_number, line, reason| {
+    let on_invalid = |line_number: u64, line: &[u8], reason: &str| {
         *invalid_by_reason
             .entry(reason_kind(reason).to_string())
             .or_insert(0) += 1;
@@ -288,15 +290,28 @@ pub fn run(args: &ReconcileArgs) -> Result<Summary, ReconcileError> {
             Some(out) => out.reject(line_number, reason, line),
             None => Ok(()),
         }
-    })?;
+    };
+    let (recounted, tally) = if is_parquet(input) {
+        count_parquet(input, on_invalid)?
+    } else {
+        count_file(input, on_invalid)?
+    };
     if let Some(out) = rejects {
         out.finish()?;
     }
     let count_time = started.elapsed();
     let written = Instant::now();
-    write_counts(&recounted, Output::create(&args.counts_out)?)?;
+    if is_parquet(&args.counts_out) {
+        write_counts_parquet(&recounted, &args.counts_out)?;
+    } else {
+        write_counts(&recounted, Output::create(&args.counts_out)?)?;
+    }
     if let Some(path) = &args.top_out {
-        write_top(&recounted, args.top, Output::create(path)?)?;
+        if is_parquet(path) {
+            write_top_parquet(&recounted, args.top, path)?;
+        } else {
+            write_top(&recounted, args.top, Output::create(path)?)?;
+        }
     }
     Ok(Summary {
         tally,
@@ -399,6 +414,42 @@ pub fn count_file(
     Ok(recount
         .unwrap_or_else(|| Recount::with_capacity(0))
         .finish())
+}
+
+/// Whether a file is read or written as Parquet: its name ends in `.parquet`.
+fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Counts the rows of a Parquet file (the raw archive's, with a `payload`
+/// column, or one with the payload's fields as columns), row by row through
+/// the same recount; `on_invalid(row number, payload, reason)` sees every
+/// invalid one.
+pub fn count_parquet(
+    path: &Path,
+    mut on_invalid: impl FnMut(u64, &[u8], &str) -> Result<(), ReconcileError>,
+) -> Result<(Recounted, RecountTally), ReconcileError> {
+    let mut recount = Recount::with_capacity(1 << 16);
+    // The first failure to keep an invalid row stops the count.
+    let mut failed = None;
+    crate::archive::parquet_file::for_each_payload(path, |row, payload| {
+        if failed.is_some() {
+            return;
+        }
+        if let Err(reason) = recount.add(row, payload) {
+            if let Err(e) = on_invalid(row, payload, &reason) {
+                failed = Some(e);
+            }
+        }
+    })
+    .map_err(|e| ReconcileError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(recount.finish())
 }
 
 /// Fills as much of `into` as one or more reads give, stopping at the end
@@ -557,6 +608,35 @@ fn write_top(recounted: &Recounted, n: usize, mut out: Output) -> Result<(), Rec
         }
     }
     out.finish()
+}
+
+/// The counts as Parquet: `minute` (TIMESTAMP millis), `ad_id`, `count`.
+fn write_counts_parquet(recounted: &Recounted, path: &Path) -> Result<(), ReconcileError> {
+    let rows = recounted.minutes().flat_map(|m| {
+        let minute = m.minute;
+        m.ads
+            .into_iter()
+            .map(move |(ad, n)| (minute, ad.as_str().to_string(), n))
+    });
+    crate::archive::parquet_file::write_counts(path, rows).map_err(|e| ReconcileError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// The top ads as Parquet: `minute`, `rank`, `ad_id`, `count`.
+fn write_top_parquet(recounted: &Recounted, n: usize, path: &Path) -> Result<(), ReconcileError> {
+    let rows = recounted.minutes().flat_map(|m| {
+        let minute = m.minute;
+        m.top(n)
+            .into_iter()
+            .enumerate()
+            .map(move |(rank, (ad, clicks))| (minute, rank as u32 + 1, ad.as_str().to_string(), clicks))
+    });
+    crate::archive::parquet_file::write_top(path, rows).map_err(|e| ReconcileError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 #[cfg(test)]
