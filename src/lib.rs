@@ -2,9 +2,10 @@
 //!
 //! The service around the per-partition pipeline of [`adclick_actors`]:
 //! configuration, NATS wiring, the REST gateway, and the `serve`, `loadgen`,
-//! `demo` and `status` commands. Start with `ARCHITECTURE.md` at the repository root.
+//! `demo`, `status` and `archive` commands. Start with `ARCHITECTURE.md` at the repository root.
 
 pub mod allocator;
+pub mod archive;
 pub mod config;
 pub mod demo;
 pub mod gateway;
