@@ -206,6 +206,40 @@ async fn finish(archive: &Archive, manifest: &Manifest) -> Result<(), ArchiveErr
     Ok(())
 }
 
+/// A test-only crash point (feature `fault-injection`, never in a release
+/// build): `ADCLICK_FAULT=<point>:<dataset>:<n>` (dataset 0 clicks, 1
+/// rejects) aborts the process at the `n`-th pass of that dataset through
+/// `point`: `abort-archive-staged` (files staged, no manifest yet) or
+/// `abort-archive-committed` (manifest written, files not moved).
+#[cfg(feature = "fault-injection")]
+fn fault(point: &str, dataset: Dataset) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PASSES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    let index = match dataset {
+        Dataset::Clicks => 0usize,
+        Dataset::Rejects => 1,
+    };
+    let Ok(plan) = std::env::var("ADCLICK_FAULT") else {
+        return;
+    };
+    let mut parts = plan.split(':');
+    let (Some(want), Some(Ok(which)), Some(Ok(nth))) = (
+        parts.next(),
+        parts.next().map(str::parse::<usize>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return;
+    };
+    if want == point && which == index && PASSES[index].fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        tracing::warn!(point, dataset = dataset.name(), "injected fault");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault(_point: &str, _dataset: Dataset) {}
+
 /// Commits the flush of `[first_seq, last_seq]` with `files`: stages them,
 /// writes the manifest (the commit point, refused if another archiver
 /// committed this start: [`ArchiveError::Conflict`]), moves them into
@@ -225,6 +259,7 @@ pub async fn commit(
             .await?;
         entries.push(file.entry);
     }
+    fault("abort-archive-staged", dataset);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         dataset: dataset.name().to_string(),
@@ -246,6 +281,7 @@ pub async fn commit(
         }
         return Err(ArchiveError::Conflict { dataset, first_seq });
     }
+    fault("abort-archive-committed", dataset);
     finish(archive, &manifest).await?;
     Ok(manifest)
 }
