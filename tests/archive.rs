@@ -50,6 +50,10 @@ fn archiver(nats: &NatsServer, root: &Path, log: &Path, args: &[&str]) -> Comman
         .args(args)
         .env("ADCLICK_NATS_URL", nats.url())
         .env("ADCLICK_ARCHIVE_URL", root)
+        .env(
+            "ADCLICK_HTTP_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
         // Small flushes, often: a kill lands between commits and inside them.
         .env("ADCLICK_ARCHIVE_MAX_ROWS", "37")
         .env("ADCLICK_ARCHIVE_FLUSH_INTERVAL", "50ms")
@@ -409,6 +413,44 @@ async fn exactly_once_across_sigkill_and_duckdb_agrees() {
         .collect();
     assert_eq!(hours.len(), 3);
     assert_eq!(duck["hours"], Value::Array(hours));
+
+    // A running `adclick archive` serves its metrics, has nothing left to
+    // archive, and exits 0 on SIGTERM.
+    let port = common::free_port();
+    let mut running = archiver(&nats, &root, &log, &[])
+        .env("ADCLICK_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((200, text)) = adclick::http::get(addr, "/metrics").await {
+            // Both datasets measured their lag: nothing behind.
+            let lags: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("adclick_archive_lag_messages{"))
+                .collect();
+            if lags.len() == 2 {
+                assert!(lags.iter().all(|l| l.ends_with(" 0")), "{lags:?}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no archive metrics within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status();
+    let status = running.wait().unwrap();
+    assert!(status.success(), "SIGTERM: {status}");
+    assert_eq!(
+        files_under(&root).len(),
+        listed.len() + manifests_count(&root)
+    );
+}
+
+fn manifests_count(root: &Path) -> usize {
+    files_under(&root.join("_manifests")).len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -484,10 +484,46 @@ impl Running {
     }
 }
 
+/// Serves `/healthz` and `/metrics` (the archive's metrics) on `http_addr`,
+/// with the service's TLS and tokens (`metrics_require_token`), until `stop`.
+async fn serve_probes(
+    config: &Config,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::gateway::listener::{self, RestListener};
+    let handle = crate::serve::install_metrics()?;
+    describe();
+    let tls = match &config.http_listener.tls {
+        Some(files) => Some(listener::tls_acceptor(files)?),
+        None => None,
+    };
+    let listener = RestListener::bind(config.http_addr, tls, config.http_listener.clone()).await?;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.api_access.clone()),
+            crate::gateway::access::require_token,
+        ));
+    tracing::info!(http_addr = %listener.local_addr()?, "archive: /healthz and /metrics");
+    Ok(tokio::spawn(listener.serve(router, async {
+        let _ = stop.await;
+    })))
+}
+
 /// `adclick archive`: archives until SIGTERM (flushing what is buffered),
-/// or with `once` what the streams hold now, then returns.
+/// or with `once` what the streams hold now, then returns. Serves
+/// `/healthz` and `/metrics` on `http_addr` meanwhile.
 pub async fn run_command(config: Config, once: bool) -> anyhow::Result<()> {
     let archive = Arc::new(Archive::open(&config.archive.url)?);
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel();
+    let http = serve_probes(&config, http_stopped).await?;
     let client = crate::nats::connect(&config.nats_url, &config.nats_security).await?;
     let js = jetstream::new(client);
     crate::nats::ensure_streams(&js, &config).await?;
@@ -502,9 +538,12 @@ pub async fn run_command(config: Config, once: bool) -> anyhow::Result<()> {
         once,
         "archive: archiving both streams"
     );
-    run(js, archive, ArchiverSettings::of(&config), stopped, once)
+    let result = run(js, archive, ArchiverSettings::of(&config), stopped, once)
         .await
-        .context("archive")?;
+        .context("archive");
+    let _ = http_stop.send(());
+    let _ = http.await;
+    result?;
     tracing::info!("archive: stopped");
     Ok(())
 }
