@@ -149,6 +149,11 @@ impl Service {
     /// server. Bounded by `shutdown_timeout`; returns whether every partition
     /// committed in time (if not, the next start replays the rest: no loss).
     pub async fn shutdown(self) -> bool {
+        // The archive flushes while the partitions drain (they share no state).
+        let timeout = self.config.shutdown_timeout;
+        let archiver = self
+            .archiver
+            .map(|archiver| tokio::spawn(archiver.stop(timeout)));
         let in_time = match self.membership {
             // Hand every partition over (commit, ship, release) so the other
             // members take them at once.
@@ -161,8 +166,8 @@ impl Service {
                 self.config.shutdown_timeout
             );
         }
-        if let Some(archiver) = self.archiver {
-            if !archiver.stop(self.config.shutdown_timeout).await {
+        if let Some(archiver) = archiver {
+            if !matches!(archiver.await, Ok(true)) {
                 tracing::warn!("the archive's last flush did not finish within shutdown_timeout; the next start reads it again");
             }
         }

@@ -344,6 +344,15 @@ async fn run_dataset(
                 if seq <= last_seen {
                     continue; // a redelivery (the ordered consumer recreated itself)
                 }
+                if seq > last_seen + 1 {
+                    tracing::warn!(
+                        dataset = dataset.name(),
+                        from = last_seen + 1,
+                        to = seq - 1,
+                        "archive: these sequences are not in the stream (deleted by its limits \
+                         before they were archived, or by hand)"
+                    );
+                }
                 last_seen = seq;
                 let (message, _) = message.split();
                 let reason = message
@@ -443,7 +452,7 @@ pub async fn run(
     result
 }
 
-/// The archiver running inside `adclick serve`.
+/// The archiver running inside `adclick serve`: [`Running::stop`] it.
 pub struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ArchiveError>>,

@@ -276,9 +276,9 @@ pub async fn commit(
         .create(&manifest_path(dataset, first_seq), Bytes::from(json))
         .await?
     {
-        for staged in archive.list(&staging).await? {
-            archive.delete(&staged).await?;
-        }
+        // The staged files stay: if the winner's range is this very one,
+        // they are its files too (the same messages, the same bytes), and
+        // it moves them; if not, the next `recover` deletes them.
         return Err(ArchiveError::Conflict { dataset, first_seq });
     }
     fault("abort-archive-committed", dataset);
@@ -542,7 +542,8 @@ mod tests {
                 .archived_through(),
             0
         );
-        // A second commit of the same start is refused, and leaves nothing.
+        // A second commit of the same start is refused; what it staged goes
+        // at the next recovery.
         let conflict = commit(
             &archive,
             Dataset::Clicks,
@@ -555,6 +556,9 @@ mod tests {
             conflict,
             Err(ArchiveError::Conflict { first_seq: 11, .. })
         ));
+        assert_eq!(tree(&dir).len(), 6);
+        let recovery = recover(&archive, Dataset::Clicks, 0).await.unwrap();
+        assert_eq!((recovery.discarded, recovery.archived_through()), (1, 12));
         assert_eq!(tree(&dir).len(), 5);
     }
 
