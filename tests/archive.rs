@@ -585,3 +585,71 @@ async fn a_crash_inside_a_flush_is_repaired_at_the_next_start() {
         );
     }
 }
+
+/// What `adclick archive` may publish with the default stream names, as
+/// docs/ARCHIVE.md lists it (it subscribes to `_INBOX.>` only).
+const ARCHIVER_PUBLISH: &[&str] = &[
+    "$JS.API.STREAM.INFO.CLICKS",
+    "$JS.API.STREAM.CREATE.CLICKS",
+    "$JS.API.STREAM.INFO.CLICKS_REJECTED",
+    "$JS.API.STREAM.CREATE.CLICKS_REJECTED",
+    "$JS.API.CONSUMER.CREATE.CLICKS",
+    "$JS.API.CONSUMER.CREATE.CLICKS_REJECTED",
+    "$JS.API.CONSUMER.MSG.NEXT.CLICKS.>",
+    "$JS.API.CONSUMER.MSG.NEXT.CLICKS_REJECTED.>",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archiver_needs_only_the_documented_permissions() {
+    let allowed: Vec<String> = ARCHIVER_PUBLISH.iter().map(|s| format!("{s:?}")).collect();
+    let nats = NatsServer::start_with_config(&format!(
+        r#"
+accounts {{
+  ADS {{
+    jetstream: enabled
+    users: [
+      {{ user: archiver, password: archiver, permissions: {{ publish: [{}], subscribe: ["_INBOX.>"] }} }}
+      {{ user: admin, password: admin }}
+    ]
+  }}
+}}
+"#,
+        allowed.join(", ")
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let log = dir.path().join("archiver.log");
+    // --once on nothing: it creates both streams, finds them empty, exits.
+    let status = archiver(&nats, &root, &log, &["--once"])
+        .env("ADCLICK_NATS_USER", "archiver")
+        .env("ADCLICK_NATS_PASSWORD", "archiver")
+        .status()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status}; log:\n{}", text());
+    let admin = async_nats::ConnectOptions::new()
+        .user_and_password("admin".into(), "admin".into())
+        .connect(nats.url())
+        .await
+        .expect("admin connects");
+    let js = jetstream::new(admin);
+    let base = (now_ms() / HOUR - 1) * HOUR;
+    let messages = round(0, base, &mut Expected::default());
+    publish(&js, &messages).await;
+    let status = archiver(&nats, &root, &log, &["--once"])
+        .env("ADCLICK_NATS_USER", "archiver")
+        .env("ADCLICK_NATS_PASSWORD", "archiver")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}; log:\n{}", text());
+    assert!(!text().contains("Permissions Violation"), "{}", text());
+    let archive = Archive::open(&root.display().to_string()).unwrap();
+    assert_eq!(
+        archived(&archive, Dataset::Clicks).await.0,
+        stream_messages(&js, "CLICKS").await
+    );
+    assert_eq!(
+        archived(&archive, Dataset::Rejects).await.0,
+        stream_messages(&js, "CLICKS_REJECTED").await
+    );
+}

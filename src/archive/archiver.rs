@@ -535,7 +535,11 @@ pub async fn run_command(config: Config, once: bool) -> anyhow::Result<()> {
     let http = serve_probes(&config, http_stopped).await?;
     let client = crate::nats::connect(&config.nats_url, &config.nats_security).await?;
     let js = jetstream::new(client);
-    crate::nats::ensure_streams(&js, &config).await?;
+    // The clicks and rejected streams only: the output feed is not the
+    // archiver's (so its NATS user needs no right on it).
+    let mut streams = config.clone();
+    streams.pipeline.feed.enabled = false;
+    crate::nats::ensure_streams(&js, &streams).await?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         crate::serve::stop_signal().await;
