@@ -4,6 +4,7 @@
 //!
 //! A bad value stops start-up with a message naming the key and the problem.
 
+use crate::archive::ArchiveSettings;
 use crate::gateway::access::{ApiAccess, TokenDigest};
 use crate::gateway::limits::RequestLimits;
 use crate::gateway::listener::{ListenerSettings, TlsFiles};
@@ -61,6 +62,8 @@ pub struct Config {
     pub stream_replicas: usize,
     /// Credentials and TLS for NATS (the `nats_*` keys).
     pub nats_security: NatsSecurity,
+    /// The raw archive (the `archive*` keys, docs/ARCHIVE.md).
+    pub archive: ArchiveSettings,
 }
 
 /// A configuration error, naming the key.
@@ -147,6 +150,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("nats_tls_cert_file", ""),
     ("nats_tls_key_file", ""),
     ("nats_tls_required", "false"),
+    ("archive", "false"),
+    ("archive_url", "./archive"),
+    ("archive_flush_interval", "5m"),
+    ("archive_max_rows", "1000000"),
+    ("archive_retention", "30d"),
 ];
 
 /// A raw value and where it came from.
@@ -181,9 +189,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Config {
-    /// Where the raw archive is, when the configuration has one (STUB until the archive merges).
+    /// Where the raw archive is, for a job that reads it (`reconcile`): the
+    /// `archive_url` when `archive = true`, or when something was archived
+    /// there already (an `adclick archive` process writes it with `archive`
+    /// left false in its own configuration).
     pub fn archive_location(&self) -> Option<String> {
-        None
+        let archived = crate::archive::parse_archive_url(&self.archive.url)
+            .is_ok_and(|root| root.join("_manifests").is_dir());
+        (self.archive.enabled || archived).then(|| self.archive.url.clone())
     }
 
     /// Loads defaults, then `file` (if any), then the environment.
@@ -727,6 +740,43 @@ impl Builder {
             state_ship_interval: self.duration("state_ship_interval")?,
             stream_replicas: self.number("stream_replicas", 1usize, 5)?,
             nats_security: NatsSecurity::from_keys(|key| self.text(key))?,
+            archive: self.archive()?,
+        })
+    }
+
+    /// The `archive*` keys. `archive = true` with `cluster = true` is
+    /// refused: one archiver per archive, as its own Deployment.
+    fn archive(&self) -> Result<ArchiveSettings, ConfigError> {
+        let enabled = self.parse("archive", boolean)?;
+        if enabled && self.parse("cluster", boolean)? {
+            return Err(self.bad(
+                "archive",
+                "cannot be true with cluster = true: every member would archive the same streams. \
+                 Run `adclick archive` as its own one-replica Deployment instead \
+                 (k8s/adclick/archiver.yaml, docs/ARCHIVE.md)"
+                    .into(),
+            ));
+        }
+        let url = self.parse("archive_url", |text| {
+            crate::archive::parse_archive_url(text).map(|_| text.trim().to_string())
+        })?;
+        let flush_interval = self.duration("archive_flush_interval")?;
+        if flush_interval.is_zero() {
+            return Err(self.bad("archive_flush_interval", "must be more than 0".into()));
+        }
+        let retention = self.duration("archive_retention")?;
+        if retention < Duration::from_secs(3_600) {
+            return Err(self.bad(
+                "archive_retention",
+                "must be at least 1h (files are kept by the hour)".into(),
+            ));
+        }
+        Ok(ArchiveSettings {
+            enabled,
+            url,
+            flush_interval,
+            max_rows: self.number("archive_max_rows", 1usize, 100_000_000)?,
+            retention,
         })
     }
 }
@@ -1080,6 +1130,56 @@ mod tests {
                 "{pairs:?}: {err}"
             );
             assert!(!err.contains("my-secret-token"), "echoes a token: {err}");
+        }
+    }
+
+    #[test]
+    fn archive_keys() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert!(!c.archive.enabled);
+        assert_eq!(c.archive.url, "./archive");
+        assert_eq!(c.archive.flush_interval, Duration::from_secs(300));
+        assert_eq!(c.archive.max_rows, 1_000_000);
+        assert_eq!(c.archive.retention, Duration::from_secs(30 * 86_400));
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("ADCLICK_ARCHIVE", "true"),
+                ("ADCLICK_ARCHIVE_URL", "file:///tmp/a"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.archive.enabled);
+        assert_eq!(c.archive.url, "file:///tmp/a");
+        for (pairs, key, want) in [
+            (
+                vec![("ADCLICK_ARCHIVE_URL", "s3://bucket/a")],
+                "archive_url",
+                "plain path or a file:// URL",
+            ),
+            (
+                vec![("ADCLICK_ARCHIVE", "true"), ("ADCLICK_CLUSTER", "true")],
+                "archive",
+                "adclick archive",
+            ),
+            (
+                vec![("ADCLICK_ARCHIVE_MAX_ROWS", "0")],
+                "archive_max_rows",
+                "outside",
+            ),
+            (
+                vec![("ADCLICK_ARCHIVE_RETENTION", "10m")],
+                "archive_retention",
+                "at least 1h",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(want),
+                "{pairs:?}: {err}"
+            );
         }
     }
 

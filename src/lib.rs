@@ -2,7 +2,7 @@
 //!
 //! The service around the per-partition pipeline of [`adclick_actors`]:
 //! configuration, NATS wiring, the REST gateway, and the `serve`, `loadgen`,
-//! `demo` and `status` commands. Start with `ARCHITECTURE.md` at the repository root.
+//! `demo`, `status` and `archive` commands. Start with `ARCHITECTURE.md` at the repository root.
 
 pub mod allocator;
 pub mod archive;

@@ -1,5 +1,5 @@
 //! The `adclick` command line: `serve`, `loadgen`, `demo`, `rebuild`, `reconcile`,
-//! `status`, `token-hash`.
+//! `archive`, `status`, `token-hash`.
 
 use adclick::config::Config;
 use adclick::demo::DemoArgs;
@@ -69,6 +69,20 @@ enum Command {
     /// top ads as CSV, a summary on stderr. `--from/--to` (the raw archive)
     /// and `--repair` are not built yet. See docs/RECONCILIATION.md.
     Reconcile(ReconcileArgs),
+    /// Archive every message of the clicks and rejected streams to hourly
+    /// Parquet files, exactly once (docs/ARCHIVE.md).
+    ///
+    /// Runs until SIGTERM (then flushes what it holds), or with --once
+    /// archives what the streams hold now and exits. Resumes after the
+    /// archive's last commit. Run one archiver per archive.
+    Archive {
+        /// Archive everything the streams hold now, then exit 0.
+        #[arg(long)]
+        once: bool,
+        /// TOML configuration file.
+        #[arg(long, env = "ADCLICK_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print the SHA-256 digest of an API token read from standard input,
     /// for `api_token_sha256` (the service stores digests, never tokens).
     ///
@@ -181,6 +195,11 @@ fn main() -> ExitCode {
             } => {
                 let config = Config::load(config.as_deref())?;
                 adclick::rebuild::run(config, partition, force).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Archive { once, config } => {
+                let config = Config::load(config.as_deref())?;
+                adclick::archive::archiver::run_command(config, once).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status(args) => match adclick::status::run(&args).await? {

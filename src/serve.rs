@@ -22,6 +22,8 @@ pub struct Service {
     pub http_addr: SocketAddr,
     http_stop: oneshot::Sender<()>,
     http_task: tokio::task::JoinHandle<()>,
+    /// The raw archive's archiver, with `archive = true`.
+    archiver: Option<crate::archive::archiver::Running>,
     config: Config,
 }
 
@@ -39,6 +41,13 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
             .with_context(|| format!("buckets of {name}"))?;
     }
+    let flush = crate::archive::archiver::FLUSH_SECONDS;
+    builder = builder
+        .set_buckets_for_metric(
+            Matcher::Full(flush.into()),
+            crate::archive::archiver::FLUSH_BUCKETS,
+        )
+        .with_context(|| format!("buckets of {flush}"))?;
     let handle = builder
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -97,6 +106,12 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         partitions
     };
 
+    let archiver = if config.archive.enabled {
+        Some(crate::archive::archiver::spawn(js.clone(), &config)?)
+    } else {
+        None
+    };
+
     let tls_on = tls.is_some();
     let listener = RestListener::bind(config.http_addr, tls, config.http_listener.clone()).await?;
     let http_addr = listener.local_addr()?;
@@ -124,6 +139,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         http_addr,
         http_stop,
         http_task,
+        archiver,
         config,
     })
 }
@@ -133,6 +149,11 @@ impl Service {
     /// server. Bounded by `shutdown_timeout`; returns whether every partition
     /// committed in time (if not, the next start replays the rest: no loss).
     pub async fn shutdown(self) -> bool {
+        // The archive flushes while the partitions drain (they share no state).
+        let timeout = self.config.shutdown_timeout;
+        let archiver = self
+            .archiver
+            .map(|archiver| tokio::spawn(archiver.stop(timeout)));
         let in_time = match self.membership {
             // Hand every partition over (commit, ship, release) so the other
             // members take them at once.
@@ -144,6 +165,11 @@ impl Service {
                 "not every partition committed within shutdown_timeout ({:?}); the rest replays on the next start",
                 self.config.shutdown_timeout
             );
+        }
+        if let Some(archiver) = archiver {
+            if !matches!(archiver.await, Ok(true)) {
+                tracing::warn!("the archive's last flush did not finish within shutdown_timeout; the next start reads it again");
+            }
         }
         let _ = self.http_stop.send(());
         let _ = self.http_task.await;
