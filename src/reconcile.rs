@@ -418,7 +418,8 @@ pub fn count_file(
 
 /// Whether a file is read or written as Parquet: its name ends in `.parquet`.
 fn is_parquet(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
 /// Counts the rows of a Parquet file (the raw archive's, with a `payload`
@@ -631,7 +632,9 @@ fn write_top_parquet(recounted: &Recounted, n: usize, path: &Path) -> Result<(),
         m.top(n)
             .into_iter()
             .enumerate()
-            .map(move |(rank, (ad, clicks))| (minute, rank as u32 + 1, ad.as_str().to_string(), clicks))
+            .map(move |(rank, (ad, clicks))| {
+                (minute, rank as u32 + 1, ad.as_str().to_string(), clicks)
+            })
     });
     crate::archive::parquet_file::write_top(path, rows).map_err(|e| ReconcileError::Write {
         path: path.to_path_buf(),

@@ -365,3 +365,111 @@ fn duckdb_gives_the_same_rows() {
     assert_eq!(ours, theirs);
     assert_eq!(read("top.csv"), read("duckdb-top.csv"));
 }
+
+/// Parquet in and out: DuckDB writes a loadgen file's clicks as a Parquet
+/// file of columns (`ts` a TIMESTAMP), adclick counts it into Parquet
+/// files, and DuckDB's reading of those equals adclick's CSV counts of the
+/// JSON-lines file, row for row.
+#[test]
+fn parquet_in_and_out_equal_the_json_lines_counts() {
+    let duckdb = duckdb_path();
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("clean.jsonl");
+    let out = Command::new(ADCLICK)
+        .args(["loadgen", "--rate", "20", "--count", "4000", "--ads", "200"])
+        .args([
+            "--seed",
+            "61",
+            "--duplicate-ratio",
+            "0.05",
+            "--late-ratio",
+            "0.05",
+            "--invalid-ratio",
+            "0",
+        ])
+        .arg(format!("--start-ts={START}"))
+        .arg("--out")
+        .arg(&jsonl)
+        .output()
+        .expect("adclick loadgen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(ADCLICK)
+            .arg("reconcile")
+            .args(args)
+            .output()
+            .expect("adclick reconcile runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |name: &str| dir.path().join(name).into_os_string();
+    run(&[
+        "--input".as_ref(),
+        jsonl.as_os_str(),
+        "--counts-out".as_ref(),
+        &p("counts.csv"),
+        "--top-out".as_ref(),
+        &p("top.csv"),
+    ]);
+    let python = |script: String| {
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .env("PYTHONPATH", &duckdb)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "DuckDB ({}): {}",
+            duckdb.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let input = dir.path().join("clean.parquet");
+    python(format!(
+        "import duckdb\n\
+         duckdb.sql(\"COPY (SELECT click_id, ad_id, make_timestamp(ts * 1000) AS ts \
+         FROM read_json('{}', format = 'newline_delimited', \
+         columns = {{click_id: 'VARCHAR', ad_id: 'VARCHAR', ts: 'BIGINT'}})) \
+         TO '{}' (FORMAT parquet)\")",
+        jsonl.display(),
+        input.display()
+    ));
+    run(&[
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--counts-out".as_ref(),
+        &p("counts.parquet"),
+        "--top-out".as_ref(),
+        &p("top.parquet"),
+    ]);
+    let as_csv = |file: &str, columns: &str, order: &str| {
+        python(format!(
+            "import duckdb\n\
+             duckdb.sql(\"SET TimeZone = 'UTC'\")\n\
+             print('{columns}')\n\
+             for row in duckdb.sql(\"SELECT strftime(minute, '%Y-%m-%dT%H:%M:%SZ'), * EXCLUDE (minute) \
+             FROM '{}' ORDER BY {order}\").fetchall():\n\
+             \x20   print(','.join(str(v) for v in row))",
+            dir.path().join(file).display()
+        ))
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let counts = read("counts.csv");
+    assert!(counts.lines().count() > 500, "{counts}");
+    assert_eq!(
+        as_csv("counts.parquet", "minute,ad_id,count", "minute, ad_id"),
+        counts
+    );
+    assert_eq!(
+        as_csv("top.parquet", "minute,rank,ad_id,count", "minute, rank"),
+        read("top.csv")
+    );
+}

@@ -221,6 +221,50 @@ async fn reconcile_finds_planted_differences_and_repair_makes_it_agree() {
         "{report}"
     );
 
+    // The same recount from the raw archive: `adclick archive --once`
+    // writes what the streams hold, and the report is the stream's, row for
+    // row; with `auto`, the stream after the archive adds nothing.
+    let archive = dir.path().join("archive");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adclick"))
+        .args(["archive", "--once"])
+        .env("ADCLICK_NATS_URL", nats.url())
+        .env("ADCLICK_PARTITIONS", PARTITIONS.to_string())
+        .env("ADCLICK_ARCHIVE_URL", &archive)
+        .env("ADCLICK_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("adclick archive --once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive_url = archive.display().to_string();
+    for source in ["archive", "auto"] {
+        let mut args: Vec<&str> = range[..5].to_vec();
+        args.extend(["--source", source, "--archive", archive_url.as_str()]);
+        let (code, from_archive, stderr) = reconcile(&nats, &data, &args);
+        assert_eq!(code, 3, "{stderr}");
+        assert_eq!(
+            from_archive["differences"], report["differences"],
+            "--source {source}"
+        );
+        assert_eq!(from_archive["totals"], report["totals"]);
+        let stream_total = report["sources"]["stream"]["clicks"].as_u64().unwrap();
+        assert_eq!(
+            from_archive["sources"]["archive"]["clicks"].as_u64(),
+            Some(stream_total),
+            "every click is in the range's hours: {}",
+            from_archive["sources"]
+        );
+        if source == "auto" {
+            assert_eq!(
+                from_archive["sources"]["stream"]["clicks"], 0,
+                "{}",
+                from_archive["sources"]
+            );
+        }
+    }
+
     // A copy with one partition file deleted and one counter changed.
     let copy = dir.path().join("copy");
     std::fs::create_dir_all(&copy).unwrap();
