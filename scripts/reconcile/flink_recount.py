@@ -209,7 +209,11 @@ def main() -> int:
     from pyflink.table import EnvironmentSettings, TableEnvironment
     import pyflink
 
+    # Flink's temporary files (spills, the RPC jar it unpacks) go under the
+    # run's own directory, removed once the JVM has ended.
+    work = tempfile.mkdtemp(prefix="flink-recount-")
     config = Configuration()
+    config.set_string("io.tmp.dirs", work)
     config.set_string("parallelism.default", str(args.parallelism))
     config.set_string("table.local-time-zone", "UTC")
     # The mini cluster's task slots: one per parallel task, memory for the
@@ -219,7 +223,6 @@ def main() -> int:
     settings = EnvironmentSettings.new_instance().in_batch_mode().with_configuration(config).build()
     t_env = TableEnvironment.create(settings)
 
-    work = tempfile.mkdtemp(prefix="flink-recount-")
     try:
         path = "file://" + os.path.abspath(args.input)
         if args.mode == "valid-only":
@@ -247,8 +250,8 @@ def main() -> int:
         print(f"flink_recount: {error}", file=sys.stderr)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         stop_gateway(launched)
+        shutil.rmtree(work, ignore_errors=True)
     print(f"flink {pyflink.version.__version__}: {time.monotonic() - started:.3f} s",
           file=sys.stderr)
     return 0
