@@ -64,10 +64,14 @@ enum Command {
     /// minute, deduplicated by (ad id, click id) over the whole input, with
     /// no lateness limit.
     ///
-    /// Today: `--input FILE`, a JSON-lines file of payloads (as `adclick
-    /// loadgen --out` writes), counted with no NATS; per-minute counts and
-    /// top ads as CSV, a summary on stderr. `--from/--to` (the raw archive)
-    /// and `--repair` are not built yet. See docs/RECONCILIATION.md.
+    /// `--from T --to T` (or `--day D`): recount a range from the raw
+    /// archive and the stream, compare it with the partitions' final
+    /// minutes, print a report (a table, or `--json`); exit 0 when they
+    /// agree, 3 when they differ, 4 when the recount missed clicks of the
+    /// range. `--repair` writes the recount over the minutes that differ
+    /// (the service stopped). `--input FILE`: a JSON-lines or Parquet file
+    /// of payloads counted with no NATS; per-minute counts and top ads as
+    /// CSV or Parquet. See docs/RECONCILIATION.md.
     Reconcile(ReconcileArgs),
     /// Archive every message of the clicks and rejected streams to hourly
     /// Parquet files, exactly once (docs/ARCHIVE.md).
@@ -207,8 +211,7 @@ fn main() -> ExitCode {
                 Readiness::NotReady => Ok(ExitCode::from(EXIT_NOT_READY)),
             },
             Command::Reconcile(args) => match adclick::reconcile::run_range(&args).await {
-                Ok(true) => Ok(ExitCode::SUCCESS),
-                Ok(false) => Ok(ExitCode::from(adclick::reconcile::EXIT_DIFFER)),
+                Ok(verdict) => Ok(ExitCode::from(verdict.exit_code())),
                 Err(e) => {
                     eprintln!("adclick reconcile: {e}");
                     Ok(ExitCode::from(if e.is_usage() { 2 } else { 1 }))

@@ -50,6 +50,10 @@ pub struct ReconcileArgs {
     /// feed at its next start, and check again.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: also write minutes whose all-clicks count goes down
+    /// (refused otherwise: a recount normally finds more clicks, not fewer).
+    #[arg(long, requires = "repair")]
+    pub allow_decrease: bool,
     /// With --from/--to: where the clicks are read from.
     #[arg(long, value_enum, default_value_t = range::Source::Auto)]
     pub source: range::Source,
@@ -194,10 +198,37 @@ impl std::fmt::Display for Summary {
 /// (0: they agree; 1: it could not run; 2: a command line that cannot work).
 pub const EXIT_DIFFER: u8 = 3;
 
+/// Exit code of a range run whose recount could not read every click of
+/// the range (the report's `gaps` say what is missing): whatever it found,
+/// its comparison proves nothing.
+pub const EXIT_INCOMPLETE: u8 = 4;
+
+/// How a range run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeVerdict {
+    /// The stored counts equal the recount.
+    Agree,
+    /// They differ.
+    Differ,
+    /// The recount missed clicks of the range.
+    Incomplete,
+}
+
+impl RangeVerdict {
+    /// The process's exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RangeVerdict::Agree => 0,
+            RangeVerdict::Differ => EXIT_DIFFER,
+            RangeVerdict::Incomplete => EXIT_INCOMPLETE,
+        }
+    }
+}
+
 /// Runs `adclick reconcile --from T --to T`: prints the report (a table, or
-/// JSON with `--json`) on stdout and returns whether the stored counts
-/// agree with the recount (after the repair, with `--repair`).
-pub async fn run_range(args: &ReconcileArgs) -> Result<bool, ReconcileError> {
+/// JSON with `--json`) on stdout and says whether the stored counts agree
+/// with the recount (after the repair, with `--repair`).
+pub async fn run_range(args: &ReconcileArgs) -> Result<RangeVerdict, ReconcileError> {
     if args.input.is_some() {
         return Err(ReconcileError::RangeWithInput);
     }
@@ -238,6 +269,8 @@ pub async fn run_range(args: &ReconcileArgs) -> Result<bool, ReconcileError> {
             source: args.source,
             data_dir: &data_dir,
             repair: args.repair,
+            archive_retention_ms: config.archive.retention.as_millis() as i64,
+            allow_decrease: args.allow_decrease,
         },
         from,
         to,
@@ -255,7 +288,13 @@ pub async fn run_range(args: &ReconcileArgs) -> Result<bool, ReconcileError> {
             path: PathBuf::from("-"),
             source,
         })?;
-    Ok(outcome.agree)
+    Ok(if !outcome.complete {
+        RangeVerdict::Incomplete
+    } else if outcome.agree {
+        RangeVerdict::Agree
+    } else {
+        RangeVerdict::Differ
+    })
 }
 
 /// Bytes read at a time.

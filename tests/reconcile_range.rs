@@ -26,8 +26,9 @@ fn partition_of(ad: &str) -> u32 {
     adclick_actors::partitions::partition_of(ad, PARTITIONS)
 }
 
-/// Runs `adclick reconcile` with `args`; returns its exit code and stdout
-/// parsed as JSON (the runs here all pass `--json`).
+/// Runs `adclick reconcile` with `args`; returns its exit code, stdout
+/// parsed as JSON (the runs here all pass `--json`; `null` when it printed
+/// no report) and stderr.
 fn reconcile(nats: &NatsServer, data_dir: &Path, args: &[&str]) -> (i32, Value, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_adclick"))
         .arg("reconcile")
@@ -39,12 +40,17 @@ fn reconcile(nats: &NatsServer, data_dir: &Path, args: &[&str]) -> (i32, Value, 
         .output()
         .expect("run adclick reconcile");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "reconcile printed no JSON: {}\nstderr: {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    // A run that could not finish prints its reason on stderr, no report.
+    let json = if out.stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "reconcile printed something else than JSON: {}\nstderr: {stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
@@ -194,6 +200,7 @@ async fn reconcile_finds_planted_differences_and_repair_makes_it_agree() {
     let (code, report, stderr) = reconcile(&nats, &data, &range);
     assert_eq!(code, 3, "differences exit 3: {report}\n{stderr}");
     assert_eq!(report["agree"], false);
+    assert_eq!(report["complete"], true, "{}", report["gaps"]);
     let mut expected_late: BTreeMap<(u32, i64, String), u64> = BTreeMap::new();
     for c in &too_late {
         *expected_late
@@ -243,13 +250,24 @@ async fn reconcile_finds_planted_differences_and_repair_makes_it_agree() {
         let mut args: Vec<&str> = range[..5].to_vec();
         args.extend(["--source", source, "--archive", archive_url.as_str()]);
         let (code, from_archive, stderr) = reconcile(&nats, &data, &args);
-        assert_eq!(code, 3, "{stderr}");
+        // The archive alone cannot know what the stream got after it.
+        let (want, complete) = if source == "archive" {
+            (4, false)
+        } else {
+            (3, true)
+        };
+        assert_eq!(code, want, "--source {source}: {stderr}");
+        assert_eq!(
+            from_archive["complete"], complete,
+            "{}",
+            from_archive["gaps"]
+        );
         assert_eq!(
             from_archive["differences"], report["differences"],
             "--source {source}"
         );
         assert_eq!(from_archive["totals"], report["totals"]);
-        let stream_total = report["sources"]["stream"]["clicks"].as_u64().unwrap();
+        let stream_total = report["sources"]["stream"]["messages"].as_u64().unwrap();
         assert_eq!(
             from_archive["sources"]["archive"]["clicks"].as_u64(),
             Some(stream_total),
@@ -258,7 +276,7 @@ async fn reconcile_finds_planted_differences_and_repair_makes_it_agree() {
         );
         if source == "auto" {
             assert_eq!(
-                from_archive["sources"]["stream"]["clicks"], 0,
+                from_archive["sources"]["stream"]["messages"], 0,
                 "{}",
                 from_archive["sources"]
             );
@@ -336,6 +354,14 @@ async fn reconcile_finds_planted_differences_and_repair_makes_it_agree() {
         (recount + 5, recount, 0, -5),
     );
     assert_eq!(all_clicks_rows(&report), expected, "{report}");
+    // A repair would lower the changed counter: refused, nothing written.
+    let mut lowering = planted.clone();
+    lowering.push("--repair");
+    let (code, _, stderr) = reconcile(&nats, &data, &lowering);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("counters would go down"), "{stderr}");
+    let (_, unchanged, _) = reconcile(&nats, &data, &planted);
+    assert_eq!(all_clicks_rows(&unchanged), expected);
 
     // Repair the real files: then they agree, and a second repair writes nothing.
     let mut repair = range.to_vec();

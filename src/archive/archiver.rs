@@ -312,14 +312,17 @@ async fn run_dataset(
                 if flush_due.is_some_and(|due| Instant::now() >= due) {
                     this.flush().await?;
                 }
-                let last = stream
+                let info = stream
                     .info()
                     .await
-                    .map_err(|e| stream_error(e.to_string()))?
-                    .state
-                    .last_sequence;
+                    .map_err(|e| stream_error(e.to_string()))?;
+                let state = &info.state;
+                let last = state.last_sequence;
                 metrics::gauge!(LAG, &label).set(last.saturating_sub(this.archived) as f64);
-                if once && last <= last_seen {
+                // Messages the stream's limits deleted before they were
+                // read are not coming: they count as seen.
+                let seen = last_seen.max(state.first_sequence.saturating_sub(1));
+                if once && (last <= seen || state.messages == 0) {
                     // Nothing more (the stream's end was deleted by its limits).
                     return this.flush().await;
                 }

@@ -253,11 +253,14 @@ pub async fn commit(
 ) -> Result<Manifest, ArchiveError> {
     let staging = staging_dir(dataset, first_seq, last_seq);
     let mut entries = Vec::with_capacity(files.len());
-    for file in files {
+    for file in &files {
         archive
-            .put(&format!("{staging}/{}", file.entry.path), file.bytes)
+            .put(
+                &format!("{staging}/{}", file.entry.path),
+                file.bytes.clone(),
+            )
             .await?;
-        entries.push(file.entry);
+        entries.push(file.entry.clone());
     }
     fault("abort-archive-staged", dataset);
     let manifest = Manifest {
@@ -282,7 +285,22 @@ pub async fn commit(
         return Err(ArchiveError::Conflict { dataset, first_seq });
     }
     fault("abort-archive-committed", dataset);
-    finish(archive, &manifest).await?;
+    let finished = finish(archive, &manifest).await;
+    if let Err(ArchiveError::Missing { .. }) = finished {
+        // Committed, but the staged files are gone: a second archiver
+        // started by mistake ran `recover` between the staging and the
+        // commit and deleted them as uncommitted. The bytes are still
+        // here: they go straight into place.
+        for file in files {
+            let in_place = data_path(dataset, &file.entry.path);
+            if !archive.exists(&in_place).await? {
+                archive.put(&in_place, file.bytes).await?;
+            }
+        }
+        finish(archive, &manifest).await?;
+    } else {
+        finished?;
+    }
     Ok(manifest)
 }
 

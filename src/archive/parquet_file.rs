@@ -575,8 +575,10 @@ fn read_column<T: DataType>(
     let reader: ColumnReaderImpl<T> = T::get_column_reader(group.get_column_reader(index)?)
         .ok_or_else(|| ParquetError::General(format!("column {index} has another type")))?;
     let mut reader = reader;
-    let mut values = Vec::with_capacity(rows);
-    let mut defined = Vec::with_capacity(rows);
+    // `rows` comes from the file's footer: a hostile file may claim any
+    // number, so the vectors grow as records come instead.
+    let mut values = Vec::with_capacity(rows.min(1 << 16));
+    let mut defined = Vec::with_capacity(rows.min(1 << 16));
     let (read, _, _) = reader.read_records(rows, Some(&mut defined), None, &mut values)?;
     if read != rows {
         return Err(ParquetError::General(format!(

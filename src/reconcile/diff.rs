@@ -141,6 +141,8 @@ pub struct ReportContext {
     pub not_final_from: BTreeMap<u32, i64>,
     /// What `--repair` wrote, as JSON (absent without it).
     pub repair: Option<Value>,
+    /// What the recount could not read (empty: every click of the range).
+    pub gaps: Vec<String>,
 }
 
 /// A filter as a JSON object of dimension → value (`{}`: every click).
@@ -181,6 +183,8 @@ pub fn report_json(cmp: &Comparison, ctx: &ReportContext) -> Value {
         "from": format_rfc3339(ctx.from),
         "to": format_rfc3339(ctx.to),
         "agree": cmp.agree(),
+        "complete": ctx.gaps.is_empty(),
+        "gaps": ctx.gaps,
         "sources": ctx.sources,
         "read": {
             "messages": ctx.read.0,
@@ -306,6 +310,9 @@ pub fn report_table(cmp: &Comparison, ctx: &ReportContext) -> String {
             out,
             "{filtered} filtered counters (country, ip_type) differ too (--json lists them)"
         );
+    }
+    for gap in &ctx.gaps {
+        let _ = writeln!(out, "INCOMPLETE: {gap}");
     }
     if let Some(repair) = &ctx.repair {
         let _ = writeln!(out, "\nrepair       {repair}");

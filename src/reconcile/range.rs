@@ -85,6 +85,9 @@ pub async fn fetch_shipped(config: &Config, dir: &Path) -> Result<(), ReconcileE
     Ok(())
 }
 
+/// The payload limit the feed chunks of a repair are cut for.
+const REPAIR_CHUNK_PAYLOAD: usize = 64 * 1024;
+
 /// One counter of a minute: (ad, filter, clicks).
 type MinuteCounter = (AdId, adclick_actors::Filter, u64);
 
@@ -97,6 +100,8 @@ pub struct RangeOutcome {
     /// Whether the files equal the recount at the end (after a repair, the
     /// comparison made again).
     pub agree: bool,
+    /// Whether the recount read every click of the range (no gaps).
+    pub complete: bool,
 }
 
 /// Why the live path refused a click that a recount counts.
@@ -118,6 +123,10 @@ pub struct RangeJob<'a> {
     pub data_dir: &'a Path,
     /// Whether to write the recount over differing minutes.
     pub repair: bool,
+    /// The archive's retention (what it may have deleted), ms.
+    pub archive_retention_ms: i64,
+    /// Whether a repair may lower a minute's all-clicks count.
+    pub allow_decrease: bool,
 }
 
 /// Runs the comparison of `[from, to)` (minutes, epoch ms).
@@ -130,18 +139,42 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
                 .into(),
         ));
     }
+    if job.repair && job.config.cluster {
+        return Err(ReconcileError::Usage(
+            "--repair with cluster = true: a member restores a partition from the state shipped \
+             to NATS, not from its volume, so a repair of a member's files would be undone. \
+             Repairs in a cluster are not supported yet (docs/RECONCILIATION.md)"
+                .into(),
+        ));
+    }
     let mut progress = Progress::new();
     let mut recount = FilteredRecount::new(&settings.dimension_sets);
-    let mut refused: HashMap<(AdId, u128), Refusal> = HashMap::new();
+    let mut refused: HashMap<(AdId, u128), (Refusal, Option<u64>)> = HashMap::new();
     let mut explained: HashMap<(i64, AdId), Explained> = HashMap::new();
     let mut invalid_by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let mut sources = serde_json::Map::new();
+    let mut gaps: Vec<String> = Vec::new();
+    // Copies of a click just outside the range decide whether one inside is
+    // a repeat (the live path remembers ids until their minute is final):
+    // the archive's hours are read with a margin on both sides.
+    let margin = settings.allowed_lateness_ms + settings.watermark_delay_ms + 60 * MINUTE_MS;
+    let (read_from, read_to) = (from.saturating_sub(margin), to.saturating_add(margin));
+    // A click the live path could count in the range was received after
+    // this (a later `ts` than the arrival plus the skew is refused as future).
+    let countable_since = from.saturating_sub(settings.max_future_skew_ms);
 
     let archive = match (job.source, &job.archive_url) {
         (Source::Stream, _) => None,
-        (_, Some(url)) => {
-            Some(Archive::open(url).map_err(|e| ReconcileError::Range(e.to_string()))?)
-        }
+        (source, Some(url)) => match existing_archive(url)? {
+            Some(archive) => Some(archive),
+            None if source == Source::Archive => {
+                return Err(ReconcileError::Range(format!(
+                    "no archive at {url}: nothing was ever archived there (check archive_url \
+                     or --archive)"
+                )))
+            }
+            None => None,
+        },
         (Source::Archive, None) => {
             return Err(ReconcileError::Range(
                 "--source archive needs an archive: set archive_url or pass --archive".into(),
@@ -149,16 +182,52 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
         }
         (Source::Auto, None) => None,
     };
+    let js = match job.source {
+        Source::Archive => None,
+        _ => {
+            let client = crate::nats::connect(&job.config.nats_url, &job.config.nats_security)
+                .await
+                .map_err(|e| ReconcileError::Range(format!("{e:#}")))?;
+            Some(jetstream::new(client))
+        }
+    };
+    let archive_error = |e: archive::ArchiveError| ReconcileError::Range(e.to_string());
 
-    // 1. Rejects, then 2. clicks: archive first, the stream after it.
+    // 1. Every reject (archive, then stream) before any click, so each
+    // recounted click the live path refused is named.
     let mut through = (0u64, 0u64);
     if let Some(archive) = &archive {
-        let rejects = archive::read_range(archive, Dataset::Rejects, from, to, |m| {
-            note_refusal(&mut refused, m.subject, m.seq, m.payload);
+        let rejects = archive::read_range(archive, Dataset::Rejects, read_from, read_to, |m| {
+            note_refusal(&mut refused, m.subject, m.seq, m.payload, None);
         })
         .await
-        .map_err(|e| ReconcileError::Range(e.to_string()))?;
-        let clicks = archive::read_range(archive, Dataset::Clicks, from, to, |m| {
+        .map_err(archive_error)?;
+        through.1 = rejects.archived_through;
+        sources.insert(
+            "archive_rejects".into(),
+            json!({
+                "files": rejects.files, "messages": rejects.messages,
+                "through_seq": rejects.archived_through,
+            }),
+        );
+    }
+    if let Some(js) = &js {
+        let rejects = read_stream(
+            js,
+            &settings.rejected_stream,
+            through.1 + 1,
+            |seq, subject, payload, source_seq| {
+                note_refusal(&mut refused, subject, seq, payload, source_seq);
+            },
+        )
+        .await?;
+        sources.insert("stream_rejects".into(), rejects.json());
+    }
+
+    // 2. The clicks: the archive's hours around the range, then the stream
+    // after the archive's last sequence.
+    if let Some(archive) = &archive {
+        let clicks = archive::read_range(archive, Dataset::Clicks, read_from, read_to, |m| {
             progress.tick();
             count_one(
                 &mut recount,
@@ -171,58 +240,69 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
             );
         })
         .await
-        .map_err(|e| ReconcileError::Range(e.to_string()))?;
-        through = (clicks.archived_through, rejects.archived_through);
+        .map_err(archive_error)?;
+        through.0 = clicks.archived_through;
+        let manifests = archive
+            .manifests(Dataset::Clicks)
+            .await
+            .map_err(archive_error)?;
+        gaps.extend(archive_gaps(
+            &manifests,
+            countable_since,
+            from,
+            job.archive_retention_ms,
+        ));
         sources.insert(
             "archive".into(),
             json!({
-                "files": clicks.files + rejects.files,
-                "clicks": clicks.messages,
-                "rejects": rejects.messages,
+                "files": clicks.files, "clicks": clicks.messages,
                 "clicks_through_seq": clicks.archived_through,
-                "rejects_through_seq": rejects.archived_through,
             }),
         );
     }
-    if job.source != Source::Archive {
-        let client = crate::nats::connect(&job.config.nats_url, &job.config.nats_security)
-            .await
-            .map_err(|e| ReconcileError::Range(format!("{e:#}")))?;
-        let js = jetstream::new(client);
-        let rejects = read_stream(
-            &js,
-            &settings.rejected_stream,
-            through.1 + 1,
-            |seq, subject, payload| {
-                note_refusal(&mut refused, subject, seq, payload);
-            },
-        )
-        .await?;
-        let clicks = read_stream(
-            &js,
-            &settings.stream,
-            through.0 + 1,
-            |seq, subject, payload| {
-                progress.tick();
-                count_one(
-                    &mut recount,
-                    &refused,
-                    &mut explained,
-                    &mut invalid_by_reason,
-                    seq,
-                    subject,
-                    payload,
-                );
-            },
-        )
-        .await?;
-        sources.insert(
-            "stream".into(),
-            json!({
-                "clicks": clicks.messages, "clicks_from_seq": clicks.from, "clicks_through_seq": clicks.through,
-                "rejects": rejects.messages, "rejects_from_seq": rejects.from, "rejects_through_seq": rejects.through,
-            }),
-        );
+    match &js {
+        Some(js) => {
+            let clicks = read_stream(
+                js,
+                &settings.stream,
+                through.0 + 1,
+                |seq, subject, payload, _| {
+                    progress.tick();
+                    count_one(
+                        &mut recount,
+                        &refused,
+                        &mut explained,
+                        &mut invalid_by_reason,
+                        seq,
+                        subject,
+                        payload,
+                    );
+                },
+            )
+            .await?;
+            if clicks.from > through.0 + 1 {
+                // The stream no longer holds what follows the archive (or
+                // the stream's start, without one).
+                let dropped_before_range = through.0 == 0
+                    && first_received(js, &settings.stream, clicks.from)
+                        .await
+                        .is_some_and(|received| received <= countable_since);
+                if !dropped_before_range {
+                    gaps.push(format!(
+                        "sequences {}..{} of {} are neither archived nor still in the stream",
+                        through.0 + 1,
+                        clicks.from - 1,
+                        settings.stream
+                    ));
+                }
+            }
+            sources.insert("stream".into(), clicks.json());
+        }
+        None => gaps.push(format!(
+            "--source archive reads no stream: clicks after sequence {} (the archive's last) \
+             are not counted; --source auto reads the stream after the archive",
+            through.0
+        )),
     }
     progress.done();
     let tally = recount.tally();
@@ -254,13 +334,20 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
             final_until(watermark, lateness).clamp(from, to)
         };
         compared_until.insert(p, until);
-        stored.extend(
-            store
-                .stored_totals(from, until)
-                .map_err(store_error)?
-                .into_iter()
-                .filter(|((_, ad, _), _)| partition_of(ad.as_str(), partitions) == p),
-        );
+        let totals = store.stored_totals(from, until).map_err(store_error)?;
+        if let Some(((_, ad, _), _)) = totals
+            .iter()
+            .find(|((_, ad, _), _)| partition_of(ad.as_str(), partitions) != p)
+        {
+            return Err(ReconcileError::Range(format!(
+                "{} holds ad {} of partition {}: this run's `partitions` ({partitions}) is not \
+                 the service's",
+                path.display(),
+                ad.as_str(),
+                partition_of(ad.as_str(), partitions)
+            )));
+        }
+        stored.extend(totals);
         stores.insert(p, store);
     }
 
@@ -281,10 +368,36 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
             .map(|(p, until)| (*p, *until))
             .collect(),
         repair: None,
+        gaps: gaps.clone(),
     };
     let mut agree = comparison.agree();
 
     // 5. Repair.
+    if job.repair && !agree && !gaps.is_empty() {
+        return Err(ReconcileError::Range(format!(
+            "no repair: the recount did not read every click of the range ({})",
+            gaps.join("; ")
+        )));
+    }
+    if job.repair && !agree && !job.allow_decrease {
+        let lower: Vec<&diff::Difference> = comparison
+            .differences
+            .iter()
+            .filter(|d| d.filter == adclick_actors::Filter::ALL && d.recounted < d.stored)
+            .collect();
+        if let Some(d) = lower.first() {
+            return Err(ReconcileError::Range(format!(
+                "no repair: {} counters would go down (e.g. {} at {}: stored {}, recounted {}). \
+                 A recount normally finds clicks the live path missed, not fewer; check the \
+                 sources and the configuration, then pass --allow-decrease to repair anyway",
+                lower.len(),
+                d.ad.as_str(),
+                adclick_actors::time::format_rfc3339(d.minute),
+                d.stored,
+                d.recounted
+            )));
+        }
+    }
     if job.repair && !agree {
         if let Some(p) = comparison
             .differing
@@ -320,7 +433,9 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
                     counters: minute_counters,
                     at_ms,
                     publish: settings.feed.enabled,
-                    max_payload: settings.feed.max_payload,
+                    // The server's limit is not known here: chunks small
+                    // enough for any server (more of them, nothing else).
+                    max_payload: REPAIR_CHUNK_PAYLOAD,
                 })
                 .map_err(store_error)?;
             counters += repaired.counters;
@@ -356,16 +471,75 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
         }));
     }
     Ok(RangeOutcome {
+        complete: context.gaps.is_empty(),
         comparison,
         context,
         agree,
     })
 }
 
+/// The archive at `url`, or `None` when nothing was ever archived there
+/// (opening it would create an empty one, and an empty recount is wrong).
+fn existing_archive(url: &str) -> Result<Option<Archive>, ReconcileError> {
+    let root = archive::parse_archive_url(url)
+        .map_err(|e| ReconcileError::Usage(format!("archive {url:?}: {e}")))?;
+    if !root.join("_manifests").is_dir() {
+        return Ok(None);
+    }
+    Archive::open(url)
+        .map(Some)
+        .map_err(|e| ReconcileError::Range(e.to_string()))
+}
+
+/// What the archive's manifests leave unread of clicks countable from
+/// `countable_since` (epoch ms) in a range starting at `from`:
+/// - its first range starts after sequence 1, and its messages were not all
+///   received before `countable_since` (every message before it was received
+///   before it was committed);
+/// - a gap between two ranges while the range is older than the archive's
+///   retention (within it, a gap is only a range whose files retention
+///   deleted, all of other hours).
+fn archive_gaps(
+    manifests: &[crate::archive::layout::Manifest],
+    countable_since: i64,
+    from: i64,
+    retention_ms: i64,
+) -> Vec<String> {
+    let mut gaps = Vec::new();
+    if let Some(first) = manifests.first() {
+        if first.first_seq > 1 && first.created_ms > countable_since {
+            gaps.push(format!(
+                "the archive starts at sequence {} (committed at {}): earlier messages, \
+                 received before that, may hold clicks of the range",
+                first.first_seq,
+                adclick_actors::time::format_rfc3339(first.created_ms)
+            ));
+        }
+    }
+    let within_retention = from >= adclick_actors::time::now_ms() - retention_ms;
+    for pair in manifests.windows(2) {
+        if pair[1].first_seq > pair[0].last_seq + 1 && !within_retention {
+            gaps.push(format!(
+                "archived sequences {}..{} are missing (deleted by retention?)",
+                pair[0].last_seq + 1,
+                pair[1].first_seq - 1
+            ));
+        }
+    }
+    gaps
+}
+
+/// When the stream received its message `seq` (epoch ms), if it still holds it.
+async fn first_received(js: &jetstream::Context, stream: &str, seq: u64) -> Option<i64> {
+    let stream = js.get_stream(stream).await.ok()?;
+    let message = stream.get_raw_message(seq).await.ok()?;
+    i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// Counts one message, naming the live path's refusal of a click it counts.
 fn count_one(
     recount: &mut FilteredRecount,
-    refused: &HashMap<(AdId, u128), Refusal>,
+    refused: &HashMap<(AdId, u128), (Refusal, Option<u64>)>,
     explained: &mut HashMap<(i64, AdId), Explained>,
     invalid_by_reason: &mut BTreeMap<String, u64>,
     seq: u64,
@@ -375,7 +549,13 @@ fn count_one(
     let subject_ad = subject.rsplit('.').next();
     match recount.add(seq, subject_ad, payload) {
         Ok(Some(click)) => {
-            if let Some(why) = refused.get(&(click.ad, click.id)) {
+            // Refused live, and (where the reject says which message it
+            // was) this very copy: a retry refused after its first copy
+            // was counted explains nothing.
+            let refusal = refused
+                .get(&(click.ad, click.id))
+                .filter(|(_, source)| source.is_none_or(|s| s == seq));
+            if let Some((why, _)) = refusal {
                 let e = explained.entry((click.minute, click.ad)).or_default();
                 match why {
                     Refusal::TooLate => e.too_late += 1,
@@ -392,12 +572,14 @@ fn count_one(
     }
 }
 
-/// Remembers a click the live path refused as too late or future.
+/// Remembers a click the live path refused as too late or future, with the
+/// sequence of the message refused when the reject says it.
 fn note_refusal(
-    refused: &mut HashMap<(AdId, u128), Refusal>,
+    refused: &mut HashMap<(AdId, u128), (Refusal, Option<u64>)>,
     subject: &str,
     seq: u64,
     payload: &[u8],
+    source_seq: Option<u64>,
 ) {
     let why = match subject {
         s if s.ends_with("too_late") => Refusal::TooLate,
@@ -405,15 +587,23 @@ fn note_refusal(
         _ => return,
     };
     if let Ok(click) = adclick_actors::recount::decode_message(None, seq, payload) {
-        refused.insert((click.ad, click.id), why);
+        refused.insert((click.ad, click.id), (why, source_seq));
     }
 }
 
 /// What a stream read covered.
 struct StreamRead {
     messages: u64,
+    /// The first sequence read from (the one asked for, or the stream's
+    /// first when it no longer holds that one).
     from: u64,
     through: u64,
+}
+
+impl StreamRead {
+    fn json(&self) -> Value {
+        json!({"messages": self.messages, "from_seq": self.from, "through_seq": self.through})
+    }
 }
 
 /// Reads `stream` from sequence `from` through its last sequence at the
@@ -423,7 +613,7 @@ async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
     from: u64,
-    mut each: impl FnMut(u64, &str, &[u8]),
+    mut each: impl FnMut(u64, &str, &[u8], Option<u64>),
 ) -> Result<StreamRead, ReconcileError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         ReconcileError::Range(format!("stream {stream}: {what}: {e}"))
@@ -469,7 +659,12 @@ async fn read_stream(
             break;
         }
         read.messages += 1;
-        each(seq, message.subject.as_str(), &message.payload);
+        let source_seq = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Adclick-Source-Sequence"))
+            .and_then(|v| v.as_str().parse().ok());
+        each(seq, message.subject.as_str(), &message.payload, source_seq);
         if seq == through {
             break;
         }
@@ -574,10 +769,12 @@ pub fn parse_range(from: &str, to: &str) -> Result<(i64, i64), ReconcileError> {
         text.parse::<i64>()
             .ok()
             .or_else(|| adclick_actors::time::parse_rfc3339(text))
+            // From 1970 to the end of year 9999, as RFC 3339 writes them.
+            .filter(|ms| (0..=253_402_300_799_999).contains(ms))
             .map(adclick_actors::time::minute_floor)
             .ok_or_else(|| {
                 ReconcileError::Usage(format!(
-                    "--{name} {text:?} is neither RFC 3339 (2026-11-29T10:00:00Z) nor epoch milliseconds"
+                    "--{name} {text:?} is neither RFC 3339 (2026-11-29T10:00:00Z) nor epoch milliseconds from 1970 to 9999"
                 ))
             })
     };
@@ -619,6 +816,7 @@ mod tests {
         assert!(parse_day("2026-02-30", 0).is_err());
         assert!(parse_day("monday", 0).is_err());
         assert!(parse_range("10", "5").is_err());
+        assert!(parse_range("-9223372036854775808", "9223372036854775807").is_err());
         assert_eq!(parse_range("60000", "180001").unwrap(), (60_000, 180_000));
     }
 }

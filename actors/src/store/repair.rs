@@ -166,8 +166,11 @@ impl PartitionStore {
             let last_seq = read(&meta, "last_seq")?.max(0) as u64;
             let feed_version = read(&meta, "feed_version")?.max(0) as u64;
 
+            // Grouped by filter: the snapshot keeps one section a filter.
+            let mut counters: Vec<&(AdId, Filter, u64)> = repair.counters.iter().collect();
+            counters.sort_unstable_by_key(|(ad, filter, _)| (*filter, *ad));
             let mut packed = PackedMinute::default();
-            for (ad, filter, count) in &repair.counters {
+            for (ad, filter, count) in counters {
                 packed.push(filter, ad, *count);
             }
             let bytes = packed.as_bytes();
