@@ -9,32 +9,16 @@ mod common;
 use adclick::archive::{read_range, Archive, Dataset};
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
-use common::{now_ms, Adclick, NatsServer};
+use common::{duckdb_path, now_ms, Adclick, NatsServer};
 use futures::StreamExt as _;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADCLICK: &str = env!("CARGO_BIN_EXE_adclick");
 const HOUR: i64 = 3_600_000;
-
-/// Where DuckDB's Python package is: `ADCLICK_DUCKDB_PATH` (scripts/test
-/// sets it), else `.tools/duckdb-<pin>` of this checkout (as tests/reconcile.rs).
-fn duckdb_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("ADCLICK_DUCKDB_PATH") {
-        return PathBuf::from(path);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = std::fs::read_to_string(root.join("scripts/lib/duckdb.sh")).unwrap();
-    let pin = lib
-        .lines()
-        .find_map(|l| l.strip_prefix("DUCKDB_PIN=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("scripts/lib/duckdb.sh pins DUCKDB_PIN");
-    root.join(format!(".tools/duckdb-{pin}"))
-}
 
 /// `adclick archive` (with `args`) on `nats`, writing to `root`; its log
 /// appended to `log`.

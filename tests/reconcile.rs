@@ -4,6 +4,9 @@
 //! oracle (serde_json and a plain map, the rules of SPEC §1 read here
 //! again), and DuckDB's recount of the same file row for row.
 
+mod common;
+
+use common::duckdb_path;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -301,22 +304,6 @@ fn an_unreadable_input_is_an_error_naming_it() {
         stderr.contains("cannot read /nonexistent/clicks.jsonl"),
         "{stderr}"
     );
-}
-
-/// Where DuckDB's Python package is: `ADCLICK_DUCKDB_PATH` (scripts/test
-/// sets it), else `.tools/duckdb-<pin>` of this checkout.
-fn duckdb_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("ADCLICK_DUCKDB_PATH") {
-        return PathBuf::from(path);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = std::fs::read_to_string(root.join("scripts/lib/duckdb.sh")).unwrap();
-    let pin = lib
-        .lines()
-        .find_map(|l| l.strip_prefix("DUCKDB_PIN=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("scripts/lib/duckdb.sh pins DUCKDB_PIN");
-    root.join(format!(".tools/duckdb-{pin}"))
 }
 
 #[test]

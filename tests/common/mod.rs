@@ -673,3 +673,19 @@ pub fn filter_key(filter: &Value) -> String {
     parts.sort();
     parts.join("&")
 }
+
+/// Where DuckDB's Python package is: `ADCLICK_DUCKDB_PATH` (scripts/test
+/// sets it), else `.tools/duckdb-<pin>` of this checkout.
+pub fn duckdb_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("ADCLICK_DUCKDB_PATH") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("scripts/lib/duckdb.sh")).unwrap();
+    let pin = lib
+        .lines()
+        .find_map(|l| l.strip_prefix("DUCKDB_PIN=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("scripts/lib/duckdb.sh pins DUCKDB_PIN");
+    root.join(format!(".tools/duckdb-{pin}"))
+}

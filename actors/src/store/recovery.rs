@@ -106,26 +106,13 @@ impl PartitionStore {
         // builds the counts sets totals in this order, the last one winning.
         let mut logged_minutes = std::collections::BTreeSet::new();
         let mut logged_totals = 0;
-        for row in txn
-            .open_table(COUNT_LOG)
-            .map_err(|e| self.io("open count log", e))?
-            .iter()
-            .map_err(|e| self.io("read count log", e))?
-        {
-            let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
-            let seq = seq.value();
-            let deltas = self.read_log_record(seq, record.value())?;
-            for delta in deltas {
-                // A snapshot from a later commit already holds a newer total.
-                let superseded = snapshot_seq.get(&delta.minute).is_some_and(|s| *s > seq);
-                if delta.minute < counts_from || superseded {
-                    continue;
-                }
+        self.for_each_logged_total(&txn, &snapshot_seq, |delta| {
+            if delta.minute >= counts_from {
                 logged_totals += 1;
                 logged_minutes.insert(delta.minute);
                 counts.push(delta);
             }
-        }
+        })?;
         let mut outbox = Vec::new();
         for row in txn
             .open_table(OUTBOX)
@@ -249,6 +236,36 @@ impl PartitionStore {
             each(minute, seq, deltas);
         }
         self.for_each_previous_snapshot(txn, minutes, &written, each)
+    }
+}
+
+impl PartitionStore {
+    /// Calls `each` with every count-log total, in commit order, except
+    /// those of a minute whose snapshot (`snapshot_seq`: minute → the
+    /// writing commit) a later commit wrote: that snapshot holds a newer
+    /// total. Whoever builds counts from them sets totals in this order,
+    /// after the snapshots, the last one winning.
+    pub(super) fn for_each_logged_total(
+        &self,
+        txn: &redb::ReadTransaction,
+        snapshot_seq: &FastMap<i64, u64>,
+        mut each: impl FnMut(Increment),
+    ) -> Result<(), StoreError> {
+        for row in txn
+            .open_table(COUNT_LOG)
+            .map_err(|e| self.io("open count log", e))?
+            .iter()
+            .map_err(|e| self.io("read count log", e))?
+        {
+            let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
+            let seq = seq.value();
+            for delta in self.read_log_record(seq, record.value())? {
+                if snapshot_seq.get(&delta.minute).is_none_or(|s| *s <= seq) {
+                    each(delta);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

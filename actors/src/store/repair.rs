@@ -92,21 +92,7 @@ impl PartitionStore {
             counts.extend(deltas);
         })?;
         self.read_count_rows(&txn, from, &snapshot_seq, &mut counts)?;
-        for row in txn
-            .open_table(COUNT_LOG)
-            .map_err(|e| self.io("open count log", e))?
-            .iter()
-            .map_err(|e| self.io("read count log", e))?
-        {
-            let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
-            let seq = seq.value();
-            for delta in self.read_log_record(seq, record.value())? {
-                let superseded = snapshot_seq.get(&delta.minute).is_some_and(|s| *s > seq);
-                if !superseded {
-                    counts.push(delta);
-                }
-            }
-        }
+        self.for_each_logged_total(&txn, &snapshot_seq, |delta| counts.push(delta))?;
         let mut totals = BTreeMap::new();
         for Increment {
             minute,
