@@ -399,22 +399,33 @@ pub async fn fetch_shipped_states(
             out.push((partition, None));
             continue;
         };
-        let mut reader = (objects.get(&object).await)
-            .map_err(|e| nats("fetching the shipped state", partition)(&e))?;
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| nats("reading the shipped state", partition)(&e))?;
-        let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            PartitionStore::import(&dir, partition, &bytes, last_seq)
-        })
-        .await
-        .map_err(|e| nats("writing the partition file", partition)(&e))??;
+        import_shipped(&objects, &object, dir, partition, last_seq).await?;
         out.push((partition, Some(last_seq)));
     }
     Ok(out)
+}
+
+/// Fetches the shipped `object` and makes it the file of `partition` in
+/// `dir`, once it proves to hold `last_seq` ([`PartitionStore::import`]).
+async fn import_shipped(
+    objects: &ObjectStore,
+    object: &str,
+    dir: &std::path::Path,
+    partition: u32,
+    last_seq: u64,
+) -> Result<(), ClusterError> {
+    let mut reader = (objects.get(object).await)
+        .map_err(|e| nats("fetching the shipped state", partition)(&e))?;
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| nats("reading the shipped state", partition)(&e))?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || PartitionStore::import(&dir, partition, &bytes, last_seq))
+        .await
+        .map_err(|e| nats("replacing the partition file", partition)(&e))??;
+    Ok(())
 }
 
 /// The key of a partition's lease and of its state pointer.
@@ -826,19 +837,14 @@ impl Member {
         object: &str,
         last_seq: u64,
     ) -> Result<(), ClusterError> {
-        let mut reader = (self.objects.get(object).await)
-            .map_err(|e| nats("fetching the shipped state", partition)(&e))?;
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| nats("reading the shipped state", partition)(&e))?;
-        let dir = self.settings.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            PartitionStore::import(&dir, partition, &bytes, last_seq)
-        })
-        .await
-        .map_err(|e| nats("replacing the partition file", partition)(&e))??;
+        import_shipped(
+            &self.objects,
+            object,
+            &self.settings.data_dir,
+            partition,
+            last_seq,
+        )
+        .await?;
         metrics::counter!(crate::telemetry::STATE_RESTORED).increment(1);
         tracing::info!(partition, object, last_seq, "restored the shipped state");
         Ok(())

@@ -147,11 +147,13 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
                 .into(),
         ));
     }
-    let mut progress = Progress::new();
-    let mut recount = FilteredRecount::new(&settings.dimension_sets);
-    let mut refused: HashMap<(AdId, u128), (Refusal, Option<u64>)> = HashMap::new();
-    let mut explained: HashMap<(i64, AdId), Explained> = HashMap::new();
-    let mut invalid_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut count = RangeCount {
+        recount: FilteredRecount::new(&settings.dimension_sets),
+        refused: HashMap::new(),
+        explained: HashMap::new(),
+        invalid_by_reason: BTreeMap::new(),
+        progress: Progress::new(),
+    };
     let mut sources = serde_json::Map::new();
     let mut gaps: Vec<String> = Vec::new();
     // Copies of a click just outside the range decide whether one inside is
@@ -198,7 +200,7 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
     let mut through = (0u64, 0u64);
     if let Some(archive) = &archive {
         let rejects = archive::read_range(archive, Dataset::Rejects, read_from, read_to, |m| {
-            note_refusal(&mut refused, m.subject, m.seq, m.payload, None);
+            note_refusal(&mut count.refused, m.subject, m.seq, m.payload, None);
         })
         .await
         .map_err(archive_error)?;
@@ -217,7 +219,7 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
             &settings.rejected_stream,
             through.1 + 1,
             |seq, subject, payload, source_seq| {
-                note_refusal(&mut refused, subject, seq, payload, source_seq);
+                note_refusal(&mut count.refused, subject, seq, payload, source_seq);
             },
         )
         .await?;
@@ -228,16 +230,7 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
     // after the archive's last sequence.
     if let Some(archive) = &archive {
         let clicks = archive::read_range(archive, Dataset::Clicks, read_from, read_to, |m| {
-            progress.tick();
-            count_one(
-                &mut recount,
-                &refused,
-                &mut explained,
-                &mut invalid_by_reason,
-                m.seq,
-                m.subject,
-                m.payload,
-            );
+            count.count(m.seq, m.subject, m.payload);
         })
         .await
         .map_err(archive_error)?;
@@ -266,18 +259,7 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
                 js,
                 &settings.stream,
                 through.0 + 1,
-                |seq, subject, payload, _| {
-                    progress.tick();
-                    count_one(
-                        &mut recount,
-                        &refused,
-                        &mut explained,
-                        &mut invalid_by_reason,
-                        seq,
-                        subject,
-                        payload,
-                    );
-                },
+                |seq, subject, payload, _| count.count(seq, subject, payload),
             )
             .await?;
             if clicks.from > through.0 + 1 {
@@ -304,7 +286,13 @@ pub async fn run(job: RangeJob<'_>, from: i64, to: i64) -> Result<RangeOutcome, 
             through.0
         )),
     }
-    progress.done();
+    count.progress.done();
+    let RangeCount {
+        recount,
+        explained,
+        invalid_by_reason,
+        ..
+    } = count;
     let tally = recount.tally();
     let recounted: Counters = recount
         .finish()
@@ -536,38 +524,47 @@ async fn first_received(js: &jetstream::Context, stream: &str, seq: u64) -> Opti
     i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-/// Counts one message, naming the live path's refusal of a click it counts.
-fn count_one(
-    recount: &mut FilteredRecount,
-    refused: &HashMap<(AdId, u128), (Refusal, Option<u64>)>,
-    explained: &mut HashMap<(i64, AdId), Explained>,
-    invalid_by_reason: &mut BTreeMap<String, u64>,
-    seq: u64,
-    subject: &str,
-    payload: &[u8],
-) {
-    let subject_ad = subject.rsplit('.').next();
-    match recount.add(seq, subject_ad, payload) {
-        Ok(Some(click)) => {
-            // Refused live, and (where the reject says which message it
-            // was) this very copy: a retry refused after its first copy
-            // was counted explains nothing.
-            let refusal = refused
-                .get(&(click.ad, click.id))
-                .filter(|(_, source)| source.is_none_or(|s| s == seq));
-            if let Some((why, _)) = refusal {
-                let e = explained.entry((click.minute, click.ad)).or_default();
-                match why {
-                    Refusal::TooLate => e.too_late += 1,
-                    Refusal::Future => e.future += 1,
+/// The recount of a range in progress, and what it learns on the way.
+struct RangeCount {
+    recount: FilteredRecount,
+    /// Clicks the live path refused (read first), and why.
+    refused: HashMap<(AdId, u128), (Refusal, Option<u64>)>,
+    /// Per (minute, ad): recounted clicks the live path refused.
+    explained: HashMap<(i64, AdId), Explained>,
+    /// Invalid messages by reason.
+    invalid_by_reason: BTreeMap<String, u64>,
+    progress: Progress,
+}
+
+impl RangeCount {
+    /// Counts one message, naming the live path's refusal of a click it counts.
+    fn count(&mut self, seq: u64, subject: &str, payload: &[u8]) {
+        self.progress.tick();
+        let subject_ad = subject.rsplit('.').next();
+        match self.recount.add(seq, subject_ad, payload) {
+            Ok(Some(click)) => {
+                // Refused live, and (where the reject says which message it
+                // was) this very copy: a retry refused after its first copy
+                // was counted explains nothing.
+                let refusal = self
+                    .refused
+                    .get(&(click.ad, click.id))
+                    .filter(|(_, source)| source.is_none_or(|s| s == seq));
+                if let Some((why, _)) = refusal {
+                    let e = self.explained.entry((click.minute, click.ad)).or_default();
+                    match why {
+                        Refusal::TooLate => e.too_late += 1,
+                        Refusal::Future => e.future += 1,
+                    }
                 }
             }
-        }
-        Ok(None) => {}
-        Err(reason) => {
-            *invalid_by_reason
-                .entry(super::reason_kind(&reason).to_string())
-                .or_insert(0) += 1;
+            Ok(None) => {}
+            Err(reason) => {
+                *self
+                    .invalid_by_reason
+                    .entry(super::reason_kind(&reason).to_string())
+                    .or_insert(0) += 1;
+            }
         }
     }
 }
