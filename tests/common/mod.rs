@@ -675,17 +675,32 @@ pub fn filter_key(filter: &Value) -> String {
 }
 
 /// Where DuckDB's Python package is: `ADCLICK_DUCKDB_PATH` (scripts/test
-/// sets it), else `.tools/duckdb-<pin>` of this checkout.
+/// sets it), else `.tools/duckdb-<pin>` of this checkout. Fails the test,
+/// saying how to install it, when Python cannot import it from there.
 pub fn duckdb_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("ADCLICK_DUCKDB_PATH") {
-        return PathBuf::from(path);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = std::fs::read_to_string(root.join("scripts/lib/duckdb.sh")).unwrap();
-    let pin = lib
-        .lines()
-        .find_map(|l| l.strip_prefix("DUCKDB_PIN=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("scripts/lib/duckdb.sh pins DUCKDB_PIN");
-    root.join(format!(".tools/duckdb-{pin}"))
+    let duckdb = match std::env::var_os("ADCLICK_DUCKDB_PATH") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let lib = std::fs::read_to_string(root.join("scripts/lib/duckdb.sh")).unwrap();
+            let pin = lib
+                .lines()
+                .find_map(|l| l.strip_prefix("DUCKDB_PIN=\""))
+                .and_then(|l| l.strip_suffix('"'))
+                .expect("scripts/lib/duckdb.sh pins DUCKDB_PIN");
+            root.join(format!(".tools/duckdb-{pin}"))
+        }
+    };
+    let probe = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .env("PYTHONPATH", &duckdb)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        probe.status.success(),
+        "DuckDB is not installed at {}: run scripts/test (it installs it), or \
+         `bash -c 'source scripts/lib/duckdb.sh && ensure_duckdb'` from the repository root",
+        duckdb.display()
+    );
+    duckdb
 }
