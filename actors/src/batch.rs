@@ -1,11 +1,11 @@
 //! The unit that travels the chain. One `Batch` is also one checkpoint
 //! barrier: each actor adds the state delta the writer must commit with it.
 
+use crate::ack::AckAll;
 use crate::click::{AdId, Click, Filter};
 use crate::feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
 use crate::store::packed_minute::PackedMinute;
-use async_nats::jetstream::message::Acker;
 use bytes::Bytes;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
@@ -213,7 +213,7 @@ pub struct Control {
     pub idle_tick: Option<i64>,
     /// Acknowledges every message up to the delta's `last_seq` (AckAll),
     /// after the commit.
-    pub ack: Option<Acker>,
+    pub ack: Option<AckAll>,
     /// Set by dedup: repeats it dropped (for metrics).
     pub duplicates: usize,
     /// When ingest received the batch's messages (or decided its idle tick):

@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod delivery_order;
+pub mod pull_subscription;
 
 use crate::batch::{Batch, Control, NextStage};
 use crate::dimension::DimensionValues;
@@ -16,8 +17,8 @@ use crate::time::now_ms;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::Context;
 use delivery_order::{Delivery, DeliveryOrder};
-use futures::stream::ReadyChunks;
 use futures::StreamExt;
+use pull_subscription::{AckSubject, PullSubscription};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,8 +69,9 @@ pub struct IngestActor;
 /// Ingest's running state.
 pub struct IngestState {
     args: IngestArgs,
+    /// For the consumer's pending count.
     consumer: PullConsumer,
-    messages: ReadyChunks<pull::Stream>,
+    messages: PullSubscription,
     /// New, redelivered, or lost: each delivery's consumer and stream sequence.
     deliveries: DeliveryOrder,
     last_message_at: Instant,
@@ -159,15 +161,16 @@ impl Actor for IngestActor {
         args: IngestArgs,
     ) -> Result<IngestState, ActorProcessingErr> {
         let consumer = open_consumer(&args).await?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(args.settings.batch_size)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| format!("partition {}: cannot start pulling: {e}", args.partition))?
-            .ready_chunks(args.settings.batch_size);
+        // Every JetStream context adclick makes has the default API prefix.
+        let messages = PullSubscription::open(
+            args.js.client(),
+            "$JS.API",
+            &args.settings.stream,
+            &args.settings.consumer_name(args.partition, args.epoch),
+            args.settings.batch_size,
+        )
+        .await
+        .map_err(|e| format!("partition {}: cannot start pulling: {e}", args.partition))?;
         let now = Instant::now();
         let dims = &args.settings.extra_dimensions;
         Ok(IngestState {
@@ -214,22 +217,21 @@ impl IngestState {
     async fn pull_once(&mut self) -> Result<(), ActorProcessingErr> {
         let credit = self.args.credits.clone().acquire_owned().await?;
         let batch = match tokio::time::timeout(PULL_WAIT, self.messages.next()).await {
-            Ok(Some(chunk)) => self.decode_chunk(chunk)?,
-            Ok(None) => {
-                return Err(format!(
-                    "partition {}: the consumer's message stream ended",
-                    self.args.partition
-                )
-                .into())
-            }
-            Err(_idle) => match self.idle_tick().await {
-                Some(batch) => batch,
-                None => {
-                    drop(credit); // nothing sent: the credit goes back
-                    self.refresh_pending().await;
-                    return Ok(());
+            Ok(Ok(chunk)) => self.decode_chunk(chunk)?,
+            Ok(Err(e)) => return Err(format!("partition {}: {e}", self.args.partition).into()),
+            Err(_idle) => {
+                // Requests lost to a reconnect or a silent server are made again.
+                (self.messages.check_alive().await)
+                    .map_err(|e| format!("partition {}: {e}", self.args.partition))?;
+                match self.idle_tick().await {
+                    Some(batch) => batch,
+                    None => {
+                        drop(credit); // nothing sent: the credit goes back
+                        self.refresh_pending().await;
+                        return Ok(());
+                    }
                 }
-            },
+            }
         };
         credit.forget(); // the writer returns it after the commit
         let in_flight = (self.args.settings.max_batches_in_flight)
@@ -291,7 +293,7 @@ impl IngestState {
 
     fn decode_chunk(
         &mut self,
-        chunk: Vec<Result<async_nats::jetstream::Message, pull::MessagesError>>,
+        chunk: pull_subscription::Deliveries,
     ) -> Result<Batch, ActorProcessingErr> {
         let p = self.args.partition;
         let settings = &self.args.settings;
@@ -308,20 +310,26 @@ impl IngestState {
             ..Batch::default()
         };
         let (mut invalid, mut future) = (0u64, 0u64);
-        for item in chunk {
-            let message = item.map_err(|e| format!("partition {p}: consuming failed: {e}"))?;
+        let mut last_reply = None;
+        for message in chunk {
             if crate::fault::drops("drop-delivery", p) {
                 continue;
             }
-            let info = message
-                .info()
-                .map_err(|e| format!("partition {p}: message without JetStream info: {e}"))?;
-            let seq = info.stream_sequence;
+            let Some(sequences) = message.reply.as_deref().and_then(AckSubject::parse) else {
+                return Err(format!(
+                    "partition {p}: {}",
+                    pull_subscription::PullError::NotJetStream {
+                        subject: message.subject.to_string(),
+                        reply: message.reply.as_ref().map(|r| r.to_string()),
+                    }
+                )
+                .into());
+            };
+            let seq = sequences.stream_sequence;
             let delivery = (self.deliveries)
-                .take(info.consumer_sequence, seq)
+                .take(sequences.consumer_sequence, seq)
                 .map_err(|lost| format!("partition {p}: {lost}"))?;
-            let (message, acker) = message.split();
-            batch.control.ack = Some(acker);
+            last_reply = message.reply;
             if delivery == Delivery::Redelivered {
                 continue;
             }
@@ -369,6 +377,7 @@ impl IngestState {
                 reason,
             });
         }
+        batch.control.ack = last_reply.map(|reply| self.messages.ack_all(reply));
         self.last_message_at = Instant::now();
         let meters = &self.args.meters;
         meters.consumed.increment(batch.control.consumed as u64);

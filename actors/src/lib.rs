@@ -23,7 +23,7 @@
 //!
 //! | stage | actor | plain state |
 //! |---|---|---|
-//! | ingest | [`ingest::IngestActor`] | [`ingest::decode`], [`ingest::delivery_order::DeliveryOrder`] |
+//! | ingest | [`ingest::IngestActor`] | [`ingest::decode`], [`ingest::delivery_order::DeliveryOrder`], [`ingest::pull_subscription::Owed`] |
 //! | dedup | [`dedup::DedupActor`] | [`dedup::deduplicator::Deduplicator`] over [`dedup::seen_clicks::SeenClicks`] |
 //! | window | [`window::WindowActor`] | [`window::minute_assigner::MinuteAssigner`], [`window::increment_fold::IncrementFold`] |
 //! | reducer | [`reducer::ReducerActor`] | [`reducer::ReducerCore`] |
@@ -39,6 +39,7 @@
 
 // The stages and the wiring: reached from outside only through `partitions`
 // (the service) and `testing` (tests and benchmarks).
+pub(crate) mod ack;
 pub(crate) mod batch;
 pub(crate) mod core;
 pub(crate) mod dedup;

@@ -21,6 +21,7 @@
 
 pub mod commit_timing;
 
+use crate::ack::AckAll;
 use crate::batch::Batch;
 use crate::feed::{FeedItem, FeedMessage, UnreadableCounts};
 use crate::settings::PipelineSettings;
@@ -29,7 +30,7 @@ use crate::store::{history_start, CommitStats, PartitionStore, StoreError};
 use crate::telemetry::PartitionMeters;
 use crate::tenure::{Tenure, TenureOver};
 use crate::time::event_clock::final_until;
-use async_nats::jetstream::message::{Acker, PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use commit_timing::{CommitDue, CommitTiming, Waiting};
@@ -147,7 +148,7 @@ pub struct WriterState {
     publisher: tokio::sync::mpsc::UnboundedSender<ToPublish>,
     args: WriterArgs,
     pending: Checkpoint,
-    ack: Option<Acker>,
+    ack: Option<AckAll>,
     flushes: Vec<oneshot::Sender<()>>,
     committing: bool,
     timing: CommitTiming,
@@ -329,7 +330,7 @@ impl WriterState {
                 crate::fault::hit("abort-after-commit", partition);
                 if let Some(ack) = ack {
                     tenure.check()?;
-                    ack.ack().await.map_err(|e| WriterError::Nats {
+                    ack.send().await.map_err(|e| WriterError::Nats {
                         what: "the ack after the commit",
                         message: e.to_string(),
                     })?;

@@ -1,0 +1,408 @@
+//! The partition's durable pull consumer, read through a plain NATS
+//! subscription.
+//!
+//! A pull consumer delivers to whatever inbox a pull request names:
+//! ingest subscribes to an inbox of its own, asks for `batch` messages at a
+//! time on `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, and reads each
+//! delivery's stream and consumer sequences off its `$JS.ACK…` reply
+//! subject ([`AckSubject`]). This is what async-nats' pull `Stream` does
+//! too, but that wraps every message in a `jetstream::Message` holding a
+//! clone of the JetStream context (an owned prefix string, a boxed future
+//! and a dozen reference counts), and parses the publish time of each; at
+//! hundreds of thousands of messages a second that was a tenth of
+//! adclick's CPU (docs/PERFORMANCE.md). Here a message costs what the core
+//! client costs, and the acknowledgement is one reply subject kept per batch
+//! ([`crate::ack::AckAll`]).
+//!
+//! What stays the same: the server's flow (requests of `batch` messages,
+//! the next one sent when half is outstanding, expiring after 30 s with an
+//! idle heartbeat every 5 s), and the status messages' meaning (a request
+//! that ended frees what it still owed; a deleted or missing consumer is an
+//! error, and the supervisor rebuilds the partition from its checkpoint).
+
+use crate::ack::AckAll;
+use async_nats::{Client, Message, StatusCode, Subject, Subscriber};
+use bytes::Bytes;
+use futures::stream::ReadyChunks;
+use futures::StreamExt;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long the server keeps a pull request waiting for messages.
+const EXPIRES: Duration = Duration::from_secs(30);
+/// How often the server says it is alive while a request waits with nothing
+/// to deliver.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Why reading the consumer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The inbox subscription could not be made.
+    #[error("cannot subscribe to the pull inbox: {0}")]
+    Subscribe(String),
+    /// A pull request could not be sent.
+    #[error("cannot send a pull request: {0}")]
+    Request(String),
+    /// The server ended the consumer, or refused the request for good.
+    #[error("the consumer refused the pull: {status} {description}")]
+    Refused {
+        /// The status code.
+        status: u16,
+        /// The server's description.
+        description: String,
+    },
+    /// A delivery without a JetStream reply subject.
+    #[error("a delivery on `{subject}` has no JetStream ack subject ({reply:?})")]
+    NotJetStream {
+        /// The message's subject.
+        subject: String,
+        /// Its reply subject, if any.
+        reply: Option<String>,
+    },
+    /// The subscription closed (the client shut down).
+    #[error("the pull inbox subscription closed")]
+    Closed,
+}
+
+/// The sequences a JetStream delivery carries in its reply subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckSubject {
+    /// The message's sequence in the stream.
+    pub stream_sequence: u64,
+    /// The delivery's number in the consumer (1, 2, … for a fresh consumer).
+    pub consumer_sequence: u64,
+}
+
+impl AckSubject {
+    /// Reads `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`,
+    /// or the longer form with a domain and account hash first
+    /// (`$JS.ACK.<domain>.<hash>.<stream>.…`, and any tokens after), as
+    /// JetStream's ADR-15 defines them. Nothing else.
+    pub fn parse(reply: &str) -> Option<AckSubject> {
+        let rest = reply.strip_prefix("$JS.ACK.")?;
+        // Stream and consumer names hold no dots, so tokens count exactly.
+        let mut tokens: [&str; 9] = [""; 9];
+        let mut n = 0;
+        for token in rest.split('.') {
+            if n < tokens.len() {
+                tokens[n] = token;
+            }
+            n += 1;
+        }
+        let first = match n {
+            7 => 2,   // stream, consumer, then the numbers
+            9.. => 4, // domain, account hash, stream, consumer, then the numbers
+            _ => return None,
+        };
+        // delivered, stream sequence, consumer sequence, published, pending
+        for token in &tokens[first..first + 5] {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+        }
+        Some(AckSubject {
+            stream_sequence: tokens[first + 1].parse().ok()?,
+            consumer_sequence: tokens[first + 2].parse().ok()?,
+        })
+    }
+}
+
+/// How many messages the outstanding pull requests may still deliver: the
+/// pure bookkeeping of [`PullSubscription`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owed {
+    /// Messages requested and neither delivered nor released by the server.
+    pub messages: usize,
+    /// Messages one request asks for.
+    pub batch: usize,
+}
+
+impl Owed {
+    /// Whether another request should go out: half a request or less is
+    /// owed, so the next one arrives before the server runs dry.
+    pub fn wants_request(&self) -> bool {
+        self.messages <= self.batch / 2
+    }
+
+    /// A request went out.
+    pub fn requested(&mut self) {
+        self.messages += self.batch;
+    }
+
+    /// A message arrived.
+    pub fn delivered(&mut self) {
+        self.messages = self.messages.saturating_sub(1);
+    }
+
+    /// A request ended (expired, or ended by the server) still owing
+    /// `unsent` messages (`Nats-Pending-Messages`; a whole request when the
+    /// server does not say).
+    pub fn ended(&mut self, unsent: Option<usize>) {
+        self.messages = self.messages.saturating_sub(unsent.unwrap_or(self.batch));
+    }
+
+    /// The server may have forgotten every request (a reconnect, or no
+    /// heartbeat): ask afresh. Extra deliveries this may cause are bounded by
+    /// the consumer's `max_ack_pending`.
+    pub fn forget(&mut self) {
+        self.messages = 0;
+    }
+}
+
+/// A durable pull consumer read through a plain subscription.
+pub struct PullSubscription {
+    client: Client,
+    inbox: Subject,
+    messages: ReadyChunks<Subscriber>,
+    request_subject: Subject,
+    request: Bytes,
+    owed: Owed,
+    /// When the server was last heard from (a message or a status).
+    last_heard: Instant,
+    /// The client's connection count when requests were last made: a
+    /// reconnect means the server may have dropped them.
+    connects: u64,
+}
+
+/// One pull's deliveries, statuses already handled.
+pub type Deliveries = Vec<Message>;
+
+impl PullSubscription {
+    /// Subscribes an inbox to `consumer` of `stream` (JetStream API prefix
+    /// `api_prefix`, `$JS.API` by default), asking for `batch` messages a
+    /// request. Nothing is requested until [`PullSubscription::next`].
+    pub async fn open(
+        client: Client,
+        api_prefix: &str,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+    ) -> Result<PullSubscription, PullError> {
+        let inbox = Subject::from(client.new_inbox());
+        let subscriber = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| PullError::Subscribe(e.to_string()))?;
+        let request = format!(
+            "{{\"batch\":{batch},\"expires\":{},\"idle_heartbeat\":{}}}",
+            EXPIRES.as_nanos(),
+            HEARTBEAT.as_nanos()
+        );
+        Ok(PullSubscription {
+            connects: client.statistics().connects.load(Ordering::Relaxed),
+            client,
+            inbox,
+            messages: subscriber.ready_chunks(batch.max(1)),
+            request_subject: Subject::from(format!(
+                "{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+            )),
+            request: Bytes::from(request),
+            owed: Owed { messages: 0, batch },
+            last_heard: Instant::now(),
+        })
+    }
+
+    /// An acknowledgement of everything up to the message with `reply`.
+    pub fn ack_all(&self, reply: Subject) -> AckAll {
+        AckAll::new(self.client.clone(), reply)
+    }
+
+    /// Waits for the next deliveries (at most `batch`, whatever is ready),
+    /// keeping requests outstanding. Status messages are handled here and
+    /// never returned; an empty vector is never returned either.
+    pub async fn next(&mut self) -> Result<Deliveries, PullError> {
+        loop {
+            self.request_if_owed_little().await?;
+            let Some(mut chunk) = self.messages.next().await else {
+                return Err(PullError::Closed);
+            };
+            self.last_heard = Instant::now();
+            if chunk.iter().all(|m| m.status.is_none()) {
+                for _ in 0..chunk.len() {
+                    self.owed.delivered();
+                }
+                return Ok(chunk);
+            }
+            let mut refused = None;
+            chunk.retain(|m| match m.status {
+                None | Some(StatusCode::OK) => true,
+                Some(status) => {
+                    if let Err(e) = self.status(status, m) {
+                        refused.get_or_insert(e);
+                    }
+                    false
+                }
+            });
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            for _ in 0..chunk.len() {
+                self.owed.delivered();
+            }
+            if !chunk.is_empty() {
+                return Ok(chunk);
+            }
+        }
+    }
+
+    /// Called when nothing arrived for a while: if the server has not been
+    /// heard from for two heartbeats while requests were owed, or the
+    /// connection was re-established, the requests are assumed lost and
+    /// asked for again.
+    pub async fn check_alive(&mut self) -> Result<(), PullError> {
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let silent = self.owed.messages > 0 && self.last_heard.elapsed() > 2 * HEARTBEAT;
+        if connects != self.connects || silent {
+            self.connects = connects;
+            self.owed.forget();
+            self.last_heard = Instant::now();
+        }
+        self.request_if_owed_little().await
+    }
+
+    async fn request_if_owed_little(&mut self) -> Result<(), PullError> {
+        if !self.owed.wants_request() {
+            return Ok(());
+        }
+        self.client
+            .publish_with_reply(
+                self.request_subject.clone(),
+                self.inbox.clone(),
+                self.request.clone(),
+            )
+            .await
+            .map_err(|e| PullError::Request(e.to_string()))?;
+        self.owed.requested();
+        Ok(())
+    }
+
+    /// What a status message means for the outstanding requests.
+    fn status(&mut self, status: StatusCode, message: &Message) -> Result<(), PullError> {
+        let description = message.description.as_deref().unwrap_or("");
+        let refused = || PullError::Refused {
+            status: status.as_u16(),
+            description: description.to_string(),
+        };
+        match status {
+            StatusCode::IDLE_HEARTBEAT => Ok(()),
+            StatusCode::TIMEOUT | StatusCode::NOT_FOUND | StatusCode::REQUEST_TERMINATED => {
+                // Ended for good: the consumer is gone, or no request of
+                // ours can ever be served (limits, a push consumer).
+                if description == "Consumer Deleted"
+                    || description == "Consumer is push based"
+                    || description.starts_with("Exceeded MaxRequest")
+                {
+                    return Err(refused());
+                }
+                let unsent = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Pending-Messages"))
+                    .and_then(|v| v.as_str().parse().ok());
+                self.owed.ended(unsent);
+                Ok(())
+            }
+            // No responders: the consumer does not exist (any more).
+            _ => Err(refused()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_both_forms_of_the_ack_subject() {
+        assert_eq!(
+            AckSubject::parse("$JS.ACK.CLICKS.adclick-p3.1.4711.12.1733580000000000000.99"),
+            Some(AckSubject {
+                stream_sequence: 4711,
+                consumer_sequence: 12
+            })
+        );
+        assert_eq!(
+            AckSubject::parse(
+                "$JS.ACK._.ACCHASH.CLICKS.adclick-p3.2.4711.12.1733580000000000000.0.tok"
+            ),
+            Some(AckSubject {
+                stream_sequence: 4711,
+                consumer_sequence: 12
+            })
+        );
+        assert_eq!(
+            AckSubject::parse("$JS.ACK.hub.ACCHASH.CLICKS.c.1.5.6.7.8"),
+            Some(AckSubject {
+                stream_sequence: 5,
+                consumer_sequence: 6
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_ack_subject() {
+        for reply in [
+            "",
+            "_INBOX.abc",
+            "$JS.ACK.CLICKS.c.1.2.3.4",                      // 6 tokens
+            "$JS.ACK.CLICKS.c.1.2.3.4.5.6",                  // 8 tokens
+            "$JS.ACK.CLICKS.c.1.x.3.4.5",                    // not a number
+            "$JS.ACK.CLICKS.c.1..3.4.5",                     // empty
+            "$JS.ACK.CLICKS.c.1.-2.3.4.5",                   // signed
+            "$JS.ACK.CLICKS.c.1.99999999999999999999.3.4.5", // past u64
+        ] {
+            assert_eq!(AckSubject::parse(reply), None, "{reply}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_gives_back_the_sequences(
+            stream_seq in any::<u64>(),
+            consumer_seq in any::<u64>(),
+            delivered in 1u64..10,
+            long_form in any::<bool>(),
+        ) {
+            let reply = if long_form {
+                format!("$JS.ACK._.H.S.C.{delivered}.{stream_seq}.{consumer_seq}.1.0.t")
+            } else {
+                format!("$JS.ACK.S.C.{delivered}.{stream_seq}.{consumer_seq}.1.0")
+            };
+            prop_assert_eq!(
+                AckSubject::parse(&reply),
+                Some(AckSubject { stream_sequence: stream_seq, consumer_sequence: consumer_seq })
+            );
+        }
+    }
+
+    #[test]
+    fn owed_asks_again_at_half_a_request() {
+        let mut owed = Owed {
+            messages: 0,
+            batch: 1000,
+        };
+        assert!(owed.wants_request());
+        owed.requested();
+        assert!(!owed.wants_request());
+        for _ in 0..499 {
+            owed.delivered();
+        }
+        assert!(!owed.wants_request(), "501 owed");
+        owed.delivered();
+        assert!(owed.wants_request(), "500 owed");
+        owed.requested();
+        assert_eq!(owed.messages, 1500);
+        // The older request expires with 500 unsent: 1000 still owed.
+        owed.ended(Some(500));
+        assert_eq!(owed.messages, 1000);
+        // A request ends without saying: a whole one is freed.
+        owed.ended(None);
+        assert_eq!(owed.messages, 0);
+        owed.ended(Some(7));
+        assert_eq!(owed.messages, 0, "never below zero");
+        owed.requested();
+        owed.forget();
+        assert_eq!(owed.messages, 0);
+    }
+}
