@@ -98,7 +98,7 @@ struct ConsumeArgs {
     #[arg(long, env = "ADCLICK_BATCH_SIZE", default_value_t = 1000)]
     batch_size: usize,
     /// adclick's `max_batches_in_flight`: max_ack_pending is sized from it as adclick does.
-    #[arg(long, env = "ADCLICK_MAX_BATCHES_IN_FLIGHT", default_value_t = 16)]
+    #[arg(long, env = "ADCLICK_MAX_BATCHES_IN_FLIGHT", default_value_t = 32)]
     max_batches_in_flight: usize,
     /// Consumer topology.
     #[arg(long, value_enum, default_value = "filtered")]

@@ -11,7 +11,7 @@
 //! Profiling: `ADCLICK_BENCH_PROFILE=<stage>` (decode, dedup, window, reduce,
 //! whole (dedup, window and counts), whole_with_feed (the reducer's output
 //! feed and running window sums too), or checkpoints: whole_with_feed with
-//! its snapshots and commits, a commit every 8 batches) skips criterion and runs that one stage once over the
+//! its snapshots and commits, a commit every 16 batches) skips criterion and runs that one stage once over the
 //! workload, inside `profiled_stage`, so a profiler can count only it:
 //!
 //! ```text
@@ -251,7 +251,7 @@ fn bench(c: &mut Criterion) {
     adclick::allocator::keep_batch_memory();
     let mut settings = PipelineSettings::with_defaults(1);
     // ADCLICK_BENCH_COMMIT_BATCHES=N: commits wait for N batches of 1,000
-    // clicks (the default's `max_batches_in_flight` / 2 = 8), or the 100 ms
+    // clicks (the default's `max_batches_in_flight` / 2 = 16), or the 100 ms
     // interval: how a checkpoint's cost depends on the clicks a commit covers.
     if let Some(n) = std::env::var("ADCLICK_BENCH_COMMIT_BATCHES")
         .ok()

@@ -106,7 +106,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("duplicate_window", "2m"),
     ("rejected_max_age", "7d"),
     ("batch_size", "1000"),
-    ("max_batches_in_flight", "16"),
+    ("max_batches_in_flight", "32"),
     ("checkpoint_interval", "100ms"),
     ("memory_minutes", "1440"),
     ("snapshot_log_floor", "100000"),

@@ -165,7 +165,7 @@ impl PipelineSettings {
             idle_timeout_ms: 5_000,
             max_future_skew_ms: 60_000,
             batch_size: 1_000,
-            max_batches_in_flight: 16,
+            max_batches_in_flight: 32,
             checkpoint_interval_ms: 100,
             memory_minutes: 1_440,
             snapshot_log_floor: SNAPSHOT_LOG_FLOOR,
