@@ -84,32 +84,56 @@ impl AckSubject {
     /// (`$JS.ACK.<domain>.<hash>.<stream>.…`, and any tokens after), as
     /// JetStream's ADR-15 defines them. Nothing else.
     pub fn parse(reply: &str) -> Option<AckSubject> {
-        let rest = reply.strip_prefix("$JS.ACK.")?;
-        // Stream and consumer names hold no dots, so tokens count exactly.
-        let mut tokens: [&str; 9] = [""; 9];
-        let mut n = 0;
-        for token in rest.split('.') {
-            if n < tokens.len() {
-                tokens[n] = token;
+        let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
+        // Where each token starts (stream and consumer names hold no dots,
+        // so tokens count exactly); read once, by hand: this runs per message.
+        let mut starts = [0usize; 10];
+        let mut n = 1;
+        for (i, b) in rest.iter().enumerate() {
+            if *b == b'.' {
+                if n < starts.len() {
+                    starts[n] = i + 1;
+                }
+                n += 1;
             }
-            n += 1;
         }
         let first = match n {
             7 => 2,   // stream, consumer, then the numbers
             9.. => 4, // domain, account hash, stream, consumer, then the numbers
             _ => return None,
         };
+        let token = |k: usize| {
+            let end = if k + 1 < n {
+                starts[k + 1] - 1
+            } else {
+                rest.len()
+            };
+            &rest[starts[k]..end]
+        };
         // delivered, stream sequence, consumer sequence, published, pending
-        for token in &tokens[first..first + 5] {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
+        let mut numbers = [0u64; 5];
+        for (slot, k) in numbers.iter_mut().zip(first..first + 5) {
+            *slot = decimal(token(k))?;
         }
         Some(AckSubject {
-            stream_sequence: tokens[first + 1].parse().ok()?,
-            consumer_sequence: tokens[first + 2].parse().ok()?,
+            stream_sequence: numbers[1],
+            consumer_sequence: numbers[2],
         })
     }
+}
+
+/// An unsigned decimal that fits 64 bits; nothing else (no sign, not empty).
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// How many messages the outstanding pull requests may still deliver: the
@@ -227,6 +251,8 @@ impl PullSubscription {
                 let Some(message) = self.subscriber.next().await else {
                     return Err(PullError::Closed);
                 };
+                // Once a wait, not per message: the clock read showed in profiles.
+                self.last_heard = Instant::now();
                 self.take_in(message)?;
                 continue;
             }
@@ -250,7 +276,6 @@ impl PullSubscription {
 
     /// One message off the inbox: a delivery is gathered, a status handled.
     fn take_in(&mut self, message: Message) -> Result<(), PullError> {
-        self.last_heard = Instant::now();
         match message.status {
             None | Some(StatusCode::OK) => {
                 self.owed.delivered();
@@ -389,6 +414,20 @@ mod tests {
                 AckSubject::parse(&reply),
                 Some(AckSubject { stream_sequence: stream_seq, consumer_sequence: consumer_seq })
             );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_takes_any_text_without_panicking(tail in "[0-9a-zA-Z._-]{0,80}") {
+            let reply = format!("$JS.ACK.{tail}");
+            if let Some(read) = AckSubject::parse(&reply) {
+                // Whatever it accepts has the sequences as its digits say.
+                let tokens: Vec<&str> = tail.split('.').collect();
+                let first = if tokens.len() == 7 { 2 } else { 4 };
+                prop_assert_eq!(Some(read.stream_sequence), tokens[first + 1].parse::<u64>().ok());
+                prop_assert_eq!(Some(read.consumer_sequence), tokens[first + 2].parse::<u64>().ok());
+            }
         }
     }
 
