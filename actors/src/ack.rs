@@ -2,8 +2,10 @@
 //!
 //! Every partition consumer acknowledges with `AckPolicy::All`: one
 //! acknowledgement, sent to the reply subject of the last delivery of what
-//! was committed, acknowledges every delivery before it too. Ingest keeps
-//! that reply subject per batch; the writer sends it after the commit.
+//! was committed, acknowledges every message at or below its stream
+//! sequence. Ingest keeps, per batch, the reply subject of the delivery with
+//! the highest stream sequence (a redelivery may come after newer messages);
+//! the writer sends the highest it holds after the commit.
 
 use async_nats::{Client, Subject};
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use bytes::Bytes;
 pub struct AckAll {
     client: Client,
     reply: Subject,
+    stream_sequence: u64,
 }
 
 /// The acknowledgement could not be handed to the client.
@@ -21,9 +24,20 @@ pub struct AckAll {
 pub struct AckError(String);
 
 impl AckAll {
-    /// The acknowledgement of the delivery whose reply subject is `reply`.
-    pub fn new(client: Client, reply: Subject) -> AckAll {
-        AckAll { client, reply }
+    /// The acknowledgement of the delivery of the message at
+    /// `stream_sequence`, whose reply subject is `reply`.
+    pub fn new(client: Client, reply: Subject, stream_sequence: u64) -> AckAll {
+        AckAll {
+            client,
+            reply,
+            stream_sequence,
+        }
+    }
+
+    /// The stream sequence it acknowledges up to: of two, the writer sends
+    /// the higher (the server's AckAll covers only messages at or below it).
+    pub fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
     }
 
     /// Sends it (an empty message on the reply subject, as JetStream asks).

@@ -211,8 +211,8 @@ pub struct Control {
     pub consumed: usize,
     /// Set when the partition was idle: the wall-clock time the watermark may follow.
     pub idle_tick: Option<i64>,
-    /// Acknowledges every message up to the delta's `last_seq` (AckAll),
-    /// after the commit.
+    /// Acknowledges every message up to the highest stream sequence the
+    /// batch delivered (AckAll), after the commit.
     pub ack: Option<AckAll>,
     /// Set by dedup: repeats it dropped (for metrics).
     pub duplicates: usize,

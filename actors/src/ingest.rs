@@ -71,7 +71,8 @@ pub struct IngestState {
     args: IngestArgs,
     /// For the consumer's pending count.
     consumer: PullConsumer,
-    messages: PullSubscription,
+    /// Where the deliveries come from.
+    pull: PullSubscription,
     /// New, redelivered, or lost: each delivery's consumer and stream sequence.
     deliveries: DeliveryOrder,
     last_message_at: Instant,
@@ -162,7 +163,7 @@ impl Actor for IngestActor {
     ) -> Result<IngestState, ActorProcessingErr> {
         let consumer = open_consumer(&args).await?;
         // Every JetStream context adclick makes has the default API prefix.
-        let messages = PullSubscription::open(
+        let pull = PullSubscription::open(
             args.js.client(),
             "$JS.API",
             &args.settings.stream,
@@ -180,7 +181,7 @@ impl Actor for IngestActor {
             deliveries: DeliveryOrder::resume(args.resume_after),
             args,
             consumer,
-            messages,
+            pull,
             last_message_at: now,
             last_tick_at: now,
             last_pending_at: now - PENDING_EVERY,
@@ -216,12 +217,18 @@ impl IngestState {
     /// Waits for a credit, then for messages (or idleness), and sends one batch on.
     async fn pull_once(&mut self) -> Result<(), ActorProcessingErr> {
         let credit = self.args.credits.clone().acquire_owned().await?;
-        let batch = match tokio::time::timeout(PULL_WAIT, self.messages.next()).await {
+        let batch = match tokio::time::timeout(PULL_WAIT, self.pull.next()).await {
             Ok(Ok(chunk)) => self.decode_chunk(chunk)?,
             Ok(Err(e)) => return Err(format!("partition {}: {e}", self.args.partition).into()),
+            // The wait ended while gathering: what was gathered goes now (an
+            // idle tick must never overtake deliveries already received).
+            Err(_idle) if self.pull.has_gathered() => {
+                let chunk = self.pull.take_gathered();
+                self.decode_chunk(chunk)?
+            }
             Err(_idle) => {
                 // Requests lost to a reconnect or a silent server are made again.
-                (self.messages.check_alive().await)
+                (self.pull.check_alive().await)
                     .map_err(|e| format!("partition {}: {e}", self.args.partition))?;
                 match self.idle_tick().await {
                     Some(batch) => batch,
@@ -254,7 +261,11 @@ impl IngestState {
         }
         self.last_tick_at = Instant::now();
         match self.consumer.info().await {
-            Ok(info) if info.num_pending == 0 => {
+            // Nothing undelivered, and nothing delivered but unacknowledged
+            // (committed batches are acknowledged within a commit interval;
+            // a delivery lost in transit stays unacknowledged until its
+            // redelivery shows the gap, and no tick may pass it before).
+            Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {
                 self.args.meters.consumer_pending.set(0.0);
             }
             Ok(info) => {
@@ -310,7 +321,8 @@ impl IngestState {
             ..Batch::default()
         };
         let (mut invalid, mut future) = (0u64, 0u64);
-        let mut last_reply = None;
+        // The reply of the delivery with the highest stream sequence: the ack.
+        let mut ack: Option<(u64, async_nats::Subject)> = None;
         for message in chunk {
             if crate::fault::drops("drop-delivery", p) {
                 continue;
@@ -329,7 +341,9 @@ impl IngestState {
             let delivery = (self.deliveries)
                 .take(sequences.consumer_sequence, seq)
                 .map_err(|lost| format!("partition {p}: {lost}"))?;
-            last_reply = message.reply;
+            if ack.as_ref().is_none_or(|(acked, _)| seq > *acked) {
+                ack = message.reply.map(|reply| (seq, reply));
+            }
             if delivery == Delivery::Redelivered {
                 continue;
             }
@@ -377,7 +391,7 @@ impl IngestState {
                 reason,
             });
         }
-        batch.control.ack = last_reply.map(|reply| self.messages.ack_all(reply));
+        batch.control.ack = ack.map(|(seq, reply)| self.pull.ack_all(reply, seq));
         self.last_message_at = Instant::now();
         let meters = &self.args.meters;
         meters.consumed.increment(batch.control.consumed as u64);

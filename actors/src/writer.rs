@@ -234,7 +234,10 @@ impl Actor for WriterActor {
             WriterMsg::Batch(mut batch) => {
                 state.pending.absorb(&mut batch);
                 if let Some(ack) = batch.control.ack.take() {
-                    state.ack = Some(ack);
+                    let higher = |held: &AckAll| ack.stream_sequence() >= held.stream_sequence();
+                    if state.ack.as_ref().is_none_or(higher) {
+                        state.ack = Some(ack);
+                    }
                 }
                 state.flushes.extend(batch.control.flush.take());
             }

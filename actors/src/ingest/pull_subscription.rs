@@ -15,8 +15,8 @@
 //! ([`crate::ack::AckAll`]).
 //!
 //! What stays the same: the server's flow (requests of `batch` messages,
-//! the next one sent when half is outstanding, expiring after 30 s with an
-//! idle heartbeat every 5 s), and the status messages' meaning (a request
+//! the next one sent once half a request or less is still owed, expiring
+//! after 30 s with an idle heartbeat every 5 s), and the status messages' meaning (a request
 //! that ended frees what it still owed; a deleted or missing consumer is an
 //! error, and the supervisor rebuilds the partition from its checkpoint).
 
@@ -36,7 +36,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// to gather more of a batch before handing on what it has. Each turn costs
 /// a microsecond or so; batches grow from ~110 deliveries to ~250 in a
 /// drain, and every batch costs the actors a hand-off and the writer a
-/// share of a commit.
+/// share of a commit. A turn also renews tokio's budget for this task: the
+/// inbox answers "nothing ready" after ~128 messages in one turn, so a batch
+/// holds at most about (turns + 1) x 128 deliveries.
 const GATHER_YIELDS: usize = 2;
 
 /// Why reading the consumer failed.
@@ -234,9 +236,21 @@ impl PullSubscription {
         })
     }
 
-    /// An acknowledgement of everything up to the message with `reply`.
-    pub fn ack_all(&self, reply: Subject) -> AckAll {
-        AckAll::new(self.client.clone(), reply)
+    /// An acknowledgement of the message at `stream_sequence`, delivered
+    /// with `reply`, and of everything below it.
+    pub fn ack_all(&self, reply: Subject, stream_sequence: u64) -> AckAll {
+        AckAll::new(self.client.clone(), reply, stream_sequence)
+    }
+
+    /// Whether deliveries were gathered by a [`PullSubscription::next`] that
+    /// did not finish (its wait was cancelled).
+    pub fn has_gathered(&self) -> bool {
+        !self.gathered.is_empty()
+    }
+
+    /// The deliveries a cancelled [`PullSubscription::next`] gathered.
+    pub fn take_gathered(&mut self) -> Deliveries {
+        std::mem::replace(&mut self.gathered, Vec::with_capacity(self.owed.batch))
     }
 
     /// Waits for the next deliveries: at least one, at most `batch`. Once one
@@ -326,6 +340,8 @@ impl PullSubscription {
         };
         match status {
             StatusCode::IDLE_HEARTBEAT => Ok(()),
+            // 404 comes only for no-wait requests, which this never sends;
+            // read as a request ended, it is harmless.
             StatusCode::TIMEOUT | StatusCode::NOT_FOUND | StatusCode::REQUEST_TERMINATED => {
                 // Ended for good: the consumer is gone, or no request of
                 // ours can ever be served (limits, a push consumer).
@@ -343,7 +359,10 @@ impl PullSubscription {
                 self.owed.ended(unsent);
                 Ok(())
             }
-            // No responders: the consumer does not exist (any more).
+            // 503 no responders (the consumer is missing, or JetStream is not
+            // answering yet after a restart), 400 and anything unknown: the
+            // partition rebuilds from its checkpoint, as it did with
+            // async-nats' stream.
             _ => Err(refused()),
         }
     }
