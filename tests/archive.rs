@@ -9,8 +9,7 @@ mod common;
 use adclick::archive::{read_range, Archive, Dataset};
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
-use common::{duckdb_path, now_ms, Adclick, NatsServer};
-use futures::StreamExt as _;
+use common::{all_messages, duckdb_path, now_ms, Adclick, NatsServer};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -153,37 +152,19 @@ async fn stream_messages(
     js: &jetstream::Context,
     stream: &str,
 ) -> Vec<(u64, String, Vec<u8>, Option<String>)> {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let mut consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    all_messages(js, stream)
         .await
-        .expect("consumer");
-    let pending = consumer.info().await.expect("info").num_pending as usize;
-    let mut out = Vec::new();
-    while out.len() < pending {
-        let mut batch = consumer
-            .fetch()
-            .max_messages((pending - out.len()).min(1_000))
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await
-            .expect("fetch");
-        let before = out.len();
-        while let Some(Ok(m)) = batch.next().await {
+        .into_iter()
+        .map(|m| {
             let seq = m.info().expect("info").stream_sequence;
             let reason = m
                 .headers
                 .as_ref()
                 .and_then(|h| h.get("Adclick-Reject-Reason"))
                 .map(|v| v.as_str().to_string());
-            out.push((seq, m.subject.to_string(), m.payload.to_vec(), reason));
-        }
-        assert!(out.len() > before, "the stream stopped short");
-    }
-    out
+            (seq, m.subject.to_string(), m.payload.to_vec(), reason)
+        })
+        .collect()
 }
 
 /// Every file under `dir`, relative to it.

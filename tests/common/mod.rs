@@ -623,19 +623,19 @@ where
     }
 }
 
-/// Every message on the feed so far, parsed, in stream order.
-pub async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
-    let stream = js.get_stream("ADCLICK_AGG").await.expect("feed stream");
-    let consumer: jetstream::consumer::PullConsumer = stream
+/// Every message of `stream` so far, in stream order, read by a fresh
+/// consumer without acks (nothing caps what is delivered but not acked).
+pub async fn all_messages(js: &jetstream::Context, stream: &str) -> Vec<jetstream::Message> {
+    let stream_name = stream;
+    let stream = js.get_stream(stream).await.expect("stream exists");
+    let mut consumer: jetstream::consumer::PullConsumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             deliver_policy: DeliverPolicy::All,
-            // No acks: nothing caps the messages delivered but not acked.
             ack_policy: jetstream::consumer::AckPolicy::None,
             ..Default::default()
         })
         .await
-        .expect("feed consumer");
-    let mut consumer = consumer;
+        .expect("consumer");
     let pending = consumer.info().await.expect("consumer info").num_pending as usize;
     let mut out = Vec::new();
     // One fetch may return fewer than asked (a pull's size limits): fetch
@@ -650,16 +650,27 @@ pub async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
             .expect("fetch");
         let before = out.len();
         while let Some(Ok(m)) = messages.next().await {
-            let v: Value = serde_json::from_slice(&m.payload).expect("feed payload is JSON");
-            out.push((m.subject.to_string(), v));
+            out.push(m);
         }
         assert!(
             out.len() > before,
-            "the feed stopped short: {} of {pending}",
+            "{stream_name} stopped short: {} of {pending}",
             out.len()
         );
     }
     out
+}
+
+/// Every message on the feed so far, parsed, in stream order.
+pub async fn feed_messages(js: &jetstream::Context) -> Vec<(String, Value)> {
+    all_messages(js, "ADCLICK_AGG")
+        .await
+        .into_iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).expect("feed payload is JSON");
+            (m.subject.to_string(), v)
+        })
+        .collect()
 }
 
 /// `{"country":"US","ip_type":"v4"}` → `country=US&ip_type=v4` (the oracle's keys).
