@@ -238,8 +238,10 @@ con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 clicks = f"read_parquet('{root}/clicks/**/*.parquet', hive_partitioning = true)"
 rejects = f"read_parquet('{root}/rejects/**/*.parquet', hive_partitioning = true)"
-# As docs/ARCHIVE.md shows: DuckDB reads `hour=08` as text unless told.
+# As docs/ARCHIVE.md shows: DuckDB types `hour` by the values it finds (text
+# while one has a leading zero, an integer otherwise) unless told.
 typed = f"read_parquet('{root}/clicks/**/*.parquet', hive_types = {{'dt': DATE, 'hour': INTEGER}})"
+texts = f"read_parquet('{root}/clicks/**/*.parquet', hive_types = {{'dt': DATE, 'hour': VARCHAR}})"
 out = {
     "click_seqs": [r[0] for r in con.execute(f"SELECT seq FROM {clicks} ORDER BY seq").fetchall()],
     "rejects": [[r[0], r[1]] for r in con.execute(f"SELECT seq, reason FROM {rejects} ORDER BY seq").fetchall()],
@@ -250,7 +252,7 @@ out = {
         f"SELECT count(*) FROM {typed} WHERE valid AND (dt <> CAST(ts AS DATE) OR hour <> hour(ts))"
     ).fetchone()[0],
     "hours": [[str(r[0]), r[1]] for r in con.execute(
-        f"SELECT DISTINCT dt, hour FROM {clicks} WHERE valid ORDER BY ALL").fetchall()],
+        f"SELECT DISTINCT dt, hour FROM {texts} WHERE valid ORDER BY ALL").fetchall()],
 }
 print(json.dumps(out))
 "#;
