@@ -26,9 +26,9 @@
 //! `ADCLICK_BENCH_IDS_ONLY=1` commits only the ids (see `with_checkpoints`).
 
 use adclick::loadgen::{ClickGenerator, LoadgenArgs};
-use adclick_actors::click::{AdId, Click, Country, IpType};
+use adclick_actors::click::{AdId, Click, Country, FilterKinds, IpType};
 use adclick_actors::settings::{FeedSettings, PipelineSettings};
-use adclick_actors::store::checkpoint::Checkpoint;
+use adclick_actors::store::checkpoint::{Checkpoint, ID_BYTES};
 use adclick_actors::store::PartitionStore;
 use adclick_actors::testing::decode::decode;
 use adclick_actors::testing::AdSlots;
@@ -465,7 +465,9 @@ fn with_checkpoints(
 ) -> i64 {
     let started = thread_cpu_ns();
     let mut core = PartitionCore::new(0, settings);
-    let mut pending = Checkpoint::default();
+    // As the writer logs: only the finest counters where the filters allow.
+    let mut pending =
+        Checkpoint::default().logging_finest_only(FilterKinds::of(&settings.dimension_sets));
     let interval = std::time::Duration::from_millis(settings.checkpoint_interval_ms as u64);
     let mut last_commit = std::time::Instant::now();
     // ADCLICK_BENCH_IDS_ONLY=1: commit the ids and the sequence alone (no
@@ -484,7 +486,7 @@ fn with_checkpoints(
             .fetch_add(cp.log.as_bytes().len() as u64, Relaxed);
         split
             .id_bytes
-            .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+            .fetch_add((ID_BYTES * cp.new_ids.len()) as u64, Relaxed);
         let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
         split
             .snapshot_bytes
@@ -531,7 +533,7 @@ fn with_checkpoints(
 /// measures it: building the digests (with an `AdSlots` of its own, where
 /// the reducer's lookup could be reused: an upper bound), absorbing the
 /// batch without its deltas, and the commit, its digests stored as extra
-/// 16-byte ids in the minute's block (the same bytes and the same redb
+/// ids in the minute's block (the same bytes and the same redb
 /// operations as ids carrying their digests). Recovery is not built.
 fn with_digest_checkpoints(
     work: &[(String, Bytes)],
@@ -595,7 +597,7 @@ fn with_digest_checkpoints(
             let mut cp = pending.take();
             split
                 .id_bytes
-                .fetch_add(16 * cp.new_ids.len() as u64, Relaxed);
+                .fetch_add((ID_BYTES * cp.new_ids.len()) as u64, Relaxed);
             split.digest_bytes.fetch_add(digests.len() as u64, Relaxed);
             let snapshots = cp.snapshots.iter().map(|s| s.packed.as_bytes().len());
             split
@@ -603,7 +605,7 @@ fn with_digest_checkpoints(
                 .fetch_add(snapshots.sum::<usize>() as u64, Relaxed);
             // The digests' bytes, as extra ids of their minutes' blocks.
             for (minute, bytes) in digest_minutes.drain(..) {
-                for _ in 0..bytes.div_ceil(16) {
+                for _ in 0..bytes.div_ceil(ID_BYTES) {
                     cp.new_ids.push(minute, fake_id);
                     fake_id -= 1;
                 }

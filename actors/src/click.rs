@@ -428,6 +428,79 @@ pub struct Click {
     pub repeat: bool,
 }
 
+/// Which of the four built-in filter kinds (no dimension, `country`,
+/// `ip_type`, both) a partition counts, when one of them, the *finest*,
+/// keeps every dimension the others keep: then each click is counted once
+/// under the finest kind, and every coarser counter is a sum of finest ones.
+///
+/// The count log stores only the finest counters' totals where the counted
+/// sets allow it (see [`crate::store::packed_counts`]), and recovery derives
+/// the coarser counters from them ([`FilterKinds::coarser`]). Sets with
+/// extra dimensions are left out: their bits name dimensions by
+/// configuration position, which a restart may reorder.
+///
+/// A kind is `country as u8 * 2 + ip_type as u8`; bit `k` of the mask is
+/// set when kind `k` is counted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FilterKinds {
+    mask: u8,
+    /// The finest counted kind.
+    finest: u8,
+}
+
+impl FilterKinds {
+    /// The kinds `sets` count, if none has extra dimensions and one of them
+    /// keeps every dimension the others keep.
+    pub fn of(sets: &[crate::DimensionSet]) -> Option<FilterKinds> {
+        if sets.iter().any(|s| s.extra != 0) {
+            return None;
+        }
+        let mask = sets.iter().fold(0u8, |mask, s| {
+            mask | 1 << (u8::from(s.country) * 2 + u8::from(s.ip_type))
+        });
+        FilterKinds::from_mask(mask)
+    }
+
+    /// The kinds of a stored mask, if it is one [`FilterKinds::of`] makes.
+    pub fn from_mask(mask: u8) -> Option<FilterKinds> {
+        if mask == 0 || mask >= 16 {
+            return None;
+        }
+        let counted = || (0..4u8).filter(move |k| mask & 1 << k != 0);
+        let finest = counted().find(|fine| counted().all(|k| k & fine == k))?;
+        Some(FilterKinds { mask, finest })
+    }
+
+    /// The mask, as stored.
+    pub fn mask(self) -> u8 {
+        self.mask
+    }
+
+    /// Whether `filter` is a counter of the finest kind.
+    #[inline]
+    pub fn is_finest(self, filter: &Filter) -> bool {
+        kind_of(filter) == self.finest && filter.extras.is_empty()
+    }
+
+    /// The coarser counters a finest counter adds to: its projection onto
+    /// every other counted kind.
+    pub fn coarser(self, fine: Filter) -> impl Iterator<Item = Filter> {
+        (0..4u8)
+            .filter(move |k| self.mask & 1 << k != 0 && *k != self.finest)
+            .map(move |k| Filter {
+                country: if k & 2 != 0 { fine.country } else { None },
+                ip_type: if k & 1 != 0 { fine.ip_type } else { None },
+                extras: ExtraCodes::NONE,
+            })
+    }
+}
+
+/// A built-in filter's kind (see [`FilterKinds`]).
+#[inline]
+fn kind_of(filter: &Filter) -> u8 {
+    u8::from(filter.country.is_some()) * 2 + u8::from(filter.ip_type.is_some())
+}
+
 impl Click {
     /// The click's values restricted to the dimensions a filter set keeps.
     #[inline]
@@ -447,6 +520,58 @@ impl Click {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_kinds_need_a_finest_set_without_extra_dimensions() {
+        use crate::DimensionSet;
+        let set = |country, ip_type, extra| DimensionSet {
+            country,
+            ip_type,
+            extra,
+        };
+        let kinds = FilterKinds::of(&DimensionSet::defaults()).unwrap();
+        assert_eq!(kinds.mask(), 0b1111);
+        let fine = Filter {
+            country: Country::parse("US"),
+            ip_type: Some(IpType::V6),
+            ..Filter::ALL
+        };
+        assert!(kinds.is_finest(&fine));
+        assert!(!kinds.is_finest(&Filter::ALL));
+        let coarser: Vec<Filter> = kinds.coarser(fine).collect();
+        assert_eq!(
+            coarser,
+            vec![
+                Filter::ALL,
+                Filter {
+                    ip_type: Some(IpType::V6),
+                    ..Filter::ALL
+                },
+                Filter {
+                    country: Country::parse("US"),
+                    ..Filter::ALL
+                },
+            ]
+        );
+        // Country alone and all clicks: country is the finest.
+        let kinds = FilterKinds::of(&[set(false, false, 0), set(true, false, 0)]).unwrap();
+        let us = Filter {
+            country: Country::parse("US"),
+            ..Filter::ALL
+        };
+        assert!(kinds.is_finest(&us));
+        assert_eq!(kinds.coarser(us).collect::<Vec<_>>(), vec![Filter::ALL]);
+        // Country and ip type, but never both: no finest kind.
+        assert_eq!(
+            FilterKinds::of(&[set(true, false, 0), set(false, true, 0)]),
+            None
+        );
+        // Extra dimensions: left out.
+        assert_eq!(FilterKinds::of(&[set(true, true, 1)]), None);
+        assert_eq!(FilterKinds::from_mask(0), None);
+        assert_eq!(FilterKinds::from_mask(0b0110), None);
+        assert_eq!(FilterKinds::from_mask(16), None);
+    }
 
     proptest::proptest! {
         /// Ids order as their texts do (prefixes, word boundaries, any length).

@@ -4,13 +4,17 @@
 //! - `meta`: `last_seq` (last applied stream sequence), `watermark`,
 //!   `format_version` and `oldest_format_version` (the newest and oldest
 //!   layouts the file may hold, see [`schema`]).
-//! - `seen_blocks`: `(minute, commit's last sequence)` → the 16-byte ids of
-//!   that minute first seen by that commit, packed: one row per minute per
-//!   commit instead of one per click. (`seen`, one row per id, is what
-//!   format 1 files hold; it is still read and pruned.)
+//! - `seen_ids`: `(minute, commit's last sequence)` → the ids of that
+//!   minute first seen by that commit, 13 bytes each (the 104 bits dedup
+//!   keeps), packed: one row per minute per commit instead of one per
+//!   click. (`seen`, one row per id, is what format 1 files hold, and
+//!   `seen_blocks`, 16 bytes an id, what formats 2 to 5 hold; both are
+//!   still read and pruned.)
 //! - `count_log`: commit's last sequence → the counter totals that commit
-//!   set, in order, packed (see [`crate::store::packed_counts`]). Records
-//!   older than the last full snapshot are deleted.
+//!   set, in order, packed (see [`crate::store::packed_counts`]): with the
+//!   default filters only the finest counters' (country and ip type), the
+//!   coarser ones derived at recovery. Records older than the last full
+//!   snapshot are deleted.
 //! - `minute_snapshots`: minute → the sequence of the commit that wrote it,
 //!   then every counter of the minute, packed by filter (see
 //!   [`crate::store::packed_minute`]): a snapshot (see
@@ -57,7 +61,7 @@ mod repair;
 pub mod schema;
 
 pub use commit::{CommitStats, PRUNE_ROWS_PER_COMMIT};
-pub use recovery::Recovered;
+pub use recovery::{replay_totals, CounterTotals, DeriveRun, Recovered};
 pub use repair::{MinuteRepair, Repaired};
 pub use schema::FORMAT_VERSION;
 
@@ -206,7 +210,7 @@ impl PartitionStore {
                 meta.insert(OLDEST_FORMAT_VERSION_KEY, store.format.oldest)
                     .map_err(|e| store.io("write format version", e))?;
             }
-            txn.open_table(SEEN_BLOCKS)
+            txn.open_table(SEEN_IDS)
                 .map_err(|e| store.io("open seen", e))?;
             txn.open_table(COUNT_LOG)
                 .map_err(|e| store.io("open count log", e))?;

@@ -23,6 +23,7 @@ pub mod commit_timing;
 
 use crate::ack::AckAll;
 use crate::batch::Batch;
+use crate::click::FilterKinds;
 use crate::feed::{FeedItem, FeedMessage, UnreadableCounts};
 use crate::settings::PipelineSettings;
 use crate::store::checkpoint::Checkpoint;
@@ -167,7 +168,8 @@ impl Actor for WriterActor {
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         let watermark = args.committed_watermark.load(Ordering::Acquire);
-        let mut pending = Checkpoint::resume(args.last_seq, watermark);
+        let mut pending = Checkpoint::resume(args.last_seq, watermark)
+            .logging_finest_only(FilterKinds::of(&args.settings.dimension_sets));
         // Finish what the last run committed but may not have published.
         let out = Outlet {
             js: args.js.clone(),

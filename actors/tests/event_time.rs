@@ -6,7 +6,7 @@
 //!
 //! More cases on demand: `PROPTEST_CASES=50000 cargo test -p adclick-actors --test event_time`.
 
-use adclick_actors::click::{AdId, Click, Country, Filter, IpType};
+use adclick_actors::click::{AdId, Click, Country, Filter, FilterKinds, IpType};
 use adclick_actors::settings::PipelineSettings;
 use adclick_actors::store::checkpoint::Checkpoint;
 use adclick_actors::store::PartitionStore;
@@ -575,7 +575,13 @@ proptest! {
         let recovered = store.recover(60).unwrap();
         let mut generation = recovered.generation;
         let mut core = PartitionCore::resume(0, &settings(), recovered);
-        let mut pending = Checkpoint::resume(0, NO_WATERMARK);
+        // The count log alternates between its layouts at each restart:
+        // finest counters only (layout 3, the default filters' way), then
+        // every counter (layout 2), so recovery meets both and their mix.
+        let finest = FilterKinds::of(&settings().dimension_sets);
+        assert!(finest.is_some(), "the default filters have a finest one");
+        let mut logs_finest = true;
+        let mut pending = Checkpoint::resume(0, NO_WATERMARK).logging_finest_only(finest);
         let all = batches(&events, &cuts);
         let mut committed_upto = 0; // batches before this index are committed
         let mut i = 0;
@@ -595,7 +601,9 @@ proptest! {
                     // Crash: everything since the last commit is lost and replayed.
                     let recovered = store.recover(60).unwrap();
                     generation = recovered.generation;
-                    pending = Checkpoint::resume(recovered.last_seq, recovered.watermark);
+                    logs_finest = !logs_finest;
+                    pending = Checkpoint::resume(recovered.last_seq, recovered.watermark)
+                        .logging_finest_only(finest.filter(|_| logs_finest));
                     core = PartitionCore::resume(0, &settings(), recovered);
                     i = committed_upto;
                 }

@@ -38,9 +38,19 @@ impl CounterTable {
         *count
     }
 
-    /// Sets the clicks of `slot` to `n` (recovery: a stored total).
-    pub fn set(&mut self, slot: u32, n: u64) {
-        *self.count_mut(slot) = n;
+    /// Sets the clicks of `slot` to `n` (recovery: a stored total); returns
+    /// what it held (0 if missing).
+    pub fn replace(&mut self, slot: u32, n: u64) -> u64 {
+        std::mem::replace(self.count_mut(slot), n)
+    }
+
+    /// Adds `change` to `slot`, modulo 2^64: recovery's derived counters
+    /// take changes that are negative (as two's complement) partway
+    /// through a record and add up by its end (see
+    /// [`crate::store::DeriveRun`]).
+    pub fn add_wrapping(&mut self, slot: u32, change: u64) {
+        let count = self.count_mut(slot);
+        *count = count.wrapping_add(change);
     }
 
     /// The count of `slot`, inserted at zero if it is missing.

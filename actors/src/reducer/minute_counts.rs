@@ -13,6 +13,7 @@ use crate::click::{AdId, Country, Filter};
 use crate::fast_hash::FastMap;
 use crate::reducer::ad_slots::AdSlots;
 use crate::reducer::counter_table::CounterTable;
+use crate::store::{replay_totals, CounterTotals, DeriveRun};
 use std::collections::HashMap;
 
 /// Where a filter without extra dimensions sits in [`MinuteCounts`]'s dense
@@ -65,6 +66,20 @@ pub struct MinuteCounts {
     resolved: Vec<(u32, u32, u32, u64)>,
     /// Reused between batches: the hash of each group's ad.
     hashes: Vec<u64>,
+}
+
+impl CounterTotals for MinuteCounts {
+    fn replace(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) -> u64 {
+        let slot = self.slot_of(ad);
+        let code = self.filter_code(filter);
+        self.counter_mut(minute, code).replace(slot, total)
+    }
+
+    fn add_wrapping(&mut self, minute: i64, ad: &AdId, filter: &Filter, change: u64) {
+        let slot = self.slot_of(ad);
+        let code = self.filter_code(filter);
+        self.counter_mut(minute, code).add_wrapping(slot, change);
+    }
 }
 
 impl Default for MinuteCounts {
@@ -157,15 +172,23 @@ impl MinuteCounts {
     /// same counter replaces an earlier one (recovery hands snapshots first,
     /// then the count log's newer totals, so no map of counters is needed).
     pub fn set_totals(&mut self, totals: &[Increment]) {
-        for delta in totals {
-            let slot = self.slot_of(&delta.ad);
-            let code = self.filter_code(&delta.filter);
-            let table = self.minute_mut(delta.minute);
-            if table.len() <= code {
-                table.resize_with(code + 1, CounterTable::default);
-            }
-            table[code].set(slot, delta.total);
+        self.set_totals_deriving(totals, &[]);
+    }
+
+    /// [`MinuteCounts::set_totals`], where the totals of `runs` are finest
+    /// counters whose changes also go to their coarser counters (see
+    /// [`DeriveRun`]).
+    pub fn set_totals_deriving(&mut self, totals: &[Increment], runs: &[DeriveRun]) {
+        replay_totals(totals, runs, self);
+    }
+
+    /// The counters of one filter code in `minute`, created if missing.
+    fn counter_mut(&mut self, minute: i64, code: usize) -> &mut CounterTable {
+        let table = self.minute_mut(minute);
+        if table.len() <= code {
+            table.resize_with(code + 1, CounterTable::default);
         }
+        &mut table[code]
     }
 
     fn slot_of(&mut self, ad: &AdId) -> u32 {

@@ -25,7 +25,7 @@ use super::snapshots::MinuteSnapshots;
 use super::top_n::top_n;
 use super::window_sums::WindowSums;
 use crate::batch::{Batch, Increments};
-use crate::click::{AdId, Filter, FilterQuery};
+use crate::click::{AdId, Filter, FilterKinds, FilterQuery};
 use crate::feed::{AggregateFeed, CountersPacker, FeedItem, Publication, StoredTop};
 use crate::settings::PipelineSettings;
 use crate::store::{Recovered, StoreError};
@@ -99,8 +99,9 @@ impl ReducerStart {
     /// owner's late message never carries a version this owner uses.
     pub fn recovered(partition: u32, recovered: &mut Recovered, epoch: u64) -> ReducerStart {
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.set_totals(&recovered.counts);
+        counts.set_totals_deriving(&recovered.counts, &recovered.derive);
         recovered.counts = Vec::new();
+        recovered.derive = Vec::new();
         ReducerStart {
             partition,
             counts,
@@ -172,7 +173,8 @@ impl ReducerCore {
                 settings.snapshot_log_floor,
                 start.logged_minutes,
                 start.logged_totals,
-            ),
+            )
+            .logging_finest_only(FilterKinds::of(&settings.dimension_sets)),
             feed: AggregateFeed::new(
                 start.partition,
                 start.feed_version,

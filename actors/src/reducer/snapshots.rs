@@ -12,11 +12,17 @@
 //!   default): every such minute is written, and the writer deletes the
 //!   older log records. Snapshots then cost at most one packed counter per two
 //!   logged ones, and recovery replays at most about twice the live state.
+//!   Where the log holds only the finest counters (count-log layout 3, see
+//!   [`crate::store::packed_counts`]), only those count as logged: a click
+//!   logs one total instead of three or four, so full snapshots come that
+//!   much less often, and recovery still replays at most about twice the
+//!   live state's counters in totals.
 //! - **Final snapshot**, when a minute turns final and the log still holds
 //!   totals of it: its history must not depend on the log, which the next
 //!   full snapshot trims without it.
 
 use crate::batch::{Batch, Increments, MinuteSnapshot};
+use crate::click::FilterKinds;
 use crate::reducer::minute_counts::MinuteCounts;
 use crate::store::packed_minute::PackedMinute;
 use crate::time::event_clock::NO_WATERMARK;
@@ -29,6 +35,9 @@ pub struct MinuteSnapshots {
     /// Totals logged since the last full snapshot.
     logged: usize,
     floor: usize,
+    /// Set when the log holds only the finest counters of these kinds (as
+    /// the writer's checkpoints log them): only those count as logged.
+    finest_only: Option<FilterKinds>,
 }
 
 impl MinuteSnapshots {
@@ -45,7 +54,16 @@ impl MinuteSnapshots {
             logged_minutes: logged_minutes.into_iter().collect(),
             logged,
             floor,
+            finest_only: None,
         }
+    }
+
+    /// Counts as logged only the finest counters of `kinds`, as the count
+    /// log holds them where the counted filters have a finest one (see
+    /// [`crate::store::checkpoint::Checkpoint::logging_finest_only`]).
+    pub fn logging_finest_only(mut self, kinds: Option<FilterKinds>) -> MinuteSnapshots {
+        self.finest_only = kinds;
+        self
     }
 
     /// Notes the totals a batch logs (its increments, as `counts` just applied
@@ -83,7 +101,13 @@ impl MinuteSnapshots {
     }
 
     fn note(&mut self, increments: &Increments) {
-        self.logged += increments.len();
+        self.logged += match self.finest_only {
+            None => increments.len(),
+            Some(kinds) => increments
+                .groups()
+                .map(|(_, counts)| counts.iter().filter(|c| kinds.is_finest(&c.filter)).count())
+                .sum(),
+        };
         let mut last = None;
         for group in increments.group_heads() {
             // Groups of one minute mostly follow each other.

@@ -2,7 +2,7 @@
 //! batches since the last commit carried.
 
 use crate::batch::{Batch, MinuteSnapshot};
-use crate::click::{AdId, Filter};
+use crate::click::{AdId, Filter, FilterKinds};
 use crate::feed::{FeedItem, StoredTop};
 use crate::reject::Rejected;
 use crate::store::packed_counts::PackedCounts;
@@ -18,7 +18,9 @@ pub struct Checkpoint {
     pub new_ids: NewIds,
     /// The totals the batches set, in order, packed as one count-log record
     /// (a counter changed twice appears twice: replaying in order leaves the
-    /// later total, and appending costs less than merging).
+    /// later total, and appending costs less than merging); only the finest
+    /// counters' where the counted filters allow it (see
+    /// [`Checkpoint::logging_finest_only`]).
     pub log: PackedCounts,
     /// Whole minutes to write (see [`crate::reducer::snapshots`]).
     pub snapshots: Vec<MinuteSnapshot>,
@@ -57,6 +59,20 @@ impl Checkpoint {
         }
     }
 
+    /// Logs only the finest counters of `kinds` (count-log layout 3, see
+    /// [`crate::store::packed_counts`]), this checkpoint and the ones it
+    /// hands on: a click then logs one total instead of one per counted
+    /// filter, and recovery derives the coarser counters. `None` keeps
+    /// every counter (layout 2), as where the counted filters have no finest
+    /// one ([`FilterKinds::of`]).
+    pub fn logging_finest_only(mut self, kinds: Option<FilterKinds>) -> Checkpoint {
+        self.log = match kinds {
+            Some(kinds) => PackedCounts::finest_only(kinds, 0),
+            None => PackedCounts::default(),
+        };
+        self
+    }
+
     /// Folds a batch's state deltas in (ids, increments, snapshots, …).
     /// Batches arrive in order, so its watermark is the newest.
     pub fn absorb(&mut self, batch: &mut Batch) {
@@ -93,7 +109,11 @@ impl Checkpoint {
         let mut next = Checkpoint::resume(self.last_seq, self.watermark);
         // Commits at a steady rate log similar amounts: start at the last
         // sizes (growing by doubling cost a realloc and a copy each time).
-        next.log = PackedCounts::with_capacity(self.log.as_bytes().len());
+        let room = self.log.as_bytes().len();
+        next.log = match self.log.logs_finest_only() {
+            Some(kinds) => PackedCounts::finest_only(kinds, room),
+            None => PackedCounts::with_capacity(room),
+        };
         next.new_ids = NewIds::with_capacity(self.new_ids.len());
         std::mem::replace(self, next)
     }
@@ -109,12 +129,38 @@ impl Checkpoint {
     }
 }
 
+/// Bytes a stored click id takes: the 104 bits of its 128-bit key that
+/// dedup keeps (bits 24 to 127, see [`crate::dedup`]'s `SeenClicks`),
+/// little-endian. The low 24 bits, which dedup never reads, are not stored.
+pub const ID_BYTES: usize = 13;
+
+/// Where a stored id starts in its key's 16 bytes (LE): past the 3 bytes
+/// dedup never reads.
+const ID_SKIPPED: usize = 16 - ID_BYTES;
+
+/// An id as stored: its key's top [`ID_BYTES`] bytes.
+#[inline]
+pub fn stored_id(id: u128) -> [u8; ID_BYTES] {
+    let mut out = [0; ID_BYTES];
+    out.copy_from_slice(&id.to_le_bytes()[ID_SKIPPED..]);
+    out
+}
+
+/// The key a stored id stands for, its unstored low bits 0: dedup takes it
+/// for the same click.
+#[inline]
+pub fn id_of_stored(stored: &[u8]) -> u128 {
+    let mut bytes = [0; 16];
+    bytes[ID_SKIPPED..].copy_from_slice(&stored[..ID_BYTES]);
+    u128::from_le_bytes(bytes)
+}
+
 /// A checkpoint's new click ids, packed per minute (the minute that frees
-/// them) as `seen_blocks` stores them: each id's 16 bytes (LE), in arrival
+/// them) as `seen_ids` stores them: each id's [`ID_BYTES`], in arrival
 /// order.
 ///
 /// Packing them as they arrive, rather than keeping `(minute, id)` pairs
-/// for the commit to sort out, writes each id once into 16 bytes instead of
+/// for the commit to sort out, writes each id once into 13 bytes instead of
 /// 32 (the pair's alignment), and leaves the commit one copy per minute
 /// instead of one pass over every id per minute.
 #[derive(Default, Clone, Debug)]
@@ -134,7 +180,7 @@ impl NewIds {
     /// large block costs a reallocation and a copy each time).
     pub fn with_capacity(ids: usize) -> NewIds {
         NewIds {
-            first_capacity: ids * 16,
+            first_capacity: ids * ID_BYTES,
             ..NewIds::default()
         }
     }
@@ -158,7 +204,7 @@ impl NewIds {
             },
         };
         self.last = at;
-        self.blocks[at].1.extend_from_slice(&id.to_le_bytes());
+        self.blocks[at].1.extend_from_slice(&stored_id(id));
         self.len += 1;
     }
 
@@ -184,16 +230,13 @@ impl NewIds {
         self.blocks.iter().map(|(m, ids)| (*m, ids.as_slice()))
     }
 
-    /// Every id with its minute, minute by minute (what tests compare; the
-    /// commit copies the blocks whole).
+    /// Every id with its minute, as stored (low bits 0), minute by minute
+    /// (what tests compare; the commit copies the blocks whole).
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (i64, u128)> + '_ {
         self.blocks().flat_map(|(minute, ids)| {
-            ids.chunks_exact(16).map(move |id| {
-                let mut bytes = [0; 16];
-                bytes.copy_from_slice(id);
-                (minute, u128::from_le_bytes(bytes))
-            })
+            ids.chunks_exact(ID_BYTES)
+                .map(move |id| (minute, id_of_stored(id)))
         })
     }
 }
@@ -232,25 +275,31 @@ mod tests {
                     minutes.push(*minute);
                 }
             }
+            // Stored without the 24 low bits dedup never reads.
             let expected: Vec<(i64, u128)> = minutes
                 .iter()
                 .flat_map(|m| ids.iter().filter(move |(minute, _)| minute == m).copied())
+                .map(|(minute, id)| (minute, id & !0xFF_FFFF))
                 .collect();
             prop_assert_eq!(packed.len(), ids.len());
             prop_assert_eq!(packed.iter().collect::<Vec<_>>(), expected);
             let block_minutes: Vec<i64> = packed.blocks().map(|(m, _)| m).collect();
             prop_assert_eq!(block_minutes, minutes);
-            prop_assert!(packed.blocks().all(|(_, ids)| ids.len() % 16 == 0 && !ids.is_empty()));
+            prop_assert!(packed.blocks().all(|(_, ids)| ids.len() % ID_BYTES == 0 && !ids.is_empty()));
         }
     }
 
     #[test]
-    fn an_id_is_its_16_bytes_little_endian() {
+    fn an_id_is_its_top_13_bytes_little_endian() {
         let mut packed = NewIds::default();
-        packed.push(60_000, 0x0102);
+        let id = 0x0102_u128 << 24 | 0xAB_CDEF;
+        packed.push(60_000, id);
         let blocks: Vec<(i64, &[u8])> = packed.blocks().collect();
-        let mut expected = [0u8; 16];
+        let mut expected = [0u8; ID_BYTES];
         expected[..2].copy_from_slice(&[0x02, 0x01]);
         assert_eq!(blocks, vec![(60_000, &expected[..])]);
+        assert_eq!(id_of_stored(&expected), id & !0xFF_FFFF);
+        let top = u128::MAX << 24;
+        assert_eq!(id_of_stored(&stored_id(top | 7)), top);
     }
 }

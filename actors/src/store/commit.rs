@@ -89,7 +89,7 @@ impl PartitionStore {
             // The checkpoint packed each minute's ids as they came: one
             // row per minute, its block copied in place.
             let mut blocks = txn
-                .open_table(SEEN_BLOCKS)
+                .open_table(SEEN_IDS)
                 .map_err(|e| self.io("open seen", e))?;
             for (minute, ids) in checkpoint.new_ids.blocks() {
                 blocks
@@ -103,6 +103,7 @@ impl PartitionStore {
                     .retain_in(..(final_until, 0u64), |_, _| false)
                     .map_err(|e| self.io("forget seen", e))?;
                 self.forget_seen_rows(&txn, final_until)?;
+                self.forget_seen_blocks(&txn, final_until)?;
             }
             let mut outbox = txn
                 .open_table(OUTBOX)
@@ -229,7 +230,10 @@ mod tests {
         let mut cp = Checkpoint::resume(0, NO_WATERMARK);
         cp.last_seq = 42;
         cp.watermark = 10 * MINUTE_MS;
-        cp.new_ids = [(MINUTE_MS, 7), (9 * MINUTE_MS, 8)].into_iter().collect();
+        // Ids as dedup keeps them: the low 24 bits are not stored.
+        cp.new_ids = [(MINUTE_MS, 7 << 24), (9 * MINUTE_MS, 8 << 24)]
+            .into_iter()
+            .collect();
         cp.log_total(9 * MINUTE_MS, &ad("a"), &Filter::ALL, 3);
         cp.log_total(2 * MINUTE_MS, &ad("b"), &Filter::ALL, 1);
         cp.snapshots.push(snapshot(2, &[("b", Filter::ALL, 1)]));
@@ -258,7 +262,7 @@ mod tests {
         assert_eq!(again.watermark, 10 * MINUTE_MS);
         assert_eq!(
             again.seen,
-            vec![(9 * MINUTE_MS, 8)],
+            vec![(9 * MINUTE_MS, 8 << 24)],
             "ids of final minutes forgotten"
         );
         assert_eq!(again.counts_from, 7 * MINUTE_MS);
@@ -437,7 +441,7 @@ mod tests {
             let mut cp = Checkpoint::resume(1, 50 * MINUTE_MS);
             // Interleaved, as late clicks arrive among current ones.
             let ids: Vec<(i64, u128)> = (0..minutes * 5)
-                .map(|i| ((i % minutes) as i64 * MINUTE_MS, 1000 + i as u128))
+                .map(|i| ((i % minutes) as i64 * MINUTE_MS, (1000 + i as u128) << 24))
                 .collect();
             cp.new_ids = ids.iter().copied().collect();
             store.commit(generation, &cp, NO_WATERMARK).unwrap();

@@ -2,14 +2,15 @@
 //! them, pruned as they age out, never written. Each is looked at only if
 //! the file's format says it may be there (`Format::may_hold`).
 //!
-//! - `seen`: one row per id (now `seen_blocks`).
+//! - `seen`: one row per id (now `seen_ids`).
+//! - `seen_blocks`: ids of 16 bytes (now 13, in `seen_ids`).
 //! - `counts`: one row per counter (now the count log and minute snapshots).
 //! - `minute_counts`: minute snapshots packed like the count log's layout 1
 //!   (now `minute_snapshots`, packed by filter).
 //! - count-log records in layout 1 (now layout 2).
 
 use super::recovery::read_snapshot;
-use super::schema::legacy::{COUNTS, MINUTE_COUNTS, SEEN};
+use super::schema::legacy::{COUNTS, MINUTE_COUNTS, SEEN, SEEN_BLOCKS};
 use super::schema::{OlderLayout, COUNT_LOG, FORMAT_VERSION};
 use super::{PartitionStore, StoreError, PRUNE_ROWS_PER_COMMIT};
 use crate::batch::Increment;
@@ -36,6 +37,7 @@ impl PartitionStore {
                 OlderLayout::CountRows => self.has_rows(txn, COUNTS)?,
                 OlderLayout::MinuteCounts => self.has_rows(txn, MINUTE_COUNTS)?,
                 OlderLayout::LogLayout1 => self.has_untagged_log_record(txn)?,
+                OlderLayout::SeenBlocks => self.has_rows(txn, SEEN_BLOCKS)?,
             };
             if held {
                 return Ok(layout.last_version());
@@ -59,7 +61,7 @@ impl PartitionStore {
         }
     }
 
-    /// Whether a count-log record lacks layout 2's format tag (layout 1).
+    /// Whether a count-log record lacks a record format tag (layout 1).
     fn has_untagged_log_record(&self, txn: &ReadTransaction) -> Result<bool, StoreError> {
         let log = match txn.open_table(COUNT_LOG) {
             Ok(log) => log,
@@ -68,7 +70,7 @@ impl PartitionStore {
         };
         for row in log.iter().map_err(|e| self.io("read count log", e))? {
             let (_, record) = row.map_err(|e| self.io("read count log", e))?;
-            if !packed_counts::is_layout_2(record.value()) {
+            if !packed_counts::is_tagged(record.value()) {
                 return Ok(true);
             }
         }
@@ -89,23 +91,23 @@ impl PartitionStore {
             txn.open_table(MINUTE_COUNTS)
                 .map_err(|e| self.io("open minute counts", e))?;
         }
+        if self.format.may_hold(OlderLayout::SeenBlocks) {
+            txn.open_table(SEEN_BLOCKS)
+                .map_err(|e| self.io("open seen blocks", e))?;
+        }
         Ok(())
     }
 
-    /// Reads a count-log record. Where the format says layout-1 records may
-    /// be there, layout 2's first byte is a record format tag telling the
-    /// two apart; elsewhere a record is layout 2 or unreadable.
+    /// Reads a count-log record. Layouts 2 and 3 start with a record format
+    /// tag; where the format says layout-1 records may be there, a record
+    /// without one is layout 1, elsewhere it is unreadable.
     pub(super) fn read_log_record(
         &self,
         seq: u64,
         record: &[u8],
-    ) -> Result<Vec<Increment>, StoreError> {
-        let read = if self.format.may_hold(OlderLayout::LogLayout1) {
-            packed_counts::read(record)
-        } else {
-            packed_counts::read_layout_2(record)
-        };
-        read.ok_or_else(|| self.io("read count log", format!("unreadable record {seq}")))
+    ) -> Result<packed_counts::LogRecord, StoreError> {
+        packed_counts::read_log_record(record, self.format.may_hold(OlderLayout::LogLayout1))
+            .ok_or_else(|| self.io("read count log", format!("unreadable record {seq}")))
     }
 
     /// Appends the ids of `seen` rows to `seen`.
@@ -268,6 +270,48 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Appends the 16-byte ids of `seen_blocks` rows to `seen`.
+    pub(super) fn read_seen_blocks(
+        &self,
+        txn: &ReadTransaction,
+        seen: &mut Vec<(i64, u128)>,
+    ) -> Result<(), StoreError> {
+        if !self.format.may_hold(OlderLayout::SeenBlocks) {
+            return Ok(());
+        }
+        for row in txn
+            .open_table(SEEN_BLOCKS)
+            .map_err(|e| self.io("open seen blocks", e))?
+            .iter()
+            .map_err(|e| self.io("read seen blocks", e))?
+        {
+            let (key, ids) = row.map_err(|e| self.io("read seen blocks", e))?;
+            let (minute, _) = key.value();
+            for id in ids.value().chunks_exact(16) {
+                let mut bytes = [0; 16];
+                bytes.copy_from_slice(id);
+                seen.push((minute, u128::from_le_bytes(bytes)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the `seen_blocks` rows of minutes before `final_until`.
+    pub(super) fn forget_seen_blocks(
+        &self,
+        txn: &WriteTransaction,
+        final_until: i64,
+    ) -> Result<(), StoreError> {
+        if !self.format.may_hold(OlderLayout::SeenBlocks) {
+            return Ok(());
+        }
+        txn.open_table(SEEN_BLOCKS)
+            .map_err(|e| self.io("open seen blocks", e))?
+            .retain_in(..(final_until, 0u64), |_, _| false)
+            .map_err(|e| self.io("forget seen blocks", e))?;
+        Ok(())
+    }
+
     /// Deletes `minute_counts` snapshots of minutes before `prune_before`,
     /// and up to [`PRUNE_ROWS_PER_COMMIT`] of their `counts` rows.
     pub(super) fn prune_legacy_counts(
@@ -314,7 +358,8 @@ impl PartitionStore {
 mod tests {
     use super::*;
     use crate::store::checkpoint::Checkpoint;
-    use crate::store::schema::{Format, META, OLDEST_FORMAT_VERSION_KEY, SEEN_BLOCKS};
+    use crate::store::schema::legacy::SEEN_BLOCKS;
+    use crate::store::schema::{Format, META, OLDEST_FORMAT_VERSION_KEY};
     use crate::store::tests::{ad, open_legacy, raw_format, snapshot};
     use crate::time::event_clock::NO_WATERMARK;
     use crate::time::MINUTE_MS;
@@ -513,8 +558,18 @@ mod tests {
     #[test]
     fn a_file_from_before_versions_is_the_oldest_layout_it_holds() {
         type Fill = fn(&WriteTransaction);
-        let cases: [(&str, Fill, i64); 7] = [
+        let cases: [(&str, Fill, i64); 8] = [
             ("nothing", |_| {}, FORMAT_VERSION),
+            (
+                "16-byte ids",
+                |txn| {
+                    let mut blocks = txn.open_table(SEEN_BLOCKS).unwrap();
+                    blocks
+                        .insert((9 * MINUTE_MS, 1u64), 2u128.to_le_bytes().as_slice())
+                        .unwrap();
+                },
+                5,
+            ),
             (
                 "layout-2 records",
                 |txn| {
@@ -663,6 +718,45 @@ mod tests {
         let store = PartitionStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.format, upgraded, "the older records are still there");
         assert_eq!(state(&store), expected);
+    }
+
+    #[test]
+    fn ids_of_16_bytes_are_read_and_pruned_and_new_ones_take_13() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_legacy(dir.path(), |txn| {
+            let mut blocks = txn.open_table(SEEN_BLOCKS).unwrap();
+            // The low bits of an older file's ids are kept as they were.
+            for (minute, id) in [(8, 0xABu128), (9, 0xCD)] {
+                blocks
+                    .insert((minute * MINUTE_MS, 1u64), id.to_le_bytes().as_slice())
+                    .unwrap();
+            }
+        });
+        assert_eq!(store.format.oldest, 5);
+        let recovered = store.recover(60).unwrap();
+        assert_eq!(
+            recovered.seen,
+            vec![(8 * MINUTE_MS, 0xAB), (9 * MINUTE_MS, 0xCD)]
+        );
+        let mut cp = Checkpoint::resume(2, 9 * MINUTE_MS);
+        cp.new_ids = [(9 * MINUTE_MS, 0xEF << 24)].into_iter().collect();
+        // Minute 8 is final: its 16-byte block goes.
+        store
+            .commit(recovered.generation, &cp, 9 * MINUTE_MS)
+            .unwrap();
+        let mut seen = store.recover(60).unwrap().seen;
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            vec![(9 * MINUTE_MS, 0xCD), (9 * MINUTE_MS, 0xEF << 24)]
+        );
+        let generation = store.recover(60).unwrap().generation;
+        let cp = Checkpoint::resume(3, 10 * MINUTE_MS);
+        store.commit(generation, &cp, 10 * MINUTE_MS).unwrap();
+        drop(store);
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        assert_eq!(store.format.oldest, FORMAT_VERSION, "no 16-byte id left");
+        assert!(store.recover(60).unwrap().seen.is_empty());
     }
 
     #[test]

@@ -29,6 +29,19 @@
 //! in-memory codes are numbered per process. About 13.5 bytes a click where
 //! layout 1 took 21 (bench `whole_with_checkpoints`, four default filters).
 //!
+//! Layout 3 (format version 6 on): the format byte `0x02`, the mask of the
+//! counted filter kinds ([`FilterKinds`]), then layout 2's groups holding
+//! only the counters of the finest kind. Where the counted filters have a
+//! finest one (the default four: none, country, ip type, both), each
+//! click changes one finest counter and the coarser counters are sums of
+//! finest ones, so logging the finest alone loses nothing: recovery sets
+//! each finest total and adds its change to the coarser counters (see
+//! [`crate::store::DeriveRun`]). A click then logs about one total instead
+//! of three or four, and the full snapshots, due when the log outgrows the
+//! state, come less often. Layout 2 stays for filters without a finest
+//! kind, or with extra dimensions (whose kinds are named by configuration
+//! position, which a restart may change).
+//!
 //! Layout 1 (read only: records of format versions 3 and 4, and their
 //! minute snapshots): the same groups without the format
 //! byte, each `minute: i64 LE, ad length: u8, ad bytes, counters: u8`, and
@@ -39,14 +52,15 @@
 //! write their filters this way.
 //!
 //! Which layout a value is in is the file's format version's to say
-//! (see [`crate::store`]): [`read_layout_2`] where only layout 2 can be,
-//! [`read_layout_1`] for `minute_counts`, [`read`] in a file upgraded from
-//! layout 1, whose log may hold both. There layout 2's first byte is a record format tag: a layout-1
-//! value starts with a minute, a multiple of 60,000 ms (so of 32), whose
-//! first byte is never `0x01`.
+//! (see [`crate::store`]): [`read_log_record`] reads a count-log record in
+//! layout 2 or 3, or, in a file upgraded from layout 1 whose log may still
+//! hold it, layout 1 too; [`read_layout_1`] reads `minute_counts`. The
+//! first byte of layouts 2 and 3 is a record format tag: a layout-1 value
+//! starts with a minute, a multiple of 60,000 ms (so of 32), whose first
+//! byte is never `0x01` or `0x02`.
 
 use crate::batch::{Increment, Increments};
-use crate::click::{AdId, Country, Filter, IpType};
+use crate::click::{AdId, Country, Filter, FilterKinds, IpType};
 
 /// Layout 1's filter tags (minute snapshots still use them).
 const COUNTRY: u8 = 1;
@@ -55,6 +69,8 @@ const EXTRAS: u8 = 4;
 
 /// First byte of a layout-2 value.
 const LAYOUT_2: u8 = 0x01;
+/// First byte of a layout-3 record; the counted kinds' mask follows.
+const LAYOUT_3: u8 = 0x02;
 /// In a layout-2 group's head: the group's minute follows its ad.
 const MINUTE_FOLLOWS: u8 = 0x80;
 /// Layout 2's filter tag: the ip type's code, in the low two bits.
@@ -66,10 +82,13 @@ const TAG_EXTRAS: u8 = 0b1000;
 /// Where layout 2's filter tag keeps the country index's high bits.
 const TAG_COUNTRY_HIGH: u32 = 4;
 
-/// Counter totals being packed (layout 2).
+/// Counter totals being packed: layout 2, or layout 3 when only the finest
+/// counters are logged.
 #[derive(Default, Clone, Debug)]
 pub struct PackedCounts {
     bytes: Vec<u8>,
+    /// Set when only the finest counters of these kinds are logged (layout 3).
+    finest_only: Option<FilterKinds>,
     /// The open group: its minute, ad, and where its counter count is.
     group: Option<(i64, AdId, usize)>,
     /// The minute of the last group started: a group of the same minute
@@ -87,6 +106,21 @@ impl PackedCounts {
         }
     }
 
+    /// Empty, in layout 3: [`PackedCounts::push_increments`] keeps only the
+    /// counters of the finest of `kinds`, and the record names `kinds` so
+    /// recovery derives the others.
+    pub fn finest_only(kinds: FilterKinds, bytes: usize) -> PackedCounts {
+        PackedCounts {
+            finest_only: Some(kinds),
+            ..PackedCounts::with_capacity(bytes)
+        }
+    }
+
+    /// The kinds whose finest counters alone are logged, if so.
+    pub fn logs_finest_only(&self) -> Option<FilterKinds> {
+        self.finest_only
+    }
+
     /// Appends a counter's total.
     pub fn push(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
         let at = match self.open_group(minute, ad) {
@@ -101,10 +135,15 @@ impl PackedCounts {
     /// Appends the totals of a batch's increments, in order: what
     /// [`PackedCounts::push`] of each would write, with one group look-up
     /// per (minute, ad) group of the increments, not one per counter.
+    /// In layout 3, only the finest counters are appended.
     pub fn push_increments(&mut self, increments: &Increments) {
+        let finest_only = self.finest_only;
         for (group, counts) in increments.groups() {
-            let mut counts = counts.iter();
-            while counts.len() > 0 {
+            let mut counts = counts
+                .iter()
+                .filter(|c| finest_only.is_none_or(|kinds| kinds.is_finest(&c.filter)))
+                .peekable();
+            while counts.peek().is_some() {
                 let at = match self.open_group(group.minute, &group.ad) {
                     Some(at) => at,
                     None => self.start_group(group.minute, &group.ad),
@@ -134,7 +173,10 @@ impl PackedCounts {
     /// Starts a group of no counters yet; returns where its count is.
     fn start_group(&mut self, minute: i64, ad: &AdId) -> usize {
         if self.bytes.is_empty() {
-            self.bytes.push(LAYOUT_2);
+            match self.finest_only {
+                None => self.bytes.push(LAYOUT_2),
+                Some(kinds) => self.bytes.extend_from_slice(&[LAYOUT_3, kinds.mask()]),
+            }
         }
         let id_len = ad.as_bytes().len();
         let new_minute = self.minute != Some(minute);
@@ -275,10 +317,48 @@ pub(crate) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
+/// A count-log record as read: its totals, in order, and for a layout-3
+/// record the kinds whose coarser counters recovery derives from them.
+#[derive(Debug, PartialEq)]
+pub struct LogRecord {
+    /// The totals (`count` and `total` both set to the stored total).
+    pub totals: Vec<Increment>,
+    /// Set for a layout-3 record: the totals are finest counters of these
+    /// kinds, and each one's change adds to its coarser counters.
+    pub derive: Option<FilterKinds>,
+}
+
+/// Reads a count-log record in layout 2 or 3, or (where `layout_1` says the
+/// file may hold it) layout 1. `None` if the bytes are none of them.
+pub fn read_log_record(bytes: &[u8], layout_1: bool) -> Option<LogRecord> {
+    match bytes {
+        [LAYOUT_3] | [LAYOUT_3, _] => None,
+        [LAYOUT_3, mask, groups @ ..] => Some(LogRecord {
+            derive: Some(FilterKinds::from_mask(*mask)?),
+            totals: read_groups_2(groups)?,
+        }),
+        _ => Some(LogRecord {
+            totals: if layout_1 {
+                read(bytes)?
+            } else {
+                read_layout_2(bytes)?
+            },
+            derive: None,
+        }),
+    }
+}
+
+/// Whether a count-log record starts with a record format tag (layouts 2
+/// and 3): a layout-1 record starts with a minute, whose first byte never
+/// is one.
+pub fn is_tagged(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&LAYOUT_2) | Some(&LAYOUT_3))
+}
+
 /// Reads packed counters back from a file that may hold both layouts,
 /// told apart by layout 2's format tag (`count` and `total` both set to the
 /// stored total). `None` if the bytes are not packed counters.
-pub fn read(bytes: &[u8]) -> Option<Vec<Increment>> {
+fn read(bytes: &[u8]) -> Option<Vec<Increment>> {
     if is_layout_2(bytes) {
         read_layout_2(bytes)
     } else {
@@ -287,13 +367,13 @@ pub fn read(bytes: &[u8]) -> Option<Vec<Increment>> {
 }
 
 /// Whether a value starts with layout 2's format tag.
-pub fn is_layout_2(bytes: &[u8]) -> bool {
+fn is_layout_2(bytes: &[u8]) -> bool {
     bytes.first() == Some(&LAYOUT_2)
 }
 
 /// Reads a layout-2 value, format tag first. `None` if the bytes are not
 /// packed counters in layout 2.
-pub fn read_layout_2(bytes: &[u8]) -> Option<Vec<Increment>> {
+fn read_layout_2(bytes: &[u8]) -> Option<Vec<Increment>> {
     match bytes.split_first() {
         // Never written without a group.
         Some((&LAYOUT_2, [])) => None,
@@ -445,6 +525,47 @@ pub(crate) mod tests {
     use super::*;
     use crate::dimension::{intern, ExtraCodes};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_finest_only_record_keeps_the_finest_counters_and_names_the_kinds() {
+        use crate::click::FilterKinds;
+        let kinds = FilterKinds::of(&crate::DimensionSet::defaults()).unwrap();
+        let ad = AdId::parse("ad-1").unwrap();
+        let mut increments = Increments::default();
+        increments.start_group(60_000, ad);
+        for filter in filters() {
+            increments.push(filter, 1);
+        }
+        let mut packed = PackedCounts::finest_only(kinds, 0);
+        packed.push_increments(&increments);
+        let bytes = packed.as_bytes();
+        assert_eq!(bytes[..2], [LAYOUT_3, 0b1111]);
+        assert!(is_tagged(bytes));
+        let record = read_log_record(bytes, false).unwrap();
+        assert_eq!(record.derive, Some(kinds));
+        let finest: Vec<Filter> = filters()
+            .into_iter()
+            .filter(|f| kinds.is_finest(f))
+            .collect();
+        assert_eq!(finest.len(), 1, "one filter of the finest kind among them");
+        assert_eq!(
+            record.totals.iter().map(|t| t.filter).collect::<Vec<_>>(),
+            finest
+        );
+        // Layout 2 still reads as itself, with nothing to derive.
+        let mut every = PackedCounts::default();
+        every.push_increments(&increments);
+        let record = read_log_record(every.as_bytes(), true).unwrap();
+        assert_eq!(
+            (record.totals.len(), record.derive),
+            (filters().len(), None)
+        );
+        // A mask no counted filters make, or no groups: refused.
+        let mut bad = bytes.to_vec();
+        bad[1] = 0b0110;
+        assert_eq!(read_log_record(&bad, false), None);
+        assert_eq!(read_log_record(&bytes[..2], false), None);
+    }
 
     /// One filter of each shape: all, country, ip type, both, extras.
     pub(crate) fn filters() -> Vec<Filter> {

@@ -3,8 +3,10 @@
 use super::schema::*;
 use super::{PartitionStore, StoreError};
 use crate::batch::Increment;
+use crate::click::{AdId, Filter, FilterKinds};
 use crate::fast_hash::FastMap;
 use crate::feed::{CountsPublication, FeedItem, FeedMessage, Publication};
+use crate::store::checkpoint::{id_of_stored, ID_BYTES};
 use crate::store::packed_minute;
 use crate::time::event_clock::NO_WATERMARK;
 use redb::{ReadableDatabase, ReadableTable};
@@ -23,6 +25,9 @@ pub struct Recovered {
     /// counter may appear more than once, and its last total is the one that
     /// holds (see [`crate::reducer::minute_counts::MinuteCounts::set_totals`]).
     pub counts: Vec<Increment>,
+    /// The runs of `counts` that are finest counters of layout-3 records:
+    /// their coarser counters are derived from them, in order.
+    pub derive: Vec<DeriveRun>,
     /// First minute whose counts were loaded.
     pub counts_from: i64,
     /// Minutes whose totals came from the count log (no snapshot covers them).
@@ -40,6 +45,79 @@ pub struct Recovered {
     pub feed_version: u64,
     /// Minutes `adclick reconcile --repair` rewrote, oldest first.
     pub reconciled: Vec<i64>,
+}
+
+/// Totals of finest counters, read from layout-3 records (see
+/// [`crate::store::packed_counts`]): whoever builds counts sets each one and
+/// adds its change (the new total minus the counter's total so far, 0 if
+/// none) to its coarser counters ([`FilterKinds::coarser`]). Across a
+/// record the changes add up to what its clicks added, even where a
+/// snapshot was taken between two of its batches (the earlier total then
+/// takes back what the later one adds again).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeriveRun {
+    /// Where the run is in the list of totals.
+    pub totals: std::ops::Range<usize>,
+    /// The kinds its records counted.
+    pub kinds: FilterKinds,
+}
+
+/// Counters that recovered totals are replayed onto (the reducer's counts,
+/// or a map of them).
+pub trait CounterTotals {
+    /// Sets a counter's total; returns the total it had (0 if none).
+    fn replace(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) -> u64;
+    /// Adds `change` to a counter, modulo 2^64.
+    fn add_wrapping(&mut self, minute: i64, ad: &AdId, filter: &Filter, change: u64);
+}
+
+/// Sets `totals` onto `counters` in order (a later total of a counter
+/// replaces an earlier one); the totals in `runs` also add their change to
+/// their coarser counters (see [`DeriveRun`]).
+pub fn replay_totals(totals: &[Increment], runs: &[DeriveRun], counters: &mut impl CounterTotals) {
+    let mut runs = runs.iter().peekable();
+    for (at, t) in totals.iter().enumerate() {
+        while runs.next_if(|run| run.totals.end <= at).is_some() {}
+        let before = counters.replace(t.minute, &t.ad, &t.filter, t.total);
+        if let Some(run) = runs.peek().filter(|run| run.totals.contains(&at)) {
+            let change = t.total.wrapping_sub(before);
+            for coarse in run.kinds.coarser(t.filter) {
+                counters.add_wrapping(t.minute, &t.ad, &coarse, change);
+            }
+        }
+    }
+}
+
+impl CounterTotals for std::collections::BTreeMap<(i64, AdId, Filter), u64> {
+    fn replace(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) -> u64 {
+        self.insert((minute, *ad, *filter), total).unwrap_or(0)
+    }
+
+    fn add_wrapping(&mut self, minute: i64, ad: &AdId, filter: &Filter, change: u64) {
+        let count = self.entry((minute, *ad, *filter)).or_insert(0);
+        *count = count.wrapping_add(change);
+    }
+}
+
+/// Appends a replayed total to `counts`, extending or starting the run of
+/// derived totals it belongs to.
+pub(super) fn push_total(
+    counts: &mut Vec<Increment>,
+    runs: &mut Vec<DeriveRun>,
+    delta: Increment,
+    derive: Option<FilterKinds>,
+) {
+    if let Some(kinds) = derive {
+        let at = counts.len();
+        match runs.last_mut() {
+            Some(run) if run.totals.end == at && run.kinds == kinds => run.totals.end += 1,
+            _ => runs.push(DeriveRun {
+                totals: at..at + 1,
+                kinds,
+            }),
+        }
+    }
+    counts.push(delta);
 }
 
 impl PartitionStore {
@@ -72,20 +150,20 @@ impl PartitionStore {
         let watermark = get("watermark")?.unwrap_or(NO_WATERMARK);
         let mut seen = Vec::new();
         self.read_seen_rows(&txn, &mut seen)?;
+        self.read_seen_blocks(&txn, &mut seen)?;
         for row in txn
-            .open_table(SEEN_BLOCKS)
+            .open_table(SEEN_IDS)
             .map_err(|e| self.io("open seen", e))?
             .iter()
             .map_err(|e| self.io("read seen", e))?
         {
             let (key, ids) = row.map_err(|e| self.io("read seen", e))?;
             let (minute, _) = key.value();
-            seen.extend(ids.value().chunks_exact(16).map(|id| {
-                (
-                    minute,
-                    u128::from_le_bytes(id.try_into().unwrap_or([0; 16])),
-                )
-            }));
+            seen.extend(
+                ids.value()
+                    .chunks_exact(ID_BYTES)
+                    .map(|id| (minute, id_of_stored(id))),
+            );
         }
         let counts_from = crate::time::event_clock::closed_until(watermark)
             .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS))
@@ -106,11 +184,12 @@ impl PartitionStore {
         // builds the counts sets totals in this order, the last one winning.
         let mut logged_minutes = std::collections::BTreeSet::new();
         let mut logged_totals = 0;
-        self.for_each_logged_total(&txn, &snapshot_seq, |delta| {
+        let mut derive = Vec::new();
+        self.for_each_logged_total(&txn, &snapshot_seq, |delta, kinds| {
             if delta.minute >= counts_from {
                 logged_totals += 1;
                 logged_minutes.insert(delta.minute);
-                counts.push(delta);
+                push_total(&mut counts, &mut derive, delta, kinds);
             }
         })?;
         let mut outbox = Vec::new();
@@ -201,6 +280,7 @@ impl PartitionStore {
             watermark,
             seen,
             counts,
+            derive,
             counts_from,
             logged_minutes: logged_minutes.into_iter().collect(),
             logged_totals,
@@ -244,12 +324,14 @@ impl PartitionStore {
     /// those of a minute whose snapshot (`snapshot_seq`: minute → the
     /// writing commit) a later commit wrote: that snapshot holds a newer
     /// total. Whoever builds counts from them sets totals in this order,
-    /// after the snapshots, the last one winning.
+    /// after the snapshots, the last one winning; a total of a layout-3
+    /// record comes with the kinds its coarser counters derive in (see
+    /// [`DeriveRun`]).
     pub(super) fn for_each_logged_total(
         &self,
         txn: &redb::ReadTransaction,
         snapshot_seq: &FastMap<i64, u64>,
-        mut each: impl FnMut(Increment),
+        mut each: impl FnMut(Increment, Option<FilterKinds>),
     ) -> Result<(), StoreError> {
         for row in txn
             .open_table(COUNT_LOG)
@@ -259,9 +341,12 @@ impl PartitionStore {
         {
             let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
             let seq = seq.value();
-            for delta in self.read_log_record(seq, record.value())? {
+            let record = self.read_log_record(seq, record.value())?;
+            for delta in record.totals {
+                // A minute's totals of a record go all or none: a derived
+                // total's coarser counters are of its minute.
                 if snapshot_seq.get(&delta.minute).is_none_or(|s| *s <= seq) {
-                    each(delta);
+                    each(delta, record.derive);
                 }
             }
         }
@@ -378,6 +463,98 @@ mod tests {
                 .unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn coarser_counters_are_derived_from_the_finest_ones_logged() {
+        use crate::click::{Country, FilterKinds, IpType};
+        use crate::store::recovery::replay_totals;
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        let generation = std::cell::Cell::new(store.recover(60).unwrap().generation);
+        let kinds = FilterKinds::of(&crate::DimensionSet::defaults());
+        let f = |country: Option<&str>, ip: Option<IpType>| Filter {
+            country: country.and_then(Country::parse),
+            ip_type: ip,
+            ..Filter::ALL
+        };
+        let (us_v4, de_v6) = (
+            f(Some("US"), Some(IpType::V4)),
+            f(Some("DE"), Some(IpType::V6)),
+        );
+        let coarse = [
+            f(None, None),
+            f(Some("US"), None),
+            f(Some("DE"), None),
+            f(None, Some(IpType::V4)),
+            f(None, Some(IpType::V6)),
+        ];
+        // Every counter of minute 9, ad "a", in the order above, then the
+        // finest two.
+        let recovered = || {
+            let r = store.recover(60).unwrap();
+            generation.set(r.generation);
+            let mut totals = std::collections::BTreeMap::new();
+            replay_totals(&r.counts, &r.derive, &mut totals);
+            coarse
+                .iter()
+                .chain([&us_v4, &de_v6])
+                .map(|filter| totals.get(&(9 * MINUTE_MS, ad("a"), *filter)).copied())
+                .collect::<Vec<_>>()
+        };
+        let commit = |seq: u64, finest: bool, fill: &dyn Fn(&mut Checkpoint)| {
+            let mut cp = Checkpoint::resume(seq, 9 * MINUTE_MS)
+                .logging_finest_only(kinds.filter(|_| finest));
+            fill(&mut cp);
+            store.commit(generation.get(), &cp, 5 * MINUTE_MS).unwrap();
+        };
+        let m = 9 * MINUTE_MS;
+        commit(1, true, &|cp| {
+            cp.log_total(m, &ad("a"), &us_v4, 1);
+            cp.log_total(m, &ad("a"), &us_v4, 2);
+            cp.log_total(m, &ad("a"), &de_v6, 1);
+        });
+        let some = |v: [u64; 7]| v.map(Some).to_vec();
+        assert_eq!(recovered(), some([3, 2, 1, 2, 1, 2, 1]));
+
+        // A full snapshot taken between the batches of a commit: the
+        // record's earlier total (3) is below the snapshot's (4), and the
+        // changes still add up to what came after the snapshot.
+        commit(2, true, &|cp| {
+            cp.log_total(m, &ad("a"), &us_v4, 3);
+            cp.log_total(m, &ad("a"), &us_v4, 4);
+            let mut counters: Vec<(&str, Filter, u64)> = coarse
+                .iter()
+                .zip([5, 4, 1, 4, 1])
+                .map(|(filter, n)| ("a", *filter, n))
+                .collect();
+            counters.extend([("a", us_v4, 4), ("a", de_v6, 1)]);
+            cp.snapshots.push(snapshot(9, &counters));
+            cp.full_snapshot = true;
+            cp.log_total(m, &ad("a"), &us_v4, 5);
+            cp.log_total(m, &ad("a"), &de_v6, 2);
+        });
+        assert_eq!(store.count_log_records().unwrap(), 1);
+        assert_eq!(recovered(), some([7, 5, 2, 5, 2, 5, 2]));
+
+        // A record of every counter (layout 2) between them, then layout 3.
+        commit(3, false, &|cp| {
+            for (filter, n) in coarse.iter().zip([8, 6, 2, 6, 2]) {
+                cp.log_total(m, &ad("a"), filter, n);
+            }
+            cp.log_total(m, &ad("a"), &us_v4, 6);
+        });
+        commit(4, true, &|cp| cp.log_total(m, &ad("a"), &de_v6, 3));
+        let expected = some([9, 6, 3, 6, 3, 6, 3]);
+        assert_eq!(recovered(), expected);
+        // Reconciling reads the same totals.
+        let stored = store.stored_totals(m, m + MINUTE_MS).unwrap();
+        let read: Vec<Option<u64>> = coarse
+            .iter()
+            .chain([&us_v4, &de_v6])
+            .map(|filter| stored.get(&(m, ad("a"), *filter)).copied())
+            .collect();
+        assert_eq!(read, expected);
     }
 
     #[test]

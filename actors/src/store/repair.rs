@@ -21,9 +21,9 @@
 //! repair runs while the partition's service is stopped (or on a copy).
 
 use super::packed_counts::PackedCounts;
+use super::recovery::{push_total, replay_totals};
 use super::schema::*;
 use super::{PartitionStore, StoreError};
-use crate::batch::Increment;
 use crate::click::{AdId, Filter};
 use crate::fast_hash::FastMap;
 use crate::feed::{AggregateFeed, CountersPacker, FeedItem, Publication};
@@ -92,20 +92,13 @@ impl PartitionStore {
             counts.extend(deltas);
         })?;
         self.read_count_rows(&txn, from, &snapshot_seq, &mut counts)?;
-        self.for_each_logged_total(&txn, &snapshot_seq, |delta| counts.push(delta))?;
+        let mut runs = Vec::new();
+        self.for_each_logged_total(&txn, &snapshot_seq, |delta, kinds| {
+            push_total(&mut counts, &mut runs, delta, kinds)
+        })?;
         let mut totals = BTreeMap::new();
-        for Increment {
-            minute,
-            ad,
-            filter,
-            total,
-            ..
-        } in counts
-        {
-            if (from..to).contains(&minute) {
-                totals.insert((minute, ad, filter), total);
-            }
-        }
+        replay_totals(&counts, &runs, &mut totals);
+        totals.retain(|(minute, _, _), _| (from..to).contains(minute));
         Ok(totals)
     }
 
@@ -247,10 +240,15 @@ impl PartitionStore {
         for row in log.iter().map_err(|e| self.io("read count log", e))? {
             let (seq, record) = row.map_err(|e| self.io("read count log", e))?;
             let seq = seq.value();
-            let deltas = self.read_log_record(seq, record.value())?;
-            if deltas.iter().any(|d| d.minute == minute) {
-                let mut kept = PackedCounts::with_capacity(0);
-                for d in deltas.iter().filter(|d| d.minute != minute) {
+            let record = self.read_log_record(seq, record.value())?;
+            if record.totals.iter().any(|d| d.minute == minute) {
+                // Kept in the record's layout: a layout-3 record still
+                // names the kinds its totals derive in.
+                let mut kept = match record.derive {
+                    Some(kinds) => PackedCounts::finest_only(kinds, 0),
+                    None => PackedCounts::with_capacity(0),
+                };
+                for d in record.totals.iter().filter(|d| d.minute != minute) {
                     kept.push(d.minute, &d.ad, &d.filter, d.total);
                 }
                 rewritten.push((seq, kept));

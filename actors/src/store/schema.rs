@@ -15,6 +15,12 @@
 //!    ([`crate::store::packed_minute`]); the log still in layout 1.
 //! 5. count-log records in layout 2, whose first byte is a format tag; the
 //!    first version recorded in `meta`.
+//! 6. ids in `seen_ids`, 13 bytes each (the 104 bits dedup keeps);
+//!    count-log records in layout 3 as well: only the finest counters'
+//!    totals, with the counted filter kinds, where the counted filters have
+//!    a finest one (the default four do); recovery derives the coarser
+//!    counters. Layout 2 is still written where they have none, so it is
+//!    not an older layout.
 //!
 //! Tables added without changing how anything older is read (the outboxes,
 //! `dimension_values`, `tops`, `reconciled`) need no version: they are created empty.
@@ -44,7 +50,7 @@
 use redb::TableDefinition;
 
 /// The layout this binary writes, and the newest it reads.
-pub const FORMAT_VERSION: i64 = 5;
+pub const FORMAT_VERSION: i64 = 6;
 
 /// `meta` key: the newest layout the file may hold.
 pub(super) const FORMAT_VERSION_KEY: &str = "format_version";
@@ -84,15 +90,18 @@ pub(super) enum OlderLayout {
     MinuteCounts,
     /// Count-log records in layout 1.
     LogLayout1,
+    /// `seen_blocks`: ids of 16 bytes.
+    SeenBlocks,
 }
 
 impl OlderLayout {
     /// Every older layout, oldest first.
-    pub(super) const ALL: [OlderLayout; 4] = [
+    pub(super) const ALL: [OlderLayout; 5] = [
         OlderLayout::SeenRows,
         OlderLayout::CountRows,
         OlderLayout::MinuteCounts,
         OlderLayout::LogLayout1,
+        OlderLayout::SeenBlocks,
     ];
 
     /// The last version that wrote it.
@@ -102,6 +111,7 @@ impl OlderLayout {
             OlderLayout::CountRows => 2,
             OlderLayout::MinuteCounts => 3,
             OlderLayout::LogLayout1 => 4,
+            OlderLayout::SeenBlocks => 5,
         }
     }
 }
@@ -109,9 +119,9 @@ impl OlderLayout {
 /// Key → integer: `last_seq`, `watermark`, `feed_version`, and the format
 /// keys above.
 pub(super) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
-/// `(minute, commit's last sequence)` → that minute's new ids, 16 bytes each.
-pub(super) const SEEN_BLOCKS: TableDefinition<(i64, u64), &[u8]> =
-    TableDefinition::new("seen_blocks");
+/// `(minute, commit's last sequence)` → that minute's new ids,
+/// [`ID_BYTES`](crate::store::checkpoint::ID_BYTES) each.
+pub(super) const SEEN_IDS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("seen_ids");
 /// Commit's last sequence → packed totals.
 pub(super) const COUNT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("count_log");
 /// Minute → writing commit's last sequence (8 bytes LE), counters packed by filter.
@@ -149,4 +159,8 @@ pub(super) mod legacy {
     /// like the count log's layout 1.
     pub(in crate::store) const MINUTE_COUNTS: TableDefinition<i64, &[u8]> =
         TableDefinition::new("minute_counts");
+    /// `(minute, commit's last sequence)` → that minute's new ids, 16 bytes
+    /// each (the whole 128-bit key, LE).
+    pub(in crate::store) const SEEN_BLOCKS: TableDefinition<(i64, u64), &[u8]> =
+        TableDefinition::new("seen_blocks");
 }
