@@ -449,8 +449,10 @@ pub struct FilterKinds {
 }
 
 impl FilterKinds {
-    /// The kinds `sets` count, if none has extra dimensions and one of them
-    /// keeps every dimension the others keep.
+    /// The kinds `sets` count, if none has extra dimensions, no two are
+    /// the same (a set listed twice counts its clicks twice, so coarser
+    /// counters would not be sums of finest ones), and one of them keeps
+    /// every dimension the others keep.
     pub fn of(sets: &[crate::DimensionSet]) -> Option<FilterKinds> {
         if sets.iter().any(|s| s.extra != 0) {
             return None;
@@ -458,6 +460,9 @@ impl FilterKinds {
         let mask = sets.iter().fold(0u8, |mask, s| {
             mask | 1 << (u8::from(s.country) * 2 + u8::from(s.ip_type))
         });
+        if mask.count_ones() as usize != sets.len() {
+            return None;
+        }
         FilterKinds::from_mask(mask)
     }
 
@@ -566,8 +571,12 @@ mod tests {
             FilterKinds::of(&[set(true, false, 0), set(false, true, 0)]),
             None
         );
-        // Extra dimensions: left out.
+        // Extra dimensions, or a set listed twice: left out.
         assert_eq!(FilterKinds::of(&[set(true, true, 1)]), None);
+        assert_eq!(
+            FilterKinds::of(&[set(true, true, 0), set(true, true, 0)]),
+            None
+        );
         assert_eq!(FilterKinds::from_mask(0), None);
         assert_eq!(FilterKinds::from_mask(0b0110), None);
         assert_eq!(FilterKinds::from_mask(16), None);

@@ -29,7 +29,10 @@ impl PartitionStore {
     /// that may hold layout 1.
     pub(super) fn oldest_held(&self, txn: &ReadTransaction, from: i64) -> Result<i64, StoreError> {
         for layout in OlderLayout::ALL {
-            if layout.last_version() < from {
+            // `seen_blocks` is looked at whatever the file says: a binary
+            // from before versions were recorded writes ids there into a
+            // file of any version, and missing them would count repeats.
+            if layout.last_version() < from && layout != OlderLayout::SeenBlocks {
                 continue;
             }
             let held = match layout {
@@ -757,6 +760,25 @@ mod tests {
         let store = PartitionStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.format.oldest, FORMAT_VERSION, "no 16-byte id left");
         assert!(store.recover(60).unwrap().seen.is_empty());
+    }
+
+    #[test]
+    fn ids_of_16_bytes_are_read_even_from_a_file_of_the_current_version() {
+        // A binary from before versions were recorded, run on a current
+        // file, writes its ids there: they must not be missed.
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        assert_eq!(store.format, Format::CURRENT);
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(SEEN_BLOCKS)
+            .unwrap()
+            .insert((9 * MINUTE_MS, 1u64), 0xCDu128.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let store = PartitionStore::open(dir.path(), 0).unwrap();
+        assert_eq!(store.format.oldest, 5);
+        assert_eq!(store.recover(60).unwrap().seen, vec![(9 * MINUTE_MS, 0xCD)]);
     }
 
     #[test]

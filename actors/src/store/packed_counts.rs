@@ -37,8 +37,8 @@
 //! finest ones, so logging the finest alone loses nothing: recovery sets
 //! each finest total and adds its change to the coarser counters (see
 //! [`crate::store::DeriveRun`]). A click then logs about one total instead
-//! of three or four, and the full snapshots, due when the log outgrows the
-//! state, come less often. Layout 2 stays for filters without a finest
+//! of three or four: ~8.3 bytes instead of ~13.5, most of them the ad id
+//! once per (minute, ad). Layout 2 stays for filters without a finest
 //! kind, or with extra dimensions (whose kinds are named by configuration
 //! position, which a restart may change).
 //!
@@ -121,8 +121,12 @@ impl PackedCounts {
         self.finest_only
     }
 
-    /// Appends a counter's total.
+    /// Appends a counter's total (in layout 3, a finest counter's).
     pub fn push(&mut self, minute: i64, ad: &AdId, filter: &Filter, total: u64) {
+        debug_assert!(
+            self.finest_only.is_none_or(|kinds| kinds.is_finest(filter)),
+            "a layout-3 record holds finest counters only"
+        );
         let at = match self.open_group(minute, ad) {
             Some(at) => at,
             None => self.start_group(minute, ad),
@@ -333,10 +337,18 @@ pub struct LogRecord {
 pub fn read_log_record(bytes: &[u8], layout_1: bool) -> Option<LogRecord> {
     match bytes {
         [LAYOUT_3] | [LAYOUT_3, _] => None,
-        [LAYOUT_3, mask, groups @ ..] => Some(LogRecord {
-            derive: Some(FilterKinds::from_mask(*mask)?),
-            totals: read_groups_2(groups)?,
-        }),
+        [LAYOUT_3, mask, groups @ ..] => {
+            let kinds = FilterKinds::from_mask(*mask)?;
+            let totals = read_groups_2(groups)?;
+            // A coarser counter here would be derived from as if finest.
+            totals
+                .iter()
+                .all(|t| kinds.is_finest(&t.filter))
+                .then_some(LogRecord {
+                    derive: Some(kinds),
+                    totals,
+                })
+        }
         _ => Some(LogRecord {
             totals: if layout_1 {
                 read(bytes)?
@@ -560,6 +572,12 @@ pub(crate) mod tests {
             (record.totals.len(), record.derive),
             (filters().len(), None)
         );
+        // A coarser counter in a layout-3 record: refused.
+        let mut coarse = PackedCounts::finest_only(kinds, 0);
+        coarse.finest_only = None;
+        coarse.bytes.extend_from_slice(&[LAYOUT_3, kinds.mask()]);
+        coarse.push(60_000, &ad, &Filter::ALL, 1);
+        assert_eq!(read_log_record(coarse.as_bytes(), false), None);
         // A mask no counted filters make, or no groups: refused.
         let mut bad = bytes.to_vec();
         bad[1] = 0b0110;

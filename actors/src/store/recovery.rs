@@ -558,6 +558,51 @@ mod tests {
     }
 
     #[test]
+    fn records_of_other_kinds_derive_with_their_own() {
+        use crate::click::{Country, FilterKinds, IpType};
+        use crate::store::recovery::{push_total, replay_totals};
+        use crate::DimensionSet;
+        // All clicks and country, then (a restart later) the default four.
+        let before = FilterKinds::of(&[
+            DimensionSet::default(),
+            DimensionSet {
+                country: true,
+                ..DimensionSet::default()
+            },
+        ]);
+        let after = FilterKinds::of(&DimensionSet::defaults());
+        let us = Filter {
+            country: Country::parse("US"),
+            ..Filter::ALL
+        };
+        let us_v4 = Filter {
+            ip_type: Some(IpType::V4),
+            ..us
+        };
+        let total = |filter, total| Increment {
+            minute: 9 * MINUTE_MS,
+            ad: ad("a"),
+            filter,
+            count: total,
+            total,
+        };
+        let (mut counts, mut runs) = (Vec::new(), Vec::new());
+        push_total(&mut counts, &mut runs, total(us, 2), before);
+        push_total(&mut counts, &mut runs, total(us_v4, 1), after);
+        assert_eq!(runs.len(), 2);
+        let mut totals = std::collections::BTreeMap::new();
+        replay_totals(&counts, &runs, &mut totals);
+        let v4 = Filter {
+            ip_type: Some(IpType::V4),
+            ..Filter::ALL
+        };
+        let got: Vec<(Filter, u64)> = totals.into_iter().map(|((_, _, f), n)| (f, n)).collect();
+        let mut expected = vec![(Filter::ALL, 3), (us, 3), (v4, 1), (us_v4, 1)];
+        expected.sort();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
     fn minutes_open_to_corrections_are_recovered_even_beyond_memory() {
         let dir = tempfile::tempdir().unwrap();
         let store = PartitionStore::open(dir.path(), 0).unwrap();

@@ -93,8 +93,12 @@ impl PartitionStore {
         })?;
         self.read_count_rows(&txn, from, &snapshot_seq, &mut counts)?;
         let mut runs = Vec::new();
+        // A derived total's coarser counters are of its minute: the range
+        // can be cut before replaying.
         self.for_each_logged_total(&txn, &snapshot_seq, |delta, kinds| {
-            push_total(&mut counts, &mut runs, delta, kinds)
+            if (from..to).contains(&delta.minute) {
+                push_total(&mut counts, &mut runs, delta, kinds)
+            }
         })?;
         let mut totals = BTreeMap::new();
         replay_totals(&counts, &runs, &mut totals);
