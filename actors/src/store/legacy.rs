@@ -282,21 +282,12 @@ impl PartitionStore {
         if !self.format.may_hold(OlderLayout::SeenBlocks) {
             return Ok(());
         }
-        for row in txn
-            .open_table(SEEN_BLOCKS)
-            .map_err(|e| self.io("open seen blocks", e))?
-            .iter()
-            .map_err(|e| self.io("read seen blocks", e))?
-        {
-            let (key, ids) = row.map_err(|e| self.io("read seen blocks", e))?;
-            let (minute, _) = key.value();
-            for id in ids.value().chunks_exact(16) {
-                let mut bytes = [0; 16];
-                bytes.copy_from_slice(id);
-                seen.push((minute, u128::from_le_bytes(bytes)));
-            }
-        }
-        Ok(())
+        let whole = |bytes: &[u8]| {
+            let mut id = [0; 16];
+            id.copy_from_slice(bytes);
+            u128::from_le_bytes(id)
+        };
+        self.read_id_blocks(txn, SEEN_BLOCKS, 16, whole, seen)
     }
 
     /// Deletes the `seen_blocks` rows of minutes before `final_until`.

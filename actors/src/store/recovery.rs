@@ -151,20 +151,7 @@ impl PartitionStore {
         let mut seen = Vec::new();
         self.read_seen_rows(&txn, &mut seen)?;
         self.read_seen_blocks(&txn, &mut seen)?;
-        for row in txn
-            .open_table(SEEN_IDS)
-            .map_err(|e| self.io("open seen", e))?
-            .iter()
-            .map_err(|e| self.io("read seen", e))?
-        {
-            let (key, ids) = row.map_err(|e| self.io("read seen", e))?;
-            let (minute, _) = key.value();
-            seen.extend(
-                ids.value()
-                    .chunks_exact(ID_BYTES)
-                    .map(|id| (minute, id_of_stored(id))),
-            );
-        }
+        self.read_id_blocks(&txn, SEEN_IDS, ID_BYTES, id_of_stored, &mut seen)?;
         let counts_from = crate::time::event_clock::closed_until(watermark)
             .saturating_sub(memory_minutes.saturating_mul(crate::time::MINUTE_MS))
             .min(crate::time::event_clock::final_until(
@@ -320,6 +307,29 @@ impl PartitionStore {
 }
 
 impl PartitionStore {
+    /// Appends the ids of a table of id blocks (`(minute, commit's last
+    /// sequence)` → ids of `width` bytes each, read by `id`) to `seen`.
+    pub(super) fn read_id_blocks(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: redb::TableDefinition<(i64, u64), &[u8]>,
+        width: usize,
+        id: fn(&[u8]) -> u128,
+        seen: &mut Vec<(i64, u128)>,
+    ) -> Result<(), StoreError> {
+        for row in txn
+            .open_table(table)
+            .map_err(|e| self.io("open seen", e))?
+            .iter()
+            .map_err(|e| self.io("read seen", e))?
+        {
+            let (key, ids) = row.map_err(|e| self.io("read seen", e))?;
+            let (minute, _) = key.value();
+            seen.extend(ids.value().chunks_exact(width).map(|b| (minute, id(b))));
+        }
+        Ok(())
+    }
+
     /// Calls `each` with every count-log total, in commit order, except
     /// those of a minute whose snapshot (`snapshot_seq`: minute → the
     /// writing commit) a later commit wrote: that snapshot holds a newer
