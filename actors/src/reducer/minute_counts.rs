@@ -171,14 +171,9 @@ impl MinuteCounts {
     /// Sets counters to recovered totals, in order: a later total of the
     /// same counter replaces an earlier one (recovery hands snapshots first,
     /// then the count log's newer totals, so no map of counters is needed).
-    pub fn set_totals(&mut self, totals: &[Increment]) {
-        self.set_totals_deriving(totals, &[]);
-    }
-
-    /// [`MinuteCounts::set_totals`], where the totals of `runs` are finest
-    /// counters whose changes also go to their coarser counters (see
-    /// [`DeriveRun`]).
-    pub fn set_totals_deriving(&mut self, totals: &[Increment], runs: &[DeriveRun]) {
+    /// The totals of `runs` are finest counters whose changes also go to
+    /// their coarser counters (see [`DeriveRun`]).
+    pub fn set_totals(&mut self, totals: &[Increment], runs: &[DeriveRun]) {
         replay_totals(totals, runs, self);
     }
 
@@ -577,7 +572,8 @@ mod tests {
             total,
         };
         let mut counts = MinuteCounts::new(0);
-        counts.set_totals(&[total(0, 5), total(60_000, 2), total(0, 9), total(0, 7)]);
+        let totals = [total(0, 5), total(60_000, 2), total(0, 9), total(0, 7)];
+        counts.set_totals(&totals, &[]);
         assert_eq!(counts.count(&ad, &Filter::ALL, 0, 60_000), 7);
         assert_eq!(counts.count(&ad, &Filter::ALL, 0, 120_000), 9);
         // Increments after recovery add to the set totals.

@@ -99,7 +99,7 @@ impl ReducerStart {
     /// owner's late message never carries a version this owner uses.
     pub fn recovered(partition: u32, recovered: &mut Recovered, epoch: u64) -> ReducerStart {
         let mut counts = MinuteCounts::new(recovered.counts_from);
-        counts.set_totals_deriving(&recovered.counts, &recovered.derive);
+        counts.set_totals(&recovered.counts, &recovered.derive);
         recovered.counts = Vec::new();
         recovered.derive = Vec::new();
         ReducerStart {

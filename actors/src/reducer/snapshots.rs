@@ -239,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn with_finest_counters_logged_each_counts_as_what_recovery_writes() {
+    fn with_finest_counters_logged_only_those_count_at_their_weight() {
         let kinds = FilterKinds::of(&crate::DimensionSet::defaults());
         let mut counts = MinuteCounts::default();
         let mut snapshots = MinuteSnapshots::new(SNAPSHOT_LOG_FLOOR).logging_finest_only(kinds);
